@@ -1,0 +1,377 @@
+"""Flow: a graph of tasks and its validation.
+
+    with Flow("etl") as flow:
+        day = Parameter("day", default=date.today)
+        rows = extract(day)
+        load(transform(rows))
+    state = flow.run(day="2024-05-01")
+
+Running lives in `orchestrator.engine`; `Flow.run` and `Flow.visualize` only
+hand the flow over to it.
+"""
+
+import contextvars
+import copy as _copy
+from collections import deque
+
+from ..exceptions import FlowValidationError, TaskDefinitionError
+from .edge import Edge, EdgeAnnotation
+from .task import Parameter, Task, as_task, is_constant_input
+
+__all__ = ["Flow"]
+
+_building = contextvars.ContextVar("orchestrator_building_flow", default=None)
+
+
+
+class Flow:
+    """A named graph of tasks. Build it in a `with` block or with `add_edge`."""
+
+    def __init__(self, name, schedule=None, executor=None, run_config=None,
+                 storage=None, tasks=None, edges=None, reference_tasks=None,
+                 state_handlers=None, on_failure=None, validate=None, result=None,
+                 terminal_state_handler=None):
+        if not isinstance(name, str) or not name.strip():
+            raise FlowValidationError(f"A flow needs a non-empty name, got {name!r}")
+        self.name = name
+        self.schedule = schedule
+        self.executor = executor
+        self.run_config = run_config
+        self.storage = storage
+        self.result = result
+        self.terminal_state_handler = terminal_state_handler
+        self.state_handlers = list(state_handlers or ())
+        if on_failure is not None:
+            self.state_handlers.append(_flow_on_failure(on_failure))
+        self.constants = {}
+        self.slugs = {}
+        self._tasks = {}
+        self._edges = {}
+        self._upstream = {}
+        self._downstream = {}
+        self._slug_counts = {}
+        self._slug_index = set()
+        self._reference_tasks = set()
+        self._version = 0
+        self._sorted_cache = None
+        for t in tasks or ():
+            self.add_task(t)
+        for e in edges or ():
+            self.add_edge(e.upstream_task, e.downstream_task, key=e.key,
+                          mapped=e.mapped, flattened=e.flattened, validate=validate)
+        if reference_tasks:
+            self.set_reference_tasks(reference_tasks)
+
+    def __repr__(self):
+        return f"<Flow: name={self.name!r}>"
+
+    def __enter__(self):
+        self.__token = _building.set(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        _building.reset(self.__token)
+
+    # -- contents ------------------------------------------------------------
+    @property
+    def tasks(self):
+        return set(self._tasks)
+
+    @property
+    def edges(self):
+        return set(self._edges)
+
+    def __len__(self):
+        return len(self._tasks)
+
+    def __iter__(self):
+        return iter(self._tasks)
+
+    def __contains__(self, task):
+        return task in self._tasks
+
+    def add_task(self, task):
+        """Add `task` to the flow (without edges) and return it."""
+        if task in self._tasks:
+            return task
+        if not isinstance(task, Task):
+            raise TaskDefinitionError(
+                f"Flow {self.name!r} can only hold tasks; got {task!r} "
+                f"({type(task).__name__}). Decorate the function with @task."
+            )
+        slug = task.slug
+        if slug is None:
+            count = self._slug_counts.get(task.name, 0) + 1
+            self._slug_counts[task.name] = count
+            slug = f"{task.name}-{count}"
+            while slug in self._slug_index:
+                count += 1
+                self._slug_counts[task.name] = count
+                slug = f"{task.name}-{count}"
+        elif slug in self._slug_index:
+            if isinstance(task, Parameter):
+                raise TaskDefinitionError(
+                    f"Flow {self.name!r} already has a parameter named {slug!r}; "
+                    "parameter names must be unique. Reuse the same Parameter object, "
+                    "or give the second one another name."
+                )
+            raise TaskDefinitionError(
+                f"Flow {self.name!r} already has a task with the slug {slug!r}; "
+                "give this task another slug, or leave slug unset."
+            )
+        self._tasks[task] = None
+        self.slugs[task] = slug
+        self._slug_index.add(slug)
+        self._upstream[task] = []
+        self._downstream[task] = []
+        self._changed()
+        return task
+
+    def add_edge(self, upstream_task, downstream_task, key=None, mapped=False,
+                 flattened=False, validate=None):
+        """Make `downstream_task` depend on `upstream_task`; returns the Edge."""
+        edge = Edge(upstream_task, downstream_task, key=key, mapped=mapped,
+                    flattened=flattened)
+        self.add_task(upstream_task)
+        self.add_task(downstream_task)
+        if edge in self._edges:
+            return edge
+        if key is not None:
+            for existing in self._upstream[downstream_task]:
+                if existing.key == key:
+                    raise TaskDefinitionError(
+                        f"Argument {key!r} of task {downstream_task.name!r} already comes "
+                        f"from {existing.upstream_task.name!r}; a task argument can have "
+                        "one source only"
+                    )
+            if key in self.constants.get(downstream_task, {}):
+                del self.constants[downstream_task][key]
+        self._edges[edge] = None
+        self._upstream[downstream_task].append(edge)
+        self._downstream[upstream_task].append(edge)
+        self._changed()
+        if validate:
+            self._check_acyclic()
+        return edge
+
+    def chain(self, *tasks, validate=None):
+        """Run `tasks` one after another; returns the edges made."""
+        return [self.add_edge(a, b, validate=validate) for a, b in zip(tasks, tasks[1:])]
+
+    def set_dependencies(self, task, upstream_tasks=None, downstream_tasks=None,
+                         keyword_tasks=None, mapped=False, validate=None):
+        """Add `task` with upstream tasks, downstream tasks and keyword inputs.
+
+        Keyword inputs that are tasks become edges; literal values are kept as
+        constants of the task, unless they are mapped over.
+        """
+        self.add_task(task)
+        for up in upstream_tasks or ():
+            is_mapped, flattened = mapped, False
+            if isinstance(up, EdgeAnnotation):
+                is_mapped = up.annotations.get("mapped", is_mapped)
+                flattened = up.annotations.get("flattened", False)
+                up = up.task
+            up = as_task(up, flow=self)
+            self.add_edge(up, task, mapped=is_mapped or flattened, flattened=flattened,
+                          validate=validate)
+        for down in downstream_tasks or ():
+            self.add_edge(task, as_task(down, flow=self), validate=validate)
+        for key, value in (keyword_tasks or {}).items():
+            is_mapped, flattened = mapped, False
+            if isinstance(value, EdgeAnnotation):
+                is_mapped = value.annotations.get("mapped", is_mapped)
+                flattened = value.annotations.get("flattened", False)
+                value = value.task
+            if not isinstance(value, Task) and not (is_mapped or flattened) \
+                    and is_constant_input(value):
+                self.constants.setdefault(task, {})[key] = value
+                continue
+            self.add_edge(as_task(value, flow=self), task, key=key,
+                          mapped=is_mapped or flattened, flattened=flattened,
+                          validate=validate)
+
+    def _changed(self):
+        self._version += 1
+        self._sorted_cache = None
+
+    # -- queries -------------------------------------------------------------
+    def edges_to(self, task):
+        return set(self._upstream.get(task, ()))
+
+    def edges_from(self, task):
+        return set(self._downstream.get(task, ()))
+
+    def upstream_tasks(self, task):
+        return {e.upstream_task for e in self._upstream.get(task, ())}
+
+    def downstream_tasks(self, task):
+        return {e.downstream_task for e in self._downstream.get(task, ())}
+
+    def root_tasks(self):
+        return {t for t in self._tasks if not self._upstream[t]}
+
+    def terminal_tasks(self):
+        return {t for t in self._tasks if not self._downstream[t]}
+
+    def reference_tasks(self):
+        """The tasks whose states decide the flow's state (default: terminal tasks)."""
+        return set(self._reference_tasks) or self.terminal_tasks()
+
+    def set_reference_tasks(self, tasks):
+        tasks = set(tasks)
+        foreign = [t.name for t in tasks if t not in self._tasks]
+        if foreign:
+            raise FlowValidationError(
+                f"Reference tasks {', '.join(map(repr, foreign))} are not in flow "
+                f"{self.name!r}; add them to the flow first"
+            )
+        self._reference_tasks = tasks
+
+    def parameters(self):
+        """The flow's Parameter tasks."""
+        return {t for t in self._tasks if isinstance(t, Parameter)}
+
+    def get_tasks(self, name=None, slug=None, tags=None, task_type=None):
+        """Tasks matching every given filter."""
+        found = []
+        for t in self._tasks:
+            if name is not None and t.name != name:
+                continue
+            if slug is not None and self.slugs.get(t) != slug:
+                continue
+            if tags is not None and not set(tags) <= t.tags:
+                continue
+            if task_type is not None and not isinstance(t, task_type):
+                continue
+            found.append(t)
+        return found
+
+    def sorted_tasks(self):
+        """Tasks in a topological order (Kahn's algorithm, stable, O(V+E)).
+
+        Cached until the graph changes. Raises FlowValidationError naming a cycle.
+        """
+        if self._sorted_cache is not None:
+            return self._sorted_cache
+        waiting = {t: len(self._upstream[t]) for t in self._tasks}
+        ready = deque(t for t, n in waiting.items() if n == 0)
+        order = []
+        while ready:
+            t = ready.popleft()
+            order.append(t)
+            for e in self._downstream[t]:
+                d = e.downstream_task
+                waiting[d] -= 1
+                if waiting[d] == 0:
+                    ready.append(d)
+        if len(order) != len(self._tasks):
+            stuck = {t for t, n in waiting.items() if n > 0}
+            raise FlowValidationError(self._describe_cycle(stuck))
+        self._sorted_cache = tuple(order)
+        return self._sorted_cache
+
+    def _describe_cycle(self, stuck):
+        # Walk upstream inside the stuck set until a task repeats: that is a cycle.
+        start = next(t for t in self._tasks if t in stuck)
+        path, seen = [start], {start: 0}
+        current = start
+        while True:
+            current = next(e.upstream_task for e in self._upstream[current]
+                           if e.upstream_task in stuck)
+            if current in seen:
+                cycle = path[seen[current]:] + [current]
+                break
+            seen[current] = len(path)
+            path.append(current)
+        cycle.reverse()
+        names = " -> ".join(repr(t.name) for t in cycle)
+        return (
+            f"Flow {self.name!r} has a cycle: {names}. Each arrow means 'runs before'; "
+            "a flow must be acyclic, so remove one of these dependencies."
+        )
+
+    def _check_acyclic(self):
+        self._sorted_cache = None
+        self.sorted_tasks()
+
+    def validate(self):
+        """Check the graph: edges within the flow, reference tasks present, no cycle."""
+        for edge in self._edges:
+            for t in (edge.upstream_task, edge.downstream_task):
+                if t not in self._tasks:
+                    raise FlowValidationError(
+                        f"Flow {self.name!r} has an edge to task {t.name!r}, which is not "
+                        "in the flow; add it with flow.add_task"
+                    )
+        missing = [t.name for t in self._reference_tasks if t not in self._tasks]
+        if missing:
+            raise FlowValidationError(
+                f"Flow {self.name!r}: reference tasks {missing} are not in the flow"
+            )
+        self.sorted_tasks()
+        return True
+
+    # -- whole-flow operations ----------------------------------------------
+    def copy(self):
+        new = _copy.copy(self)
+        new._tasks = dict(self._tasks)
+        new._edges = dict(self._edges)
+        new._upstream = {t: list(v) for t, v in self._upstream.items()}
+        new._downstream = {t: list(v) for t, v in self._downstream.items()}
+        new.constants = {t: dict(v) for t, v in self.constants.items()}
+        new.slugs = dict(self.slugs)
+        new._slug_counts = dict(self._slug_counts)
+        new._slug_index = set(self._slug_index)
+        new._reference_tasks = set(self._reference_tasks)
+        new.state_handlers = list(self.state_handlers)
+        return new
+
+    def update(self, flow, validate=None):
+        """Add every task, edge and constant of another flow to this one."""
+        for t in flow._tasks:
+            self.add_task(t)
+        for e in flow._edges:
+            self.add_edge(e.upstream_task, e.downstream_task, key=e.key,
+                          mapped=e.mapped, flattened=e.flattened, validate=validate)
+        for t, values in flow.constants.items():
+            self.constants.setdefault(t, {}).update(values)
+
+    def run(self, parameters=None, executor=None, context=None, task_states=None,
+            **kwargs):
+        """Run the flow in this process and return its final State.
+
+        Extra keyword arguments are parameter values. The state's `.result` maps
+        every task to its State.
+        """
+        from ..engine.flow_runner import run_flow
+
+        if "return_tasks" in kwargs:
+            raise TypeError(
+                "flow.run() always returns every task's state in state.result; "
+                "drop the return_tasks argument"
+            )
+        params = dict(parameters or {})
+        params.update(kwargs)
+        return run_flow(self, parameters=params, executor=executor, context=context,
+                        task_states=task_states)
+
+    def visualize(self, flow_state=None, filename=None, format=None):
+        """The flow as Graphviz DOT text; with `filename`, also render it (needs graphviz)."""
+        from ..engine.visualize import flow_to_dot, render
+
+        dot = flow_to_dot(self, flow_state)
+        if filename is not None:
+            render(dot, filename, format or "pdf")
+        return dot
+
+
+def _flow_on_failure(callback):
+    def handler(flow, old_state, new_state):
+        if new_state.is_failed():
+            callback(flow, new_state)
+        return new_state
+
+    return handler
+
+

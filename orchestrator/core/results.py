@@ -1,0 +1,136 @@
+"""Results: where a checkpointed task result is written and read back.
+
+    @task(result=LocalResult(dir="~/data/out", location="{task_name}-{today}.pkl"))
+
+`location` is a template filled from the run context (`{task_name}`,
+`{today}`, `{map_index}`, `{flow_run_id}`, parameters by name, ...). Files are
+written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+import os
+import string
+import tempfile
+from pathlib import Path
+
+from ..exceptions import ResultError
+from .serializers import PickleSerializer
+
+__all__ = ["Result", "LocalResult", "SerializationError", "unpicklable_message"]
+
+
+class SerializationError(ResultError):
+    """The serializer could not turn a value into bytes; `.error` says why."""
+
+    def __init__(self, value, error):
+        super().__init__(f"cannot serialize {type(value).__name__}: {error}")
+        self.value = value
+        self.error = error
+
+
+def unpicklable_message(task_name, value, exc, why):
+    """The error text for a result that cannot be serialized."""
+    return (
+        f"Task {task_name!r} returned a {type(value).__module__}.{type(value).__qualname__}, "
+        f"which cannot be pickled ({exc}), and {why}. Turn off checkpointing for this "
+        f"task with @task(checkpoint=False), or create the client or connection inside "
+        f"the task that uses it instead of returning it."
+    )
+
+
+class Result:
+    """Base class: a serializer and a location template."""
+
+    def __init__(self, location=None, serializer=None):
+        self.location = location
+        self.serializer = serializer or PickleSerializer()
+
+    def format_location(self, template, **values):
+        template = template if template is not None else "{flow_run_id}/{task_slug}{map_suffix}.result"
+        try:
+            return string.Formatter().vformat(template, (), _Missing(values))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ResultError(
+                f"Result location {template!r} cannot be filled in: {exc}. "
+                f"Available names: {', '.join(sorted(values))}"
+            ) from None
+
+    def write(self, value, **values):
+        """Serialize `value` to this result's location; returns the location."""
+        raise NotImplementedError
+
+    def read(self, location):
+        raise NotImplementedError
+
+    def exists(self, location, **values):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}(location={self.location!r})"
+
+
+class _Missing(dict):
+    def __missing__(self, key):
+        raise KeyError(key)
+
+
+class LocalResult(Result):
+    """A file under `dir` (default `$ORCHESTRATOR_HOME/results`)."""
+
+    def __init__(self, dir=None, location=None, serializer=None, validate_dir=True):
+        super().__init__(location=location, serializer=serializer)
+        self._dir = dir
+        if dir is not None and validate_dir:
+            path = Path(os.path.expanduser(str(dir)))
+            if path.exists() and not path.is_dir():
+                raise ResultError(
+                    f"LocalResult dir {str(dir)!r} exists and is not a directory; "
+                    "point dir at a folder"
+                )
+
+    @property
+    def dir(self):
+        if self._dir is not None:
+            return Path(os.path.expanduser(str(self._dir)))
+        from ..config import home_dir
+
+        return home_dir() / "results"
+
+    def path_for(self, location):
+        path = Path(location)
+        return path if path.is_absolute() else self.dir / path
+
+    def write(self, value, **values):
+        location = self.format_location(values.pop("_target", None) or self.location,
+                                        **values)
+        try:
+            data = self.serializer.serialize(value)
+        except Exception as exc:
+            raise SerializationError(value, exc) from exc
+        path = self.path_for(location)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise ResultError(
+                f"Cannot write result to {path}: {exc.strerror}. Check that the "
+                "directory is writable, or set another dir on LocalResult"
+            ) from None
+        return str(path)
+
+    def read(self, location):
+        path = self.path_for(location)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ResultError(f"Cannot read result {path}: {exc.strerror}") from None
+        return self.serializer.deserialize(data)
+
+    def exists(self, location, **values):
+        return self.path_for(self.format_location(location, **values)).exists()

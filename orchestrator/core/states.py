@@ -1,0 +1,355 @@
+"""Run states: small immutable objects with `is_*()` predicates.
+
+The class hierarchy is the one Prefect 1 users know, so `isinstance` checks and
+predicates keep their meaning:
+
+    State
+    ├── Pending ── Scheduled ── Retrying, Paused, Queued
+    │         └── Submitted
+    ├── Running ── Cancelling
+    └── Finished
+        ├── Success ── Cached, Mapped, Skipped
+        ├── Failed ── TriggerFailed, TimedOut, ValidationFailed
+        ├── Looped
+        └── Cancelled
+
+A state's `result` is the task's return value (for a failure, the exception);
+`location` is where a checkpointed result was written, if it was.
+"""
+
+import datetime as _dt
+import time as _time
+
+__all__ = [
+    "State", "Pending", "Scheduled", "Retrying", "Paused", "Queued", "Submitted",
+    "Running", "Cancelling", "Finished", "Success", "Cached", "Mapped", "Skipped",
+    "Failed", "TriggerFailed", "TimedOut", "ValidationFailed", "Looped", "Cancelled",
+    "state_from_name",
+]
+
+_set = object.__setattr__
+
+
+class State:
+    """Base state. Immutable: make a new one instead of changing this one."""
+
+    __slots__ = ("message", "result", "context", "location", "_time")
+    color = "#999999"
+
+    def __init__(self, message=None, result=None, context=None, location=None):
+        _set(self, "message", message)
+        _set(self, "result", result)
+        _set(self, "context", context)
+        _set(self, "location", location)
+        _set(self, "_time", _time.time())
+
+    def __setattr__(self, name, value):
+        raise AttributeError(
+            f"{type(self).__name__} states are immutable; create a new state "
+            f"instead of setting {name!r}"
+        )
+
+    __delattr__ = __setattr__
+
+    @property
+    def timestamp(self):
+        """When the state was created, as an aware UTC datetime."""
+        return _dt.datetime.fromtimestamp(self._time, _dt.timezone.utc)
+
+    def _extra(self):
+        return ()
+
+    def __eq__(self, other):
+        # As in Prefect 1: states are equal when they are the same kind with the
+        # same scheduling details; message and result do not take part.
+        return type(self) is type(other) and self._extra() == other._extra()
+
+    def __hash__(self):
+        return hash((type(self).__name__, self._extra()))
+
+    def __repr__(self):
+        if self.message:
+            return f'<{type(self).__name__}: "{self.message}">'
+        return f"<{type(self).__name__}>"
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self._fields()))
+
+    def _fields(self):
+        fields = {}
+        for cls in type(self).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                fields[name] = getattr(self, name, None)
+        return fields
+
+    def replace(self, **changes):
+        """A copy of this state with some fields changed (same class)."""
+        fields = self._fields()
+        fields.update(changes)
+        return _rebuild(type(self), fields)
+
+    # Predicates. Each is a plain isinstance check so they stay cheap on the hot path.
+    def is_pending(self):
+        return isinstance(self, Pending)
+
+    def is_scheduled(self):
+        return isinstance(self, Scheduled)
+
+    def is_submitted(self):
+        return isinstance(self, Submitted)
+
+    def is_queued(self):
+        return isinstance(self, Queued)
+
+    def is_retrying(self):
+        return isinstance(self, Retrying)
+
+    def is_paused(self):
+        return isinstance(self, Paused)
+
+    def is_running(self):
+        return isinstance(self, Running)
+
+    def is_cancelling(self):
+        return isinstance(self, Cancelling)
+
+    def is_finished(self):
+        return isinstance(self, Finished)
+
+    def is_successful(self):
+        return isinstance(self, Success)
+
+    def is_failed(self):
+        return isinstance(self, Failed)
+
+    def is_skipped(self):
+        return isinstance(self, Skipped)
+
+    def is_mapped(self):
+        return isinstance(self, Mapped)
+
+    def is_cached(self):
+        return isinstance(self, Cached)
+
+    def is_looped(self):
+        return isinstance(self, Looped)
+
+    def is_cancelled(self):
+        return isinstance(self, Cancelled)
+
+    def is_meta_state(self):
+        return False
+
+
+def _rebuild(cls, fields):
+    state = cls.__new__(cls)
+    for name, value in fields.items():
+        _set(state, name, value)
+    return state
+
+
+class Pending(State):
+    """Not started yet: waiting for upstream tasks or an agent."""
+
+    __slots__ = ("cached_inputs",)
+    color = "#d3d3d3"
+
+    def __init__(self, message=None, result=None, context=None, location=None,
+                 cached_inputs=None):
+        super().__init__(message, result, context, location)
+        _set(self, "cached_inputs", cached_inputs)
+
+
+class Scheduled(Pending):
+    """Pending until `start_time` (an aware datetime, or None for now)."""
+
+    __slots__ = ("start_time",)
+    color = "#ffab00"
+
+    def __init__(self, message=None, result=None, start_time=None, context=None,
+                 location=None, cached_inputs=None):
+        super().__init__(message, result, context, location, cached_inputs)
+        _set(self, "start_time", _aware(start_time))
+
+    def _extra(self):
+        return (self.start_time,)
+
+
+class Retrying(Scheduled):
+    """Scheduled to run again at `start_time`; `run_count` runs happened so far."""
+
+    __slots__ = ("run_count",)
+    color = "#ffca28"
+
+    def __init__(self, message=None, result=None, start_time=None, context=None,
+                 location=None, cached_inputs=None, run_count=None):
+        super().__init__(message, result, start_time, context, location, cached_inputs)
+        _set(self, "run_count", run_count)
+
+    def _extra(self):
+        return (self.start_time, self.run_count)
+
+
+class Paused(Scheduled):
+    """Waiting for someone to resume it (manual approval)."""
+
+    __slots__ = ()
+    color = "#cfd8dc"
+
+
+class Queued(Scheduled):
+    """Ready, but held back by a concurrency limit."""
+
+    __slots__ = ()
+    color = "#fff59d"
+
+
+class Submitted(Pending):
+    """Claimed by an agent, about to start."""
+
+    __slots__ = ()
+    color = "#fff9c4"
+
+
+class Running(State):
+    """Executing now."""
+
+    __slots__ = ()
+    color = "#00b3ff"
+
+
+class Cancelling(Running):
+    """Asked to stop; still running until it does."""
+
+    __slots__ = ()
+    color = "#bdbdbd"
+
+
+class Finished(State):
+    """Terminal: nothing will change this state."""
+
+    __slots__ = ()
+    color = "#bababa"
+
+
+class Success(Finished):
+    """Finished without error."""
+
+    __slots__ = ()
+    color = "#28a745"
+
+
+class Cached(Success):
+    """Finished by reusing an earlier result."""
+
+    __slots__ = ("cached_inputs", "cached_parameters", "cached_result_expiration")
+    color = "#5ae678"
+
+    def __init__(self, message=None, result=None, context=None, location=None,
+                 cached_inputs=None, cached_result_expiration=None,
+                 cached_parameters=None):
+        super().__init__(message, result, context, location)
+        _set(self, "cached_inputs", cached_inputs)
+        _set(self, "cached_parameters", cached_parameters)
+        _set(self, "cached_result_expiration", _aware(cached_result_expiration))
+
+    def _extra(self):
+        return (self.cached_result_expiration,)
+
+
+class Mapped(Success):
+    """A mapped parent: its children's states are in `map_states`, in input order."""
+
+    __slots__ = ("map_states",)
+    color = "#97ffd0"
+
+    def __init__(self, message=None, result=None, context=None, location=None,
+                 map_states=None):
+        map_states = list(map_states or ())
+        if result is None:
+            result = [s.result for s in map_states]
+        super().__init__(message, result, context, location)
+        _set(self, "map_states", map_states)
+
+    @property
+    def n_map_states(self):
+        return len(self.map_states)
+
+
+class Skipped(Success):
+    """Deliberately not run; counts as success for triggers."""
+
+    __slots__ = ()
+    color = "#62757f"
+
+
+class Failed(Finished):
+    """Finished with an error; `result` is the exception."""
+
+    __slots__ = ()
+    color = "#eb0000"
+
+
+class TriggerFailed(Failed):
+    """Not run because its trigger did not pass."""
+
+    __slots__ = ()
+    color = "#c42800"
+
+
+class TimedOut(Failed):
+    """Stopped because it ran past its timeout."""
+
+    __slots__ = ()
+    color = "#cdab00"
+
+
+class ValidationFailed(Failed):
+    """The task's result did not pass validation."""
+
+    __slots__ = ()
+    color = "#db1b1b"
+
+
+class Looped(Finished):
+    """One iteration of a LOOP finished; the task runs again."""
+
+    __slots__ = ("loop_count",)
+    color = "#79c8ff"
+
+    def __init__(self, message=None, result=None, context=None, location=None,
+                 loop_count=None):
+        super().__init__(message, result, context, location)
+        _set(self, "loop_count", loop_count)
+
+
+class Cancelled(Finished):
+    """Stopped on request."""
+
+    __slots__ = ()
+    color = "#bdbdbd"
+
+
+def _aware(value):
+    if value is not None and value.tzinfo is None:
+        raise ValueError(
+            f"start_time {value!r} has no time zone; pass an aware datetime, "
+            "e.g. datetime.now(timezone.utc) + timedelta(seconds=5)"
+        )
+    return value
+
+
+_BY_NAME = {cls.__name__: cls for cls in (
+    Pending, Scheduled, Retrying, Paused, Queued, Submitted, Running, Cancelling,
+    Finished, Success, Cached, Mapped, Skipped, Failed, TriggerFailed, TimedOut,
+    ValidationFailed, Looped, Cancelled)}
+
+
+def state_from_name(name):
+    """The state class called `name` ('Success', 'Failed', ...)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(
+            f"{name!r} is not a state; use one of {', '.join(sorted(_BY_NAME))}"
+        ) from None

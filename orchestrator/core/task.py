@@ -1,0 +1,547 @@
+"""Tasks: the units of work in a flow, in the functional or subclass style.
+
+    @task(max_retries=2, retry_delay=timedelta(seconds=5))
+    def fetch(url): ...
+
+    class Load(Task):
+        def run(self, rows): ...
+
+Calling a task inside `with Flow(...)` adds a copy of it to the flow with
+edges from its arguments; calling `.run()` runs it as a plain function.
+"""
+
+import copy as _copy
+import datetime as _dt
+import inspect
+import operator
+import typing
+
+from ..exceptions import TaskCallError, TaskDefinitionError
+from . import triggers as _triggers
+from .edge import EdgeAnnotation
+
+__all__ = ["Task", "FunctionTask", "task", "Parameter", "DateTimeParameter",
+           "Constant", "GetItem", "as_task", "current_flow"]
+
+_RESERVED = ("upstream_tasks", "mapped", "task_args", "flow")
+
+
+def current_flow():
+    """The flow being built by the innermost `with Flow(...)` block, or None."""
+    from .flow import _building
+
+    return _building.get()
+
+
+def _seconds(value, what):
+    if value is None:
+        return None
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TaskDefinitionError(
+        f"{what}={value!r} is not a duration; pass seconds as a number or a datetime.timedelta"
+    )
+
+
+class Task:
+    """A unit of work. Subclass it and define `run`, or use `@task` on a function.
+
+    Settings (all optional): name, slug, tags, max_retries + retry_delay,
+    timeout (seconds or timedelta), trigger, skip_on_upstream_skip,
+    cache_for + cache_validator + cache_key, checkpoint, result, target,
+    state_handlers [(task, old_state, new_state) -> state or None],
+    on_failure (task, state), log_stdout, task_run_name, nout.
+    """
+
+    def __init__(self, name=None, slug=None, tags=None, max_retries=None,
+                 retry_delay=None, timeout=None, trigger=None,
+                 skip_on_upstream_skip=True, cache_for=None, cache_validator=None,
+                 cache_key=None, checkpoint=None, state_handlers=None,
+                 on_failure=None, log_stdout=False, result=None, target=None,
+                 task_run_name=None, nout=None):
+        self.name = name or type(self).__name__
+        self.slug = slug
+        if isinstance(tags, str):
+            raise TaskDefinitionError(
+                f"Task {self.name!r}: tags={tags!r} is a string, which would make one "
+                f"tag per character; pass a list: tags=[{tags!r}]"
+            )
+        self.tags = set(tags or ())
+        max_retries = 0 if max_retries is None else max_retries
+        if not isinstance(max_retries, int) or max_retries < 0:
+            raise TaskDefinitionError(
+                f"Task {self.name!r}: max_retries={max_retries!r} must be a whole number >= 0"
+            )
+        if max_retries > 0 and retry_delay is None:
+            raise TaskDefinitionError(
+                f"Task {self.name!r}: a datetime.timedelta `retry_delay` must be provided "
+                f"if max_retries > 0 (got max_retries={max_retries}); "
+                "e.g. retry_delay=timedelta(seconds=10)"
+            )
+        if retry_delay is not None and max_retries == 0:
+            raise TaskDefinitionError(
+                f"Task {self.name!r}: a `max_retries` argument greater than 0 must be "
+                "provided if specifying a retry delay"
+            )
+        self.max_retries = max_retries
+        self.retry_delay = (_dt.timedelta(seconds=_seconds(retry_delay, "retry_delay"))
+                            if retry_delay is not None else None)
+        self.timeout = _seconds(timeout, "timeout")
+        if self.timeout is not None and self.timeout <= 0:
+            raise TaskDefinitionError(f"Task {self.name!r}: timeout={timeout!r} must be positive")
+        self.trigger = trigger or _triggers.all_successful
+        if not callable(self.trigger):
+            raise TaskDefinitionError(
+                f"Task {self.name!r}: trigger={trigger!r} is not callable; pass a function "
+                "such as orchestrator.triggers.all_finished"
+            )
+        self.skip_on_upstream_skip = skip_on_upstream_skip
+        self.cache_for = (_dt.timedelta(seconds=_seconds(cache_for, "cache_for"))
+                          if cache_for is not None else None)
+        self.cache_validator = cache_validator
+        self.cache_key = cache_key
+        self.checkpoint = checkpoint
+        self.result = result
+        self.target = target
+        self.state_handlers = list(state_handlers or ())
+        if on_failure is not None:
+            self.state_handlers.append(_on_failure_handler(on_failure))
+        for handler in self.state_handlers:
+            if not callable(handler):
+                raise TaskDefinitionError(
+                    f"Task {self.name!r}: state handler {handler!r} is not callable"
+                )
+        self.log_stdout = log_stdout
+        self.task_run_name = task_run_name
+        if nout is not None and (not isinstance(nout, int) or nout < 1):
+            raise TaskDefinitionError(f"Task {self.name!r}: nout={nout!r} must be a positive int")
+        self.nout = nout
+        _check_run_signature(self)
+
+    def __repr__(self):
+        return f"<Task: {self.name}>"
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        # Identity, so `task == other` never builds an equality task by surprise.
+        return self is other
+
+    # -- running -------------------------------------------------------------
+    def run(self):
+        """The work. Subclasses override this; its arguments are the task's inputs."""
+
+    # -- building flows ------------------------------------------------------
+    def copy(self, **task_args):
+        """A copy of this task with some settings changed."""
+        new = _copy.copy(self)
+        new.tags = set(self.tags)
+        new.state_handlers = list(self.state_handlers)
+        if new.slug is not None:
+            new.slug = f"{new.slug}-copy"
+        for key, value in task_args.items():
+            if not hasattr(new, key):
+                raise AttributeError(
+                    f"{self!r} does not have {key} as an attribute; task_args takes "
+                    "the task's settings (name, tags, max_retries, ...)"
+                )
+            if key == "tags":
+                value = set(value)
+            elif key == "retry_delay" and value is not None:
+                value = _dt.timedelta(seconds=_seconds(value, "retry_delay"))
+            elif key == "timeout":
+                value = _seconds(value, "timeout")
+            setattr(new, key, value)
+        if new.max_retries and new.retry_delay is None:
+            raise TaskDefinitionError(
+                f"Task {new.name!r}: a datetime.timedelta `retry_delay` must be provided "
+                f"if max_retries > 0"
+            )
+        return new
+
+    def __call__(self, *args, mapped=False, task_args=None, upstream_tasks=None,
+                 flow=None, **kwargs):
+        """Add a copy of this task to the flow being built, fed by these arguments."""
+        new = self.copy(**(task_args or {}))
+        new.bind(*args, mapped=mapped, upstream_tasks=upstream_tasks, flow=flow, **kwargs)
+        return new
+
+    def map(self, *args, upstream_tasks=None, flow=None, task_args=None, **kwargs):
+        """Add a copy that runs once per item of its inputs (see `unmapped`, `flatten`)."""
+        new = self.copy(**(task_args or {}))
+        new.bind(*args, mapped=True, upstream_tasks=upstream_tasks, flow=flow, **kwargs)
+        return new
+
+    def bind(self, *args, mapped=False, upstream_tasks=None, flow=None, **kwargs):
+        """Bind inputs to this very task (not a copy) in the flow being built."""
+        flow = self._flow_for(flow, "calling")
+        callargs = self._bind_arguments(args, kwargs)
+        flow.set_dependencies(task=self, upstream_tasks=upstream_tasks,
+                              keyword_tasks=callargs, mapped=mapped)
+        return self
+
+    def _flow_for(self, flow, doing):
+        flow = flow or current_flow()
+        if flow is None:
+            raise TaskDefinitionError(
+                f"{doing.capitalize()} task {self.name!r} outside a `with Flow(...)` block "
+                f"has no flow to add it to. Do it inside the block, pass flow=..., or "
+                f"call {self.name}.run(...) to run the function directly."
+            )
+        return flow
+
+    def _bind_arguments(self, args, kwargs):
+        signature = _signature(self)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            params = ", ".join(signature.parameters) or "no arguments"
+            raise TaskCallError(
+                f"Task {self.name!r} cannot be called with these arguments: {exc}. "
+                f"Its run() takes ({params})."
+            ) from None
+        callargs = {}
+        for name, value in bound.arguments.items():
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                callargs.update(value)
+            else:
+                callargs[name] = value
+        return callargs
+
+    def set_upstream(self, task, flow=None, key=None, mapped=False):
+        """Make `task` run before this one (passing its result as `key`, if given)."""
+        flow = self._flow_for(flow, "setting dependencies of")
+        flow.set_dependencies(task=self, upstream_tasks=[task] if key is None else None,
+                              keyword_tasks={key: task} if key is not None else None,
+                              mapped=mapped)
+        return self
+
+    def set_downstream(self, task, flow=None, key=None, mapped=False):
+        """Make this task run before `task` (passing its result as `key`, if given)."""
+        flow = self._flow_for(flow, "setting dependencies of")
+        flow.set_dependencies(task=task, upstream_tasks=[self] if key is None else None,
+                              keyword_tasks={key: self} if key is not None else None,
+                              mapped=mapped)
+        return self
+
+    def set_dependencies(self, flow=None, upstream_tasks=None, downstream_tasks=None,
+                         keyword_tasks=None, mapped=False):
+        flow = self._flow_for(flow, "setting dependencies of")
+        flow.set_dependencies(task=self, upstream_tasks=upstream_tasks,
+                              downstream_tasks=downstream_tasks,
+                              keyword_tasks=keyword_tasks, mapped=mapped)
+        return self
+
+    def __rshift__(self, other):
+        self.set_downstream(other)
+        return other
+
+    def __lshift__(self, other):
+        self.set_upstream(other)
+        return other
+
+    def __iter__(self):
+        if not self.nout:
+            raise TypeError(
+                f"Task {self.name!r} is not iterable. If it returns several results, "
+                "pass `nout` to the task decorator or constructor, or annotate its "
+                "return type as Tuple[...]"
+            )
+        return (self[i] for i in range(self.nout))
+
+    def __getitem__(self, key):
+        name = f"{self.name}[{key!r}]"
+        return GetItem(name=name, key=key)(self, flow=current_flow())
+
+    def is_equal(self, other):
+        """A task whose result is `self == other` (`==` itself stays identity)."""
+        return _operator_task(operator.eq, "Equal", self, other)
+
+    def is_not_equal(self, other):
+        return _operator_task(operator.ne, "NotEqual", self, other)
+
+    def not_(self):
+        return _operator_task(operator.not_, "Not", self)
+
+    def and_(self, other):
+        return _operator_task(lambda a, b: a and b, "And", self, other)
+
+    def or_(self, other):
+        return _operator_task(lambda a, b: a or b, "Or", self, other)
+
+
+def _define_operators():
+    ops = {
+        "add": operator.add, "sub": operator.sub, "mul": operator.mul,
+        "truediv": operator.truediv, "floordiv": operator.floordiv,
+        "mod": operator.mod, "pow": operator.pow, "and": operator.and_,
+        "or": operator.or_, "xor": operator.xor,
+    }
+    for name, fn in ops.items():
+        def forward(self, other, fn=fn, name=name):
+            return _operator_task(fn, name.capitalize(), self, other)
+
+        def backward(self, other, fn=fn, name=name):
+            return _operator_task(fn, name.capitalize(), other, self)
+
+        setattr(Task, f"__{name}__", forward)
+        setattr(Task, f"__r{name}__", backward)
+    for name, fn in {"gt": operator.gt, "ge": operator.ge,
+                     "lt": operator.lt, "le": operator.le}.items():
+        setattr(Task, f"__{name}__",
+                lambda self, other, fn=fn, name=name:
+                _operator_task(fn, name.capitalize(), self, other))
+
+
+class _OperatorTask(Task):
+    def __init__(self, fn, name):
+        self.fn = fn
+        super().__init__(name=name)
+
+    def run(self, a, b=None):
+        return self.fn(a) if self.fn is operator.not_ else self.fn(a, b)
+
+
+def _operator_task(fn, name, a, b=None):
+    flow = current_flow()
+    if flow is None:
+        raise TaskDefinitionError(
+            f"Operators on tasks ({name}) build new tasks and only work inside a "
+            "`with Flow(...)` block"
+        )
+    if fn is operator.not_:
+        return _OperatorTask(fn, name)(a, flow=flow)
+    return _OperatorTask(fn, name)(a, b, flow=flow)
+
+
+_define_operators()
+
+
+def _on_failure_handler(callback):
+    def handler(task, old_state, new_state):
+        if new_state.is_failed():
+            callback(task, new_state)
+        return new_state
+
+    handler.__name__ = f"on_failure({getattr(callback, '__name__', callback)!s})"
+    return handler
+
+
+_SIGNATURES = {}
+
+
+def _signature(task):
+    run = task.run
+    key = getattr(run, "__func__", run)
+    try:
+        return _SIGNATURES[key]
+    except KeyError:
+        sig = _SIGNATURES[key] = inspect.signature(run)
+        return sig
+    except TypeError:  # unhashable callable
+        return inspect.signature(run)
+
+
+def _check_run_signature(task):
+    sig = _signature(task)
+    for name, param in sig.parameters.items():
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise TaskDefinitionError(
+                f"Task {task.name!r}: run() takes *{name}, which is not supported because "
+                "task inputs are passed by keyword; use named arguments or one list argument"
+            )
+        if name in _RESERVED:
+            raise TaskDefinitionError(
+                f"Task {task.name!r}: run() has an argument named {name!r}, which is "
+                f"reserved for flow building ({', '.join(_RESERVED)}); rename it"
+            )
+
+
+class FunctionTask(Task):
+    """A task whose `run` is a plain function (what `@task` makes)."""
+
+    def __init__(self, fn, name=None, **kwargs):
+        if not callable(fn):
+            raise TaskDefinitionError(f"@task needs a function, got {fn!r}")
+        self.run = fn
+        if kwargs.get("nout") is None:
+            kwargs["nout"] = _nout_from_annotation(fn)
+        super().__init__(name=name or getattr(fn, "__name__", type(self).__name__), **kwargs)
+        self.__doc__ = getattr(fn, "__doc__", None)
+
+    def __getstate__(self):
+        return self.__dict__
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+
+def _nout_from_annotation(fn):
+    try:
+        ret = typing.get_type_hints(fn).get("return")
+    except Exception:
+        # Unresolvable annotations only lose the nout inference.
+        return None
+    if typing.get_origin(ret) is tuple:
+        args = typing.get_args(ret)
+        if args and args[-1] is not Ellipsis:
+            return len(args)
+    return None
+
+
+def task(fn=None, **task_init_kwargs):
+    """Make a function a task: `@task` or `@task(max_retries=1, retry_delay=...)`."""
+    if fn is None:
+        return lambda fn: FunctionTask(fn=fn, **task_init_kwargs)
+    return FunctionTask(fn=fn, **task_init_kwargs)
+
+
+class _NoDefault:
+    def __repr__(self):
+        return "no_default"
+
+    def __reduce__(self):
+        return "no_default"
+
+
+no_default = _NoDefault()
+
+
+class Parameter(Task):
+    """A named input of a flow, given when the flow runs.
+
+    `Parameter("day")` is required; `Parameter("day", default=None)` is not.
+    A callable default is called when each run starts, so
+    `Parameter("day", default=date.today)` is the run's date, not the day the
+    flow was defined or registered.
+    """
+
+    def __init__(self, name, default=no_default, required=None, tags=None):
+        if not isinstance(name, str) or not name:
+            raise TaskDefinitionError(f"Parameter name {name!r} must be a non-empty string")
+        if required is None:
+            required = default is no_default
+        self.required = bool(required)
+        self.default = None if default is no_default else default
+        super().__init__(name=name, slug=name, tags=tags)
+
+    def __repr__(self):
+        return f"<Parameter: {self.name}>"
+
+    def copy(self, name=None, **task_args):
+        new = super().copy(**task_args)
+        if name is not None:
+            new.name = name
+        new.slug = new.name
+        return new
+
+    def __call__(self, *args, **kwargs):
+        raise TaskDefinitionError(
+            f"Parameter {self.name!r} is not called: pass it to tasks as an argument, "
+            "or add it with flow.add_task(...)"
+        )
+
+    def default_value(self):
+        """The default for one run: a callable default is called now."""
+        default = self.default
+        return default() if callable(default) else default
+
+    def run(self):
+        from .context import context
+
+        return context["parameters"][self.name]
+
+
+class DateTimeParameter(Parameter):
+    """A Parameter whose value arrives as an ISO 8601 string and runs as a datetime."""
+
+    def run(self):
+        value = super().run()
+        if value is None or isinstance(value, _dt.datetime):
+            return value
+        try:
+            return _dt.datetime.fromisoformat(str(value))
+        except ValueError:
+            raise ValueError(
+                f"Parameter {self.name!r}: {value!r} is not an ISO 8601 datetime "
+                "such as 2024-05-01T06:00:00+00:00"
+            ) from None
+
+
+class Constant(Task):
+    """A task that returns a fixed value (made for mapped literal inputs)."""
+
+    def __init__(self, value, name=None, **kwargs):
+        self.value = value
+        if name is None:
+            text = repr(value)
+            name = text if len(text) <= 8 else f"Constant[{type(value).__name__}]"
+        super().__init__(name=name, **kwargs)
+
+    def run(self):
+        return self.value
+
+
+class GetItem(Task):
+    """`task[key]`: one item of another task's result."""
+
+    def __init__(self, key, **kwargs):
+        self.key = key
+        super().__init__(**kwargs)
+
+    def run(self, task_result):
+        return task_result[self.key]
+
+
+class _Collection(Task):
+    def __init__(self, kind, size, keys=None, **kwargs):
+        self.kind = kind
+        self.size = size
+        self.keys = keys
+        super().__init__(name=kind.__name__.capitalize(), **kwargs)
+
+    def run(self, **items):
+        values = [items[f"item_{i}"] for i in range(self.size)]
+        if self.kind is dict:
+            return dict(zip(self.keys, values))
+        return self.kind(values)
+
+
+def _contains_task(value):
+    if isinstance(value, (Task, EdgeAnnotation)):
+        return True
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_contains_task(v) for v in value)
+    if isinstance(value, dict):
+        return any(_contains_task(v) for v in value.values())
+    return False
+
+
+def as_task(value, flow=None):
+    """`value` as a task: tasks as they are, collections of tasks as a collection
+    task, anything else as a Constant."""
+    if isinstance(value, Task):
+        return value
+    if isinstance(value, (list, tuple, set, frozenset, dict)) and _contains_task(value):
+        if isinstance(value, dict):
+            keys, items = list(value.keys()), list(value.values())
+            kind = dict
+        else:
+            keys, items = None, list(value)
+            kind = type(value) if type(value) in (list, tuple, set, frozenset) else list
+        collection = _Collection(kind, len(items), keys)
+        flow = flow or current_flow()
+        collection.bind(flow=flow, **{f"item_{i}": v for i, v in enumerate(items)})
+        return collection
+    return Constant(value)
+
+
+def is_constant_input(value):
+    """True when `value` can be stored as a literal input instead of a task."""
+    return not _contains_task(value)
+
+

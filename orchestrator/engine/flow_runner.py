@@ -1,0 +1,336 @@
+"""The flow runner: freezes a flow's graph once, submits its tasks to an
+executor in topological order, and turns their states into the flow's state.
+
+Mapped tasks run depth first: a child of `b.map(a.map(xs))` starts as soon as
+its own upstream child finished, without waiting for all of `a`. Only a mapped
+input that is not itself mapped (a list from one task) must be computed first,
+to learn how many children there are.
+"""
+
+import datetime as _dt
+import difflib
+import logging
+import uuid
+from collections.abc import Iterable
+
+from ..config import load_config
+from ..core import context as _context
+from ..core.states import (Cancelled, Failed, Mapped, Paused, Running, Scheduled,
+                           Success)
+from ..exceptions import ParameterError
+from . import run_logging
+from .executors import LocalExecutor
+from .task_runner import TaskEnvelope, TaskPlan, run_task, _check_upstream_finished, \
+    _check_upstream_skipped, _check_trigger
+from ..core import signals
+
+__all__ = ["FlowRunner", "run_flow", "resolve_parameters"]
+
+logger = logging.getLogger(__name__)
+_UTC = _dt.timezone.utc
+
+
+def resolve_parameters(flow, given):
+    """The run's parameter values: given ones, then defaults (callables called now).
+
+    Raises ParameterError naming unknown and missing parameters.
+    """
+    params = {p.name: p for p in flow.parameters()}
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, params, n=1)
+            if close:
+                hints.append(f"{name!r} (did you mean {close[0]!r}?)")
+            else:
+                hints.append(repr(name))
+        known = ", ".join(sorted(params)) if params else "none"
+        raise ParameterError(
+            f"Flow {flow.name!r} has no parameter {', '.join(hints)}. "
+            f"Its parameters are: {known}."
+        )
+    missing = sorted(name for name, p in params.items() if p.required and name not in given)
+    if missing:
+        raise ParameterError(
+            f"Flow {flow.name!r} needs a value for the required parameter"
+            f"{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+            f"pass it as flow.run({missing[0]}=...) or in parameters={{...}}."
+        )
+    values = {}
+    for name, p in params.items():
+        values[name] = given[name] if name in given else p.default_value()
+    return values
+
+
+def flow_context(flow, parameters, flow_run_id=None, flow_run_name=None,
+                 scheduled_start_time=None, checkpointing=False):
+    """The flow-level context layer every task of the run sees."""
+    run_id = flow_run_id or str(uuid.uuid4())
+    when = scheduled_start_time or _dt.datetime.now(_UTC)
+    day = when.date()
+    one = _dt.timedelta(days=1)
+    return {
+        "flow_name": flow.name, "flow_id": flow.name, "flow_run_id": run_id,
+        "flow_run_name": flow_run_name or run_id, "parameters": parameters,
+        "scheduled_start_time": when, "date": when,
+        "today": day.isoformat(), "yesterday": (day - one).isoformat(),
+        "tomorrow": (day + one).isoformat(), "today_nodash": day.strftime("%Y%m%d"),
+        "yesterday_nodash": (day - one).strftime("%Y%m%d"),
+        "tomorrow_nodash": (day + one).strftime("%Y%m%d"),
+        "checkpointing": checkpointing, "running_with_backend": False,
+    }
+
+
+class _MappedEntry:
+    """A mapped task in flight: its children's futures (or states)."""
+
+    __slots__ = ("children", "collected")
+
+    def __init__(self, children, collected):
+        self.children = children
+        self.collected = collected
+
+
+def _collect_mapped(*children):
+    from .task_runner import unwrap
+
+    return Mapped("Ready to proceed with mapping.", map_states=[unwrap(c) for c in children])
+
+
+class FlowRunner:
+    """Runs one flow once. `inline_wait` is the longest retry delay waited for in
+    this process; a longer one leaves the task Retrying (a backend resumes it)."""
+
+    def __init__(self, flow, executor=None, reporter=None, inline_wait=float("inf"),
+                 config=None):
+        self.flow = flow
+        self.executor = executor or flow.executor or LocalExecutor()
+        self.reporter = reporter
+        self.inline_wait = inline_wait
+        self.config = config
+
+    def run(self, parameters=None, context=None, task_states=None, flow_run_id=None,
+            flow_run_name=None, scheduled_start_time=None):
+        flow = self.flow
+        flow.validate()
+        run_logging.ensure_logging()
+        config = self.config or load_config()
+        values = resolve_parameters(flow, parameters)
+        layer = flow_context(flow, values, flow_run_id, flow_run_name,
+                             scheduled_start_time,
+                             checkpointing=bool(config["flows"].get("checkpointing")))
+        user_layer = dict(context or {})
+        stack = ((layer, user_layer) if user_layer else (layer,)) + _context.current_stack()
+        token = _context.push_stack(stack)
+        try:
+            state = self._transition(Scheduled(), Running("Running flow."))
+            if not isinstance(state, Running):
+                return state
+            logger.info("Beginning Flow run for '%s'", flow.name)
+            try:
+                with self.executor.start():
+                    states = self._run_tasks(stack, values, task_states or {}, config)
+            except (Exception, signals.Signal) as exc:
+                logger.error("Unexpected error: %r", exc, exc_info=True)
+                return self._transition(state, Failed(f"Unexpected error: {exc!r}",
+                                                      result=exc))
+            final = self._final_state(states)
+            final = self._transition(state, final)
+            if isinstance(final, Success):
+                logger.info("Flow run SUCCESS: all reference tasks succeeded")
+            elif isinstance(final, Failed):
+                logger.info("Flow run FAILED: some reference tasks failed.")
+            return final
+        finally:
+            _context.pop(token)
+
+    def _transition(self, old, new):
+        for handler in self.flow.state_handlers:
+            try:
+                out = handler(self.flow, old, new)
+            except Exception as exc:
+                logger.error("Flow %r: state handler raised", self.flow.name, exc_info=True)
+                return Failed(f"Exception raised while calling state handlers: {exc!r}",
+                              result=exc)
+            if out is not None:
+                new = out
+        return new
+
+    def _plans(self, stack, values, config):
+        flow = self.flow
+        remote = self.executor.in_other_process
+        checkpointing = stack[0]["checkpointing"]
+        extra = tuple(config["logging"].get("extra_loggers") or ())
+        plans = {}
+        for t in flow.sorted_tasks():
+            plans[t] = TaskPlan(
+                t, flow.slugs[t], flow._upstream[t], flow.constants.get(t), stack,
+                result=flow.result, checkpointing=checkpointing, remote=remote,
+                inline_wait=self.inline_wait, reporter=self.reporter,
+                extra_loggers=extra, parameters=values)
+        return plans
+
+    def _run_tasks(self, stack, values, given, config):
+        executor = self.executor
+        submit = executor.submit
+        entries = {}
+        for t, plan in self._plans(stack, values, config).items():
+            previous = given.get(t)
+            if previous is not None and previous.is_finished():
+                entries[t] = previous
+                continue
+            upstream = [entries[e.upstream_task] for e in plan.edges]
+            if plan.mapped:
+                entries[t] = self._submit_mapped(plan, upstream)
+            else:
+                for i, u in enumerate(upstream):
+                    if type(u) is _MappedEntry:
+                        upstream[i] = u.collected
+                entries[t] = submit(run_task, plan, None, *upstream)
+        return self._gather(entries)
+
+    def _submit_mapped(self, plan, upstream):
+        executor = self.executor
+        columns = []
+        fixed = []
+        for edge, entry in zip(plan.edges, upstream):
+            if not edge.mapped:
+                fixed.append(entry.collected if type(entry) is _MappedEntry else entry)
+                columns.append(None)
+                continue
+            if type(entry) is _MappedEntry and not edge.flattened:
+                columns.append(entry.children)
+                fixed.append(None)
+                continue
+            state = executor.wait(entry.collected if type(entry) is _MappedEntry else entry)
+            state = _unwrap(state)
+            if not state.is_successful():
+                return self._unmappable(plan, upstream, edge, state)
+            items = state.result
+            if edge.flattened:
+                if not _is_sequence(items) or not all(_is_sequence(i) for i in items):
+                    return Failed(
+                        f"Task {plan.name!r} flattens the result of "
+                        f"{edge.upstream_task.name!r}, which is not a list of lists "
+                        f"(got {type(items).__name__}); flatten() removes one level "
+                        "of nesting.")
+                items = [x for inner in items for x in inner]
+            elif not _is_sequence(items):
+                return Failed(
+                    f"Task {plan.name!r} maps over the result of "
+                    f"{edge.upstream_task.name!r}, which is a {type(items).__name__}, "
+                    "not a list or other sequence. Return a list from "
+                    f"{edge.upstream_task.name!r}, or pass it with unmapped(...) to "
+                    "give every child the whole value.")
+            columns.append([Success("Mapped input.", result=x) for x in items])
+            fixed.append(None)
+        lengths = [len(c) for c in columns if c is not None]
+        n = min(lengths) if lengths else 0
+        children = []
+        if n and hasattr(executor, "map"):
+            args = [[i for i in range(n)]]
+            for column, value in zip(columns, fixed):
+                args.append(column[:n] if column is not None else [value] * n)
+            children = executor.map(lambda i, *ups, _plan=plan: run_task(_plan, i, *ups),
+                                    *args)
+        else:
+            submit = executor.submit
+            for i in range(n):
+                ups = [column[i] if column is not None else value
+                       for column, value in zip(columns, fixed)]
+                children.append(submit(run_task, plan, i, *ups))
+        return _MappedEntry(children, executor.submit(_collect_mapped, *children))
+
+    def _unmappable(self, plan, upstream, edge, state):
+        # A mapped input failed or was skipped as a whole: decide at the parent.
+        states = [_unwrap(self.executor.wait(u.collected if type(u) is _MappedEntry else u))
+                  for u in upstream]
+        try:
+            _check_upstream_finished(states)
+            if plan.skip_on_upstream_skip:
+                _check_upstream_skipped(states)
+            _check_trigger(plan, states)
+        except signals.ENDRUN as end:
+            return end.state
+        except signals.Signal as sig:
+            return sig.state
+        return Failed(
+            f"Task {plan.name!r} cannot map over the result of "
+            f"{edge.upstream_task.name!r}, which ended {type(state).__name__}.")
+
+    def _gather(self, entries):
+        futures = []
+        for entry in entries.values():
+            if type(entry) is _MappedEntry:
+                futures.extend(entry.children)
+            else:
+                futures.append(entry)
+        done = iter(self.executor.wait(futures))
+        states = {}
+        remote = self.executor.in_other_process
+        for t, entry in entries.items():
+            if type(entry) is _MappedEntry:
+                children = [next(done) for _ in entry.children]
+                if remote:
+                    children = [self._receive(c) for c in children]
+                states[t] = Mapped("Ready to proceed with mapping.", map_states=children)
+            else:
+                value = next(done)
+                states[t] = self._receive(value) if remote else value
+        return states
+
+    @staticmethod
+    def _receive(value):
+        if isinstance(value, TaskEnvelope):
+            if value.logs:
+                run_logging.emit_captured(value.logs)
+            return value.state
+        return value
+
+    def _final_state(self, states):
+        flow = self.flow
+        waiting = [t for t, s in states.items() if not s.is_finished()]
+        if waiting:
+            paused = [t.name for t in waiting if isinstance(states[t], Paused)]
+            if paused:
+                logger.warning(
+                    "Flow run paused at %s. To resume, run again with "
+                    "flow.run(task_states=state.result, context={'resume': True}).",
+                    ", ".join(map(repr, paused)))
+            return Running(
+                f"Not all tasks finished: {', '.join(repr(t.name) for t in waiting[:5])}"
+                f"{' ...' if len(waiting) > 5 else ''} "
+                f"{'is' if len(waiting) == 1 else 'are'} still "
+                f"{type(states[waiting[0]]).__name__}.", result=states)
+        reference = []
+        for t in flow.reference_tasks():
+            s = states[t]
+            if isinstance(s, Mapped) and s.map_states:
+                reference.extend(s.map_states)
+            else:
+                reference.append(s)
+        if any(s.is_failed() for s in reference):
+            return Failed("Some reference tasks failed.", result=states)
+        if all(s.is_successful() for s in reference):
+            return Success("All reference tasks succeeded.", result=states)
+        if any(isinstance(s, Cancelled) for s in reference):
+            return Cancelled("Some reference tasks were cancelled.", result=states)
+        return Failed("Some reference tasks did not succeed.", result=states)
+
+
+def _unwrap(value):
+    return value.state if isinstance(value, TaskEnvelope) else value
+
+
+def _is_sequence(value):
+    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, dict))
+
+
+def run_flow(flow, parameters=None, executor=None, context=None, task_states=None):
+    """What `flow.run()` does: run in this process and return the flow's State."""
+    return FlowRunner(flow, executor=executor).run(parameters=parameters, context=context,
+                                                   task_states=task_states)
+
+

@@ -1,0 +1,441 @@
+"""The task runner: one task run as a short pipeline of steps.
+
+    check upstream finished -> skip if upstream skipped -> trigger
+    -> gather inputs -> target / cache -> run (retries, loops, timeout)
+    -> checkpoint
+
+Each step either returns or raises `ENDRUN(state)`; exceptions become states in
+one place (`run_task`). Everything a run needs that does not change between
+runs is computed once per flow run into a `TaskPlan`, so the per-task work is
+what the task needs and no more: no copies of the context, no handler calls
+when there are no handlers, no log formatting when the level is off.
+"""
+
+import contextvars
+import ctypes
+import datetime as _dt
+import logging
+import threading
+import time
+
+import cloudpickle
+
+from ..core import context as _context
+from ..core import signals
+from ..core import triggers as _triggers
+from ..core.cache_validators import duration_only
+from ..core.results import ResultError, SerializationError, unpicklable_message
+from ..core.states import (Cached, Failed, Finished, Looped, Mapped, Pending, Retrying,
+                           Running, Skipped, Success, TimedOut)
+from . import run_logging
+
+__all__ = ["TaskPlan", "run_task", "TaskEnvelope", "TaskTimeoutError", "SKIP_MESSAGE"]
+
+logger = logging.getLogger(__name__)
+
+SKIP_MESSAGE = (
+    "Upstream task was skipped; if this was not the intended behavior, consider "
+    "changing `skip_on_upstream_skip=False` for this task."
+)
+_UTC = _dt.timezone.utc
+_RUNNING = Running("Starting task run.")
+_NOT_READY = Pending("Upstream tasks are not finished.")
+_CACHES = {}
+_caches_lock = threading.Lock()
+
+
+class TaskTimeoutError(Exception):
+    """Stands as the result of a TimedOut state."""
+
+
+class _TimeoutInterrupt(BaseException):
+    """Raised inside a task thread that ran past its timeout, to stop it."""
+
+
+class TaskPlan:
+    """What one task's runs need, computed once per flow run."""
+
+    __slots__ = ("task", "name", "slug", "edges", "keyed", "constants", "run",
+                 "trigger", "default_trigger", "skip_on_upstream_skip", "max_retries",
+                 "retry_delay", "timeout", "handlers", "result", "checkpoint", "target",
+                 "log_stdout", "cache_for", "cache_validator", "cache_key", "flow_stack",
+                 "tags", "remote", "log_info", "inline_wait", "mapped", "reporter",
+                 "extra_loggers", "parameters")
+
+    def __init__(self, task, slug, edges, constants, flow_stack, *, result=None,
+                 checkpointing=False, remote=False, inline_wait=float("inf"),
+                 reporter=None, extra_loggers=(), parameters=None):
+        self.task = task
+        self.name = task.name
+        self.slug = slug
+        self.edges = tuple(edges)
+        self.keyed = tuple((i, e.key) for i, e in enumerate(self.edges) if e.key)
+        self.constants = constants or None
+        self.run = task.run
+        self.trigger = task.trigger
+        self.default_trigger = task.trigger is _triggers.all_successful
+        self.skip_on_upstream_skip = task.skip_on_upstream_skip
+        self.max_retries = task.max_retries
+        self.retry_delay = task.retry_delay.total_seconds() if task.retry_delay else 0.0
+        self.timeout = task.timeout
+        self.handlers = tuple(task.state_handlers)
+        self.result = task.result or result
+        wants = task.checkpoint if task.checkpoint is not None else (
+            checkpointing or task.result is not None)
+        self.checkpoint = bool(wants and self.result is not None)
+        self.target = task.target
+        self.log_stdout = task.log_stdout
+        self.cache_for = task.cache_for
+        self.cache_validator = task.cache_validator or duration_only
+        self.cache_key = task.cache_key
+        self.flow_stack = flow_stack
+        self.tags = frozenset(task.tags)
+        self.remote = remote
+        self.log_info = logger.isEnabledFor(logging.INFO)
+        self.inline_wait = inline_wait
+        self.mapped = any(e.mapped for e in self.edges)
+        self.reporter = reporter
+        self.extra_loggers = tuple(extra_loggers)
+        self.parameters = parameters
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__ if name != "reporter"}
+
+    def __setstate__(self, data):
+        for name in self.__slots__:
+            setattr(self, name, data.get(name))
+        self.log_info = logger.isEnabledFor(logging.INFO)
+
+
+def run_task(plan, map_index, *upstream):
+    """Run one task (or one mapped child) given its upstream states, in edge order.
+
+    Returns the final State, or a `TaskEnvelope` with the state and the captured
+    log records when the plan runs in another process than its flow.
+    """
+    if plan.remote:
+        return _run_remote(plan, map_index, upstream)
+    return _run(plan, map_index, upstream)
+
+
+def _run(plan, map_index, upstream, state=None):
+    full_name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
+    state = state or Pending()
+    if plan.log_info:
+        logger.info("Task '%s': Starting task run...", full_name)
+    try:
+        _check_upstream_finished(upstream)
+        if plan.skip_on_upstream_skip and upstream:
+            _check_upstream_skipped(upstream)
+        if upstream or not plan.default_trigger:
+            _check_trigger(plan, upstream)
+        inputs = _gather_inputs(plan, upstream)
+        state = _run_with_retries(plan, map_index, full_name, inputs, state)
+    except signals.ENDRUN as end:
+        state = end.state
+        if plan.handlers and not isinstance(state, Pending):
+            state = _transition(plan, _RUNNING, state)
+    except signals.Signal as sig:  # PAUSE or SKIP raised by a trigger
+        state = sig.state
+        if plan.handlers:
+            state = _transition(plan, Pending(), state)
+    if plan.log_info:
+        logger.info("Task '%s': Finished task run for task with final state: '%s'",
+                    full_name, type(state).__name__)
+    return state
+
+
+# -- steps --------------------------------------------------------------------
+def _check_upstream_finished(upstream):
+    for s in upstream:
+        if not isinstance(s, Finished):
+            raise signals.ENDRUN(_NOT_READY)
+
+
+def _check_upstream_skipped(upstream):
+    for s in upstream:
+        if isinstance(s, Skipped) or (
+                isinstance(s, Mapped) and any(isinstance(c, Skipped) for c in s.map_states)):
+            raise signals.ENDRUN(Skipped(SKIP_MESSAGE))
+
+
+def _check_trigger(plan, upstream):
+    if plan.default_trigger:
+        for s in upstream:
+            if not isinstance(s, Success):
+                break
+            if isinstance(s, Mapped) and not all(
+                    isinstance(c, Success) for c in s.map_states):
+                break
+        else:
+            return
+    states = dict(zip(plan.edges, upstream))
+    try:
+        ok = plan.trigger(states)
+    except (signals.PAUSE, signals.SKIP):
+        raise
+    except signals.Signal as sig:
+        raise signals.ENDRUN(sig.state) from None
+    except Exception as exc:
+        raise signals.ENDRUN(Failed(
+            f"Trigger {getattr(plan.trigger, '__name__', plan.trigger)!s} of task "
+            f"{plan.name!r} raised {exc!r}", result=exc)) from None
+    if not ok:
+        raise signals.ENDRUN(_triggers_failed(plan))
+
+
+def _triggers_failed(plan):
+    from ..core.states import TriggerFailed
+
+    name = getattr(plan.trigger, "__name__", "trigger")
+    return TriggerFailed(f'Trigger was "{name}" but it returned False.')
+
+
+def _gather_inputs(plan, upstream):
+    inputs = dict(plan.constants) if plan.constants else {}
+    for i, key in plan.keyed:
+        inputs[key] = upstream[i].result
+    return inputs
+
+
+def _run_with_retries(plan, map_index, full_name, inputs, state):
+    cached = _check_target_and_cache(plan, map_index, full_name, inputs)
+    if cached is not None:
+        return cached
+    run_count = 1
+    loop_count = None
+    loop_result = None
+    handlers = plan.handlers
+    while True:
+        overlay = {
+            "task_name": plan.name, "task_slug": plan.slug, "task_id": plan.slug,
+            "task_full_name": full_name, "task_tags": plan.tags,
+            "task_run_count": run_count, "map_index": map_index,
+        }
+        if loop_count is not None:
+            overlay["task_loop_count"] = loop_count
+            overlay["task_loop_result"] = loop_result
+        token = _context.push_stack((overlay,) + plan.flow_stack)
+        try:
+            if handlers:
+                state = _transition(plan, state, _RUNNING)
+                if not isinstance(state, Running):
+                    return state
+            state = _call(plan, full_name, inputs)
+        finally:
+            _context.pop(token)
+        if isinstance(state, Looped):
+            loop_count = (loop_count or 1) + 1
+            loop_result = state.result
+            if handlers:
+                state = _transition(plan, _RUNNING, state)
+                state = _transition(plan, state, Pending(
+                    f"Looping task (on loop index {loop_count - 1})"))
+            continue
+        retry = _retry_state(plan, state, run_count)
+        if retry is None:
+            break
+        if handlers:
+            state = _transition(plan, _RUNNING, state)
+            retry = _transition(plan, state, retry) if retry is not state else retry
+        state = retry
+        wait = (retry.start_time - _dt.datetime.now(_UTC)).total_seconds() \
+            if retry.start_time else 0.0
+        if wait > plan.inline_wait:
+            return retry
+        if wait > 0:
+            time.sleep(wait)
+        run_count += 1
+    if handlers:
+        state = _transition(plan, _RUNNING, state)
+    if isinstance(state, Success) and (plan.checkpoint or plan.cache_for):
+        state = _checkpoint(plan, map_index, full_name, inputs, state)
+    return state
+
+
+def _retry_state(plan, state, run_count):
+    if isinstance(state, Retrying):
+        return state.replace(run_count=run_count,
+                             start_time=state.start_time or _dt.datetime.now(_UTC))
+    if isinstance(state, Failed) and run_count <= plan.max_retries:
+        return Retrying(
+            f"Retrying Task (after attempt {run_count} of {plan.max_retries + 1})",
+            start_time=_dt.datetime.now(_UTC) + _dt.timedelta(seconds=plan.retry_delay),
+            run_count=run_count,
+        )
+    return None
+
+
+def _call(plan, full_name, inputs):
+    capture = plan.log_stdout
+    if capture:
+        line_logger, out_token = run_logging.start_stdout_capture()
+    try:
+        if plan.timeout is None:
+            value = plan.run(**inputs)
+        else:
+            value = _call_with_timeout(plan, inputs)
+        return Success("Task run succeeded.", result=value)
+    except signals.ENDRUN:
+        raise  # the exact state asked for: no retry, no checkpoint
+    except signals.Signal as sig:
+        return sig.state
+    except TaskTimeoutError as exc:
+        logger.error("Task '%s': %s", full_name, exc)
+        return TimedOut("Task timed out during execution.", result=exc)
+    except Exception as exc:
+        logger.error("Task '%s': Exception encountered during task execution!",
+                     full_name, exc_info=True)
+        return Failed(f"Error during execution of task: {exc!r}", result=exc)
+    finally:
+        if capture:
+            run_logging.stop_stdout_capture(line_logger, out_token)
+
+
+def _call_with_timeout(plan, inputs):
+    ctx = contextvars.copy_context()
+    box = {}
+
+    def target():
+        try:
+            box["value"] = ctx.run(plan.run, **inputs)
+        except _TimeoutInterrupt:
+            pass
+        except BaseException as exc:  # handed to the caller's thread as-is
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True,
+                              name=f"orchestrator-timeout-{plan.name}")
+    thread.start()
+    thread.join(plan.timeout)
+    if thread.is_alive():
+        # Ask the thread to stop at its next bytecode; a C call in progress
+        # (a socket read, say) finishes first. Its result is discarded.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(thread.ident), ctypes.py_object(_TimeoutInterrupt))
+        raise TaskTimeoutError(
+            f"Task {plan.name!r} ran longer than its timeout of {plan.timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _transition(plan, old, new):
+    for handler in plan.handlers:
+        try:
+            out = handler(plan.task, old, new)
+        except Exception as exc:
+            logger.error("Task %r: state handler %r raised", plan.name,
+                         getattr(handler, "__name__", handler), exc_info=True)
+            return Failed(f"Exception raised while calling state handlers: {exc!r}",
+                          result=exc)
+        if out is not None:
+            new = out
+    return new
+
+
+# -- results: target, cache, checkpoint ------------------------------------------
+def _location_values(plan, map_index, full_name):
+    values = {}
+    for layer in reversed(plan.flow_stack):
+        values.update(layer)
+    values.update(values.get("parameters") or {})
+    values.update(task_name=plan.name, task_slug=plan.slug, task_full_name=full_name,
+                  map_index=map_index,
+                  map_suffix="" if map_index is None else f"-{map_index}")
+    return values
+
+
+def _cache_key(plan):
+    flow_name = plan.flow_stack[0].get("flow_name") if plan.flow_stack else None
+    return plan.cache_key or f"{flow_name}/{plan.slug}"
+
+
+def _check_target_and_cache(plan, map_index, full_name, inputs):
+    if plan.target and plan.result is not None:
+        values = _location_values(plan, map_index, full_name)
+        try:
+            location = plan.result.format_location(plan.target, **values)
+            if plan.result.exists(location):
+                return Cached(f"Result found at task target {location}",
+                              result=plan.result.read(location), location=location)
+        except ResultError as exc:
+            return Failed(f"Task {full_name!r}: {exc}", result=exc)
+    if plan.cache_for:
+        now = _dt.datetime.now(_UTC)
+        with _caches_lock:
+            candidates = list(_CACHES.get(_cache_key(plan), ()))
+        for cached in reversed(candidates):
+            if cached.cached_result_expiration and cached.cached_result_expiration > now \
+                    and plan.cache_validator(cached, inputs, plan.parameters):
+                return cached
+    return None
+
+
+def _checkpoint(plan, map_index, full_name, inputs, state):
+    if plan.checkpoint:
+        values = _location_values(plan, map_index, full_name)
+        if plan.target:
+            values["_target"] = plan.target
+        try:
+            location = plan.result.write(state.result, **values)
+        except SerializationError as exc:
+            return Failed(unpicklable_message(
+                full_name, state.result, exc.error,
+                f"checkpointing writes it with {plan.result.serializer!r}"), result=exc)
+        except ResultError as exc:
+            return Failed(f"Task {full_name!r}: {exc}", result=exc)
+        state = state.replace(location=location)
+    if plan.cache_for:
+        cached = Cached("Task run succeeded; result cached.", result=state.result,
+                        location=state.location, cached_inputs=inputs,
+                        cached_parameters=plan.parameters,
+                        cached_result_expiration=_dt.datetime.now(_UTC) + plan.cache_for)
+        with _caches_lock:
+            _CACHES.setdefault(_cache_key(plan), []).append(cached)
+    return state
+
+
+# -- runs in another process -----------------------------------------------------
+class TaskEnvelope:
+    """A task's final state and the log records it emitted, as sent between
+    processes. A result that cannot be pickled becomes a Failed state that says
+    so, instead of a bare `TypeError: cannot pickle` somewhere in Dask."""
+
+    __slots__ = ("state", "logs", "task_name")
+
+    def __init__(self, state, logs, task_name):
+        self.state = state
+        self.logs = logs
+        self.task_name = task_name
+
+    def __reduce__(self):
+        try:
+            payload = cloudpickle.dumps(self.state)
+        except Exception as exc:
+            failed = Failed(unpicklable_message(
+                self.task_name, self.state.result, exc,
+                "its result must travel between processes to reach downstream tasks "
+                "and the flow"))
+            payload = cloudpickle.dumps(failed)
+        return (_load_envelope, (payload, self.logs, self.task_name))
+
+
+def _load_envelope(payload, logs, task_name):
+    return TaskEnvelope(cloudpickle.loads(payload), logs, task_name)
+
+
+def unwrap(value):
+    return value.state if isinstance(value, TaskEnvelope) else value
+
+
+def _run_remote(plan, map_index, upstream):
+    run_logging.ensure_logging()
+    upstream = tuple(unwrap(u) for u in upstream)
+    records, token = run_logging.start_capture(plan.extra_loggers)
+    try:
+        state = _run(plan, map_index, upstream)
+    finally:
+        run_logging.stop_capture(token)
+    name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
+    return TaskEnvelope(state, records, name)

@@ -1,0 +1,38 @@
+"""The exception root of the project and its user-facing errors.
+
+Every error a user can cause derives from `OrchestratorError` and says what
+was wrong, with which value, and how to fix it. Some also derive from the
+builtin a Prefect 1 user would catch (`ValueError`, `TypeError`).
+"""
+
+
+class OrchestratorError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class FlowValidationError(OrchestratorError, ValueError):
+    """A flow's graph is not valid: a cycle, a foreign task, a bad reference task."""
+
+
+class ParameterError(OrchestratorError, ValueError):
+    """Parameters given to a run do not match the flow's parameters."""
+
+
+class TaskDefinitionError(OrchestratorError, ValueError):
+    """A task was defined or called with arguments that cannot work."""
+
+
+class ContextError(OrchestratorError, AttributeError):
+    """Something tried to change the read-only run context."""
+
+
+class ConfigError(OrchestratorError, ValueError):
+    """A configuration file or environment override is not valid."""
+
+
+class ResultError(OrchestratorError):
+    """A result could not be written, read or serialized."""
+
+
+class TaskCallError(OrchestratorError, TypeError):
+    """A task was called in a flow with arguments its `run` does not take."""

@@ -1,0 +1,69 @@
+"""Loading flows from a Python file, with errors that say what is wrong.
+
+Used by the CLI now and by Script storage later: the file is executed as a
+module and every `Flow` object at its top level is collected.
+"""
+
+import difflib
+import runpy
+import traceback
+from pathlib import Path
+
+from .core.flow import Flow
+from .exceptions import OrchestratorError
+
+__all__ = ["FlowFileError", "load_flows_from_file", "pick_flow"]
+
+
+class FlowFileError(OrchestratorError):
+    """A flow file is missing, does not run, or has no such flow."""
+
+
+def load_flows_from_file(path):
+    """Execute `path` and return {flow name: Flow} for flows defined in it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlowFileError(
+            f"Flow file {str(path)!r} does not exist; give the path to a .py file "
+            "that defines a Flow"
+        )
+    try:
+        namespace = runpy.run_path(str(path), run_name="__orchestrator_flow_file__")
+    except SyntaxError as exc:
+        raise FlowFileError(
+            f"{path}:{exc.lineno}: syntax error: {exc.msg}. Fix the file and try again."
+        ) from None
+    except Exception as exc:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise FlowFileError(
+            f"Running {path} failed at {where.filename}:{where.lineno} with "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    flows = {}
+    for value in namespace.values():
+        if isinstance(value, Flow):
+            flows.setdefault(value.name, value)
+    if not flows:
+        raise FlowFileError(
+            f"{path} defines no Flow at its top level; create one with "
+            "`with Flow(\"name\") as flow:`"
+        )
+    return flows
+
+
+def pick_flow(flows, name, path):
+    """The flow called `name` (or the only one) among `flows`."""
+    if name is None:
+        if len(flows) == 1:
+            return next(iter(flows.values()))
+        raise FlowFileError(
+            f"{path} defines {len(flows)} flows ({', '.join(sorted(flows))}); "
+            "choose one with --name"
+        )
+    if name in flows:
+        return flows[name]
+    close = difflib.get_close_matches(name, flows, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise FlowFileError(
+        f"{path} has no flow named {name!r}; it defines: {', '.join(sorted(flows))}.{hint}"
+    )
