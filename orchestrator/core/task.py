@@ -123,12 +123,8 @@ class Task:
     def __repr__(self):
         return f"<Task: {self.name}>"
 
-    def __hash__(self):
-        return id(self)
-
-    def __eq__(self, other):
-        # Identity, so `task == other` never builds an equality task by surprise.
-        return self is other
+    # `==` and hashing stay object identity (the C defaults, fast in the
+    # engine's dicts); use `is_equal` for a task that compares results.
 
     # -- running -------------------------------------------------------------
     def run(self):

@@ -29,7 +29,7 @@ from ..core.states import (Cached, Failed, Finished, Looped, Mapped, Pending, Re
                            Running, Skipped, Success, TimedOut)
 from . import run_logging
 
-__all__ = ["TaskPlan", "run_task", "TaskEnvelope", "TaskTimeoutError", "SKIP_MESSAGE"]
+__all__ = ["RunSettings", "TaskPlan", "run_task", "TaskEnvelope", "TaskTimeoutError", "SKIP_MESSAGE"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ SKIP_MESSAGE = (
 _UTC = _dt.timezone.utc
 _RUNNING = Running("Starting task run.")
 _NOT_READY = Pending("Upstream tasks are not finished.")
+_PENDING = Pending()
 _CACHES = {}
 _caches_lock = threading.Lock()
 
@@ -52,51 +53,24 @@ class _TimeoutInterrupt(BaseException):
     """Raised inside a task thread that ran past its timeout, to stop it."""
 
 
-class TaskPlan:
-    """What one task's runs need, computed once per flow run."""
+class RunSettings:
+    """What every task of one flow run shares (one object per run)."""
 
-    __slots__ = ("task", "name", "slug", "edges", "keyed", "constants", "run",
-                 "trigger", "default_trigger", "skip_on_upstream_skip", "max_retries",
-                 "retry_delay", "timeout", "handlers", "result", "checkpoint", "target",
-                 "log_stdout", "cache_for", "cache_validator", "cache_key", "flow_stack",
-                 "tags", "remote", "log_info", "inline_wait", "mapped", "reporter",
-                 "extra_loggers", "parameters")
+    __slots__ = ("flow_stack", "remote", "inline_wait", "reporter", "extra_loggers",
+                 "parameters", "log_info", "checkpointing", "flow_result")
 
-    def __init__(self, task, slug, edges, constants, flow_stack, *, result=None,
-                 checkpointing=False, remote=False, inline_wait=float("inf"),
-                 reporter=None, extra_loggers=(), parameters=None):
-        self.task = task
-        self.name = task.name
-        self.slug = slug
-        self.edges = tuple(edges)
-        self.keyed = tuple((i, e.key) for i, e in enumerate(self.edges) if e.key)
-        self.constants = constants or None
-        self.run = task.run
-        self.trigger = task.trigger
-        self.default_trigger = task.trigger is _triggers.all_successful
-        self.skip_on_upstream_skip = task.skip_on_upstream_skip
-        self.max_retries = task.max_retries
-        self.retry_delay = task.retry_delay.total_seconds() if task.retry_delay else 0.0
-        self.timeout = task.timeout
-        self.handlers = tuple(task.state_handlers)
-        self.result = task.result or result
-        wants = task.checkpoint if task.checkpoint is not None else (
-            checkpointing or task.result is not None)
-        self.checkpoint = bool(wants and self.result is not None)
-        self.target = task.target
-        self.log_stdout = task.log_stdout
-        self.cache_for = task.cache_for
-        self.cache_validator = task.cache_validator or duration_only
-        self.cache_key = task.cache_key
+    def __init__(self, flow_stack, *, remote=False, inline_wait=float("inf"),
+                 reporter=None, extra_loggers=(), parameters=None, checkpointing=False,
+                 flow_result=None):
         self.flow_stack = flow_stack
-        self.tags = frozenset(task.tags)
         self.remote = remote
-        self.log_info = logger.isEnabledFor(logging.INFO)
         self.inline_wait = inline_wait
-        self.mapped = any(e.mapped for e in self.edges)
         self.reporter = reporter
         self.extra_loggers = tuple(extra_loggers)
         self.parameters = parameters
+        self.checkpointing = checkpointing
+        self.flow_result = flow_result
+        self.log_info = logger.isEnabledFor(logging.INFO)
 
     def __getstate__(self):
         return {name: getattr(self, name) for name in self.__slots__ if name != "reporter"}
@@ -105,6 +79,47 @@ class TaskPlan:
         for name in self.__slots__:
             setattr(self, name, data.get(name))
         self.log_info = logger.isEnabledFor(logging.INFO)
+
+
+class TaskPlan:
+    """What one task's runs need, computed once per flow run."""
+
+    __slots__ = ("task", "name", "slug", "edges", "keyed", "constants", "run",
+                 "default_trigger", "handlers", "result", "checkpoint", "tags", "mapped",
+                 "settings", "flow_stack", "remote", "log_info", "inline_wait")
+
+    def __init__(self, task, slug, edges, constants, settings):
+        self.task = task
+        self.name = task.name
+        self.slug = slug
+        self.edges = edges = tuple(edges)
+        self.keyed = tuple((i, e.key) for i, e in enumerate(edges) if e.key) if edges else ()
+        self.constants = constants or None
+        self.run = task.run
+        self.default_trigger = task.trigger is _triggers.all_successful
+        self.handlers = tuple(task.state_handlers)
+        result = self.result = task.result or settings.flow_result
+        if result is None:
+            self.checkpoint = False
+        elif task.checkpoint is not None:
+            self.checkpoint = bool(task.checkpoint)
+        else:
+            self.checkpoint = settings.checkpointing or task.result is not None
+        self.tags = task.tags
+        self.mapped = any(e.mapped for e in edges) if edges else False
+        self.settings = settings
+        self.flow_stack = settings.flow_stack
+        self.remote = settings.remote
+        self.log_info = settings.log_info
+        self.inline_wait = settings.inline_wait
+
+    def __getstate__(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def __setstate__(self, data):
+        for name in self.__slots__:
+            setattr(self, name, data[name])
+        self.log_info = self.settings.log_info
 
 
 def run_task(plan, map_index, *upstream):
@@ -120,12 +135,12 @@ def run_task(plan, map_index, *upstream):
 
 def _run(plan, map_index, upstream, state=None):
     full_name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
-    state = state or Pending()
+    state = state or _PENDING
     if plan.log_info:
         logger.info("Task '%s': Starting task run...", full_name)
     try:
         _check_upstream_finished(upstream)
-        if plan.skip_on_upstream_skip and upstream:
+        if plan.task.skip_on_upstream_skip and upstream:
             _check_upstream_skipped(upstream)
         if upstream or not plan.default_trigger:
             _check_trigger(plan, upstream)
@@ -171,14 +186,14 @@ def _check_trigger(plan, upstream):
             return
     states = dict(zip(plan.edges, upstream))
     try:
-        ok = plan.trigger(states)
+        ok = plan.task.trigger(states)
     except (signals.PAUSE, signals.SKIP):
         raise
     except signals.Signal as sig:
         raise signals.ENDRUN(sig.state) from None
     except Exception as exc:
         raise signals.ENDRUN(Failed(
-            f"Trigger {getattr(plan.trigger, '__name__', plan.trigger)!s} of task "
+            f"Trigger {getattr(plan.task.trigger, '__name__', plan.task.trigger)!s} of task "
             f"{plan.name!r} raised {exc!r}", result=exc)) from None
     if not ok:
         raise signals.ENDRUN(_triggers_failed(plan))
@@ -187,7 +202,7 @@ def _check_trigger(plan, upstream):
 def _triggers_failed(plan):
     from ..core.states import TriggerFailed
 
-    name = getattr(plan.trigger, "__name__", "trigger")
+    name = getattr(plan.task.trigger, "__name__", "trigger")
     return TriggerFailed(f'Trigger was "{name}" but it returned False.')
 
 
@@ -248,7 +263,7 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
         run_count += 1
     if handlers:
         state = _transition(plan, _RUNNING, state)
-    if isinstance(state, Success) and (plan.checkpoint or plan.cache_for):
+    if isinstance(state, Success) and (plan.checkpoint or plan.task.cache_for):
         state = _checkpoint(plan, map_index, full_name, inputs, state)
     return state
 
@@ -257,21 +272,21 @@ def _retry_state(plan, state, run_count):
     if isinstance(state, Retrying):
         return state.replace(run_count=run_count,
                              start_time=state.start_time or _dt.datetime.now(_UTC))
-    if isinstance(state, Failed) and run_count <= plan.max_retries:
+    if isinstance(state, Failed) and run_count <= plan.task.max_retries:
         return Retrying(
-            f"Retrying Task (after attempt {run_count} of {plan.max_retries + 1})",
-            start_time=_dt.datetime.now(_UTC) + _dt.timedelta(seconds=plan.retry_delay),
+            f"Retrying Task (after attempt {run_count} of {plan.task.max_retries + 1})",
+            start_time=_dt.datetime.now(_UTC) + plan.task.retry_delay,
             run_count=run_count,
         )
     return None
 
 
 def _call(plan, full_name, inputs):
-    capture = plan.log_stdout
+    capture = plan.task.log_stdout
     if capture:
         line_logger, out_token = run_logging.start_stdout_capture()
     try:
-        if plan.timeout is None:
+        if plan.task.timeout is None:
             value = plan.run(**inputs)
         else:
             value = _call_with_timeout(plan, inputs)
@@ -307,14 +322,14 @@ def _call_with_timeout(plan, inputs):
     thread = threading.Thread(target=target, daemon=True,
                               name=f"orchestrator-timeout-{plan.name}")
     thread.start()
-    thread.join(plan.timeout)
+    thread.join(plan.task.timeout)
     if thread.is_alive():
         # Ask the thread to stop at its next bytecode; a C call in progress
         # (a socket read, say) finishes first. Its result is discarded.
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(thread.ident), ctypes.py_object(_TimeoutInterrupt))
         raise TaskTimeoutError(
-            f"Task {plan.name!r} ran longer than its timeout of {plan.timeout:g} s")
+            f"Task {plan.name!r} ran longer than its timeout of {plan.task.timeout:g} s")
     if "error" in box:
         raise box["error"]
     return box.get("value")
@@ -348,26 +363,26 @@ def _location_values(plan, map_index, full_name):
 
 def _cache_key(plan):
     flow_name = plan.flow_stack[0].get("flow_name") if plan.flow_stack else None
-    return plan.cache_key or f"{flow_name}/{plan.slug}"
+    return plan.task.cache_key or f"{flow_name}/{plan.slug}"
 
 
 def _check_target_and_cache(plan, map_index, full_name, inputs):
-    if plan.target and plan.result is not None:
+    if plan.task.target and plan.result is not None:
         values = _location_values(plan, map_index, full_name)
         try:
-            location = plan.result.format_location(plan.target, **values)
+            location = plan.result.format_location(plan.task.target, **values)
             if plan.result.exists(location):
                 return Cached(f"Result found at task target {location}",
                               result=plan.result.read(location), location=location)
         except ResultError as exc:
             return Failed(f"Task {full_name!r}: {exc}", result=exc)
-    if plan.cache_for:
+    if plan.task.cache_for:
         now = _dt.datetime.now(_UTC)
         with _caches_lock:
             candidates = list(_CACHES.get(_cache_key(plan), ()))
         for cached in reversed(candidates):
             if cached.cached_result_expiration and cached.cached_result_expiration > now \
-                    and plan.cache_validator(cached, inputs, plan.parameters):
+                    and (plan.task.cache_validator or duration_only)(cached, inputs, plan.settings.parameters):
                 return cached
     return None
 
@@ -375,8 +390,8 @@ def _check_target_and_cache(plan, map_index, full_name, inputs):
 def _checkpoint(plan, map_index, full_name, inputs, state):
     if plan.checkpoint:
         values = _location_values(plan, map_index, full_name)
-        if plan.target:
-            values["_target"] = plan.target
+        if plan.task.target:
+            values["_target"] = plan.task.target
         try:
             location = plan.result.write(state.result, **values)
         except SerializationError as exc:
@@ -386,11 +401,11 @@ def _checkpoint(plan, map_index, full_name, inputs, state):
         except ResultError as exc:
             return Failed(f"Task {full_name!r}: {exc}", result=exc)
         state = state.replace(location=location)
-    if plan.cache_for:
+    if plan.task.cache_for:
         cached = Cached("Task run succeeded; result cached.", result=state.result,
                         location=state.location, cached_inputs=inputs,
-                        cached_parameters=plan.parameters,
-                        cached_result_expiration=_dt.datetime.now(_UTC) + plan.cache_for)
+                        cached_parameters=plan.settings.parameters,
+                        cached_result_expiration=_dt.datetime.now(_UTC) + plan.task.cache_for)
         with _caches_lock:
             _CACHES.setdefault(_cache_key(plan), []).append(cached)
     return state
@@ -432,7 +447,7 @@ def unwrap(value):
 def _run_remote(plan, map_index, upstream):
     run_logging.ensure_logging()
     upstream = tuple(unwrap(u) for u in upstream)
-    records, token = run_logging.start_capture(plan.extra_loggers)
+    records, token = run_logging.start_capture(plan.settings.extra_loggers)
     try:
         state = _run(plan, map_index, upstream)
     finally:
