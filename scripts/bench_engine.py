@@ -12,6 +12,7 @@ writes the figures as JSON (default bench-results/engine.json).
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -128,7 +129,7 @@ def main():
         from distributed import LocalCluster
 
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs="error") as cluster:
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster:
             flow, n_tasks = mapped(1000)
             executor = DaskExecutor(address=cluster.scheduler_address)
             run_flow_checked(flow, executor)  # warm the workers' imports

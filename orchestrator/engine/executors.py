@@ -18,6 +18,7 @@ be passed as arguments to later submits.
 import contextlib
 import importlib
 import itertools
+import logging
 import threading
 
 from ..exceptions import OrchestratorError
@@ -254,7 +255,7 @@ class DaskExecutor(Executor):
             kwargs = dict(self.cluster_kwargs)
             if factory is LocalCluster:
                 kwargs.setdefault("dashboard_address", None)
-                kwargs.setdefault("silence_logs", "error" if not self.debug else "info")
+                kwargs.setdefault("silence_logs", logging.ERROR if not self.debug else logging.INFO)
             cluster = factory(**kwargs)
             if self.adapt_kwargs:
                 cluster.adapt(**self.adapt_kwargs)

@@ -13,7 +13,7 @@ import difflib
 import gc
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..config import load_config
 from ..core import context as _context
@@ -86,19 +86,39 @@ def flow_context(flow, parameters, flow_run_id=None, flow_run_name=None,
 
 
 class _MappedEntry:
-    """A mapped task in flight: its children's futures (or states)."""
+    """A mapped task in flight: its children's futures (or states). `collected`
+    (the parent's Mapped state, as a future) is submitted only if a task
+    downstream takes the parent whole."""
 
-    __slots__ = ("children", "collected")
+    __slots__ = ("children", "_executor", "_collected")
 
-    def __init__(self, children, collected):
+    def __init__(self, children, executor):
         self.children = children
-        self.collected = collected
+        self._executor = executor
+        self._collected = None
+
+    @property
+    def collected(self):
+        if self._collected is None:
+            self._collected = self._executor.submit(_collect_mapped, *self.children)
+        return self._collected
 
 
 def _collect_mapped(*children):
-    from .task_runner import unwrap
+    return Mapped("Ready to proceed with mapping.", map_states=[_unwrap(c) for c in children])
 
-    return Mapped("Ready to proceed with mapping.", map_states=[unwrap(c) for c in children])
+
+def run_mapped_child(plan, indexed, map_index, *upstream):
+    """Run child `map_index` of a mapped task. For the edges in `indexed`, the
+    upstream is the whole state of a task that returned a sequence, and the
+    child's input is its item `map_index` (taken here, on the worker that
+    already holds the sequence, instead of shipping one state per item)."""
+    if indexed:
+        upstream = list(upstream)
+        for j in indexed:
+            items = _unwrap(upstream[j]).result
+            upstream[j] = Success("Mapped input.", result=items[map_index])
+    return run_task(plan, map_index, *upstream)
 
 
 class FlowRunner:
@@ -194,9 +214,11 @@ class FlowRunner:
 
     def _submit_mapped(self, plan, upstream):
         executor = self.executor
-        columns = []
-        fixed = []
-        for edge, entry in zip(plan.edges, upstream):
+        columns = []   # per edge: a list of child upstreams, or None
+        fixed = []     # per edge: the one upstream every child gets
+        indexed = []   # edges whose child input is item i of the upstream's result
+        lengths = []
+        for j, (edge, entry) in enumerate(zip(plan.edges, upstream)):
             if not edge.mapped:
                 fixed.append(entry.collected if type(entry) is _MappedEntry else entry)
                 columns.append(None)
@@ -204,9 +226,10 @@ class FlowRunner:
             if type(entry) is _MappedEntry and not edge.flattened:
                 columns.append(entry.children)
                 fixed.append(None)
+                lengths.append(len(entry.children))
                 continue
-            state = executor.wait(entry.collected if type(entry) is _MappedEntry else entry)
-            state = _unwrap(state)
+            source = entry.collected if type(entry) is _MappedEntry else entry
+            state = _unwrap(executor.wait(source))
             if not state.is_successful():
                 return self._unmappable(plan, upstream, edge, state)
             items = state.result
@@ -225,24 +248,32 @@ class FlowRunner:
                     "not a list or other sequence. Return a list from "
                     f"{edge.upstream_task.name!r}, or pass it with unmapped(...) to "
                     "give every child the whole value.")
-            columns.append([Success("Mapped input.", result=x) for x in items])
-            fixed.append(None)
-        lengths = [len(c) for c in columns if c is not None]
+            if edge.flattened or not isinstance(items, Sequence):
+                columns.append([Success("Mapped input.", result=x) for x in items])
+                fixed.append(None)
+                lengths.append(len(columns[-1]))
+            else:
+                indexed.append(j)
+                columns.append(None)
+                fixed.append(source)
+                lengths.append(len(items))
         n = min(lengths) if lengths else 0
-        children = []
+        indexed = tuple(indexed)
         if n and hasattr(executor, "map"):
-            args = [[i for i in range(n)]]
+            args = [list(range(n))]
             for column, value in zip(columns, fixed):
                 args.append(column[:n] if column is not None else [value] * n)
-            children = executor.map(lambda i, *ups, _plan=plan: run_task(_plan, i, *ups),
-                                    *args)
+            children = executor.map(
+                lambda i, *ups, _plan=plan, _ix=indexed: run_mapped_child(_plan, _ix, i, *ups),
+                *args)
         else:
             submit = executor.submit
+            children = []
             for i in range(n):
                 ups = [column[i] if column is not None else value
                        for column, value in zip(columns, fixed)]
-                children.append(submit(run_task, plan, i, *ups))
-        return _MappedEntry(children, executor.submit(_collect_mapped, *children))
+                children.append(submit(run_mapped_child, plan, indexed, i, *ups))
+        return _MappedEntry(children, executor)
 
     def _unmappable(self, plan, upstream, edge, state):
         # A mapped input failed or was skipped as a whole: decide at the parent.
