@@ -93,7 +93,7 @@ def ifelse(condition, true_task, false_task, flow=None):
 
 def switch(condition, cases, flow=None):
     """Run the task in `cases` whose key equals `condition`'s result; skip the rest."""
-    flow = flow or current_flow()
+    flow = flow if flow is not None else current_flow()
     if flow is None:
         raise exceptions.TaskDefinitionError(
             "switch() and ifelse() need a flow: call them inside `with Flow(...)`"

@@ -27,13 +27,22 @@ class SerializationError(ResultError):
         self.error = error
 
 
-def unpicklable_message(task_name, value, exc, why):
+CHECKPOINT_FIX = (
+    "Turn off checkpointing for this task with @task(checkpoint=False), or create "
+    "the client or connection inside the task that uses it instead of returning it."
+)
+PROCESSES_FIX = (
+    "Create the client or connection inside the task that uses it instead of "
+    "returning it, or run the flow on LocalExecutor or "
+    "LocalDaskExecutor(scheduler='threads'), where results stay in one process."
+)
+
+
+def unpicklable_message(task_name, value, exc, why, fix=CHECKPOINT_FIX):
     """The error text for a result that cannot be serialized."""
     return (
         f"Task {task_name!r} returned a {type(value).__module__}.{type(value).__qualname__}, "
-        f"which cannot be pickled ({exc}), and {why}. Turn off checkpointing for this "
-        f"task with @task(checkpoint=False), or create the client or connection inside "
-        f"the task that uses it instead of returning it."
+        f"which cannot be pickled ({exc}), and {why}. {fix}"
     )
 
 

@@ -180,7 +180,7 @@ class Task:
         return self
 
     def _flow_for(self, flow, doing):
-        flow = flow or current_flow()
+        flow = flow if flow is not None else current_flow()
         if flow is None:
             raise TaskDefinitionError(
                 f"{doing.capitalize()} task {self.name!r} outside a `with Flow(...)` block "
@@ -530,7 +530,7 @@ def as_task(value, flow=None):
             keys, items = None, list(value)
             kind = type(value) if type(value) in (list, tuple, set, frozenset) else list
         collection = _Collection(kind, len(items), keys)
-        flow = flow or current_flow()
+        flow = flow if flow is not None else current_flow()
         collection.bind(flow=flow, **{f"item_{i}": v for i, v in enumerate(items)})
         return collection
     return Constant(value)

@@ -25,6 +25,7 @@ _STAMPS = ("flow_name", "flow_run_id", "task_name", "task_slug", "map_index")
 _lock = threading.Lock()
 _configured = False
 _handler = None
+_handled_extra = ()
 _capture = contextvars.ContextVar("orchestrator_log_capture", default=None)
 _stdout_target = contextvars.ContextVar("orchestrator_stdout_target", default=None)
 
@@ -87,7 +88,7 @@ def emit_captured(records):
 
 def configure_logging(config=None):
     """(Re)configure the orchestrator's loggers from `config` (default: load it)."""
-    global _configured, _handler
+    global _configured, _handler, _handled_extra
     config = config if config is not None else load_config()
     settings = config["logging"]
     with _lock:
@@ -95,17 +96,18 @@ def configure_logging(config=None):
         formatter = logging.Formatter(settings["format"], settings.get("datefmt"))
         root = logging.getLogger(ROOT)
         if _handler is not None:
-            root.removeHandler(_handler)
+            for name in (ROOT,) + _handled_extra:
+                logging.getLogger(name).removeHandler(_handler)
         _handler = logging.StreamHandler(_StderrProxy())
         _handler.setFormatter(formatter)
         _handler.addFilter(RunContextFilter())
         root.setLevel(level)
         root.propagate = bool(settings.get("propagate", False))
         root.addHandler(_handler)
-        for name in settings.get("extra_loggers") or ():
+        _handled_extra = tuple(settings.get("extra_loggers") or ())
+        for name in _handled_extra:
             extra = logging.getLogger(name)
-            if _handler not in extra.handlers:
-                extra.addHandler(_handler)
+            extra.addHandler(_handler)
             extra.setLevel(level)
         _configured = True
 

@@ -24,7 +24,8 @@ from ..core import context as _context
 from ..core import signals
 from ..core import triggers as _triggers
 from ..core.cache_validators import duration_only
-from ..core.results import ResultError, SerializationError, unpicklable_message
+from ..core.results import (PROCESSES_FIX, ResultError, SerializationError,
+                            unpicklable_message)
 from ..core.states import (Cached, Failed, Finished, Looped, Mapped, Pending, Retrying,
                            Running, Skipped, Success, TimedOut)
 from . import run_logging
@@ -76,6 +77,8 @@ class RunSettings:
         return {name: getattr(self, name) for name in self.__slots__ if name != "reporter"}
 
     def __setstate__(self, data):
+        # Unpickled on a worker: set up logging there before reading its level.
+        run_logging.ensure_logging()
         for name in self.__slots__:
             setattr(self, name, data.get(name))
         self.log_info = logger.isEnabledFor(logging.INFO)
@@ -414,30 +417,38 @@ def _checkpoint(plan, map_index, full_name, inputs, state):
 # -- runs in another process -----------------------------------------------------
 class TaskEnvelope:
     """A task's final state and the log records it emitted, as sent between
-    processes. A result that cannot be pickled becomes a Failed state that says
-    so, instead of a bare `TypeError: cannot pickle` somewhere in Dask."""
+    processes. The state is pickled once, where the task ran, and those bytes
+    are what travel: a result that cannot be pickled turns the state into a
+    Failed one that says so, before any downstream task on the same worker
+    sees it, instead of a bare `TypeError: cannot pickle` somewhere in Dask."""
 
-    __slots__ = ("state", "logs", "task_name")
+    __slots__ = ("state", "payload", "logs", "task_name")
 
-    def __init__(self, state, logs, task_name):
+    def __init__(self, state, logs, task_name, payload=None):
         self.state = state
         self.logs = logs
         self.task_name = task_name
+        self.payload = payload
+
+    @classmethod
+    def sealed(cls, state, logs, task_name):
+        try:
+            payload = cloudpickle.dumps(state)
+        except Exception as exc:
+            state = Failed(unpicklable_message(
+                task_name, state.result, exc,
+                "its result must travel between processes to reach downstream tasks "
+                "and the flow", fix=PROCESSES_FIX))
+            payload = cloudpickle.dumps(state)
+        return cls(state, logs, task_name, payload)
 
     def __reduce__(self):
-        try:
-            payload = cloudpickle.dumps(self.state)
-        except Exception as exc:
-            failed = Failed(unpicklable_message(
-                self.task_name, self.state.result, exc,
-                "its result must travel between processes to reach downstream tasks "
-                "and the flow"))
-            payload = cloudpickle.dumps(failed)
+        payload = self.payload if self.payload is not None else cloudpickle.dumps(self.state)
         return (_load_envelope, (payload, self.logs, self.task_name))
 
 
 def _load_envelope(payload, logs, task_name):
-    return TaskEnvelope(cloudpickle.loads(payload), logs, task_name)
+    return TaskEnvelope(cloudpickle.loads(payload), logs, task_name, payload)
 
 
 def unwrap(value):
@@ -445,7 +456,6 @@ def unwrap(value):
 
 
 def _run_remote(plan, map_index, upstream):
-    run_logging.ensure_logging()
     upstream = tuple(unwrap(u) for u in upstream)
     records, token = run_logging.start_capture(plan.settings.extra_loggers)
     try:
@@ -453,4 +463,4 @@ def _run_remote(plan, map_index, upstream):
     finally:
         run_logging.stop_capture(token)
     name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
-    return TaskEnvelope(state, records, name)
+    return TaskEnvelope.sealed(state, records, name)
