@@ -49,7 +49,11 @@ class State:
             f"instead of setting {name!r}"
         )
 
-    __delattr__ = __setattr__
+    def __delattr__(self, name):
+        raise AttributeError(
+            f"{type(self).__name__} states are immutable; create a new state "
+            f"instead of deleting {name!r}"
+        )
 
     @property
     def timestamp(self):

@@ -149,14 +149,14 @@ def _run(plan, map_index, upstream, state=None):
             _check_trigger(plan, upstream)
         inputs = _gather_inputs(plan, upstream)
         state = _run_with_retries(plan, map_index, full_name, inputs, state)
-    except signals.ENDRUN as end:
+    except signals.ENDRUN as end:  # a check before the run decided the state
         state = end.state
         if plan.handlers and not isinstance(state, Pending):
-            state = _transition(plan, _RUNNING, state)
+            state = _transition(plan, _PENDING, state)
     except signals.Signal as sig:  # PAUSE or SKIP raised by a trigger
         state = sig.state
         if plan.handlers:
-            state = _transition(plan, Pending(), state)
+            state = _transition(plan, _PENDING, state)
     if plan.log_info:
         logger.info("Task '%s': Finished task run for task with final state: '%s'",
                     full_name, type(state).__name__)
@@ -240,6 +240,8 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
                 if not isinstance(state, Running):
                     return state
             state = _call(plan, full_name, inputs)
+        except signals.ENDRUN as end:  # the task asked for this exact state
+            return _transition(plan, _RUNNING, end.state) if handlers else end.state
         finally:
             _context.pop(token)
         if isinstance(state, Looped):
@@ -254,8 +256,11 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
         if retry is None:
             break
         if handlers:
-            state = _transition(plan, _RUNNING, state)
-            retry = _transition(plan, state, retry) if retry is not state else retry
+            if isinstance(state, Retrying):  # raised RETRY: one step
+                retry = _transition(plan, _RUNNING, retry)
+            else:  # a failure, then its retry
+                state = _transition(plan, _RUNNING, state)
+                retry = _transition(plan, state, retry)
         state = retry
         wait = (retry.start_time - _dt.datetime.now(_UTC)).total_seconds() \
             if retry.start_time else 0.0
@@ -364,9 +369,10 @@ def _location_values(plan, map_index, full_name):
     return values
 
 
-def _cache_key(plan):
+def _cache_key(plan, map_index):
     flow_name = plan.flow_stack[0].get("flow_name") if plan.flow_stack else None
-    return plan.task.cache_key or f"{flow_name}/{plan.slug}"
+    key = plan.task.cache_key or f"{flow_name}/{plan.slug}"
+    return key if map_index is None else f"{key}[{map_index}]"
 
 
 def _check_target_and_cache(plan, map_index, full_name, inputs):
@@ -382,7 +388,7 @@ def _check_target_and_cache(plan, map_index, full_name, inputs):
     if plan.task.cache_for:
         now = _dt.datetime.now(_UTC)
         with _caches_lock:
-            candidates = list(_CACHES.get(_cache_key(plan), ()))
+            candidates = list(_CACHES.get(_cache_key(plan, map_index), ()))
         for cached in reversed(candidates):
             if cached.cached_result_expiration and cached.cached_result_expiration > now \
                     and (plan.task.cache_validator or duration_only)(cached, inputs, plan.settings.parameters):
@@ -409,8 +415,11 @@ def _checkpoint(plan, map_index, full_name, inputs, state):
                         location=state.location, cached_inputs=inputs,
                         cached_parameters=plan.settings.parameters,
                         cached_result_expiration=_dt.datetime.now(_UTC) + plan.task.cache_for)
-        with _caches_lock:
-            _CACHES.setdefault(_cache_key(plan), []).append(cached)
+        key = _cache_key(plan, map_index)
+        with _caches_lock:  # keep only entries that can still be used
+            now = _dt.datetime.now(_UTC)
+            _CACHES[key] = [c for c in _CACHES.get(key, ())
+                            if c.cached_result_expiration > now] + [cached]
     return state
 
 
