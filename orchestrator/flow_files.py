@@ -30,8 +30,14 @@ def load_flows_from_file(path):
     try:
         namespace = runpy.run_path(str(path), run_name="__orchestrator_flow_file__")
     except SyntaxError as exc:
+        where = exc.filename or str(path)
         raise FlowFileError(
-            f"{path}:{exc.lineno}: syntax error: {exc.msg}. Fix the file and try again."
+            f"{where}:{exc.lineno}: syntax error: {exc.msg}. Fix the file and try again."
+        ) from None
+    except SystemExit as exc:
+        raise FlowFileError(
+            f"{path} called sys.exit({exc.code!r}) while being loaded; keep that under "
+            "`if __name__ == \"__main__\":` so loading the file only defines flows"
         ) from None
     except Exception as exc:
         where = traceback.extract_tb(exc.__traceback__)[-1]

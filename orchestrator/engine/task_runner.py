@@ -15,6 +15,7 @@ import contextvars
 import ctypes
 import datetime as _dt
 import logging
+import os
 import threading
 import time
 
@@ -58,7 +59,7 @@ class RunSettings:
     """What every task of one flow run shares (one object per run)."""
 
     __slots__ = ("flow_stack", "remote", "inline_wait", "reporter", "extra_loggers",
-                 "parameters", "log_info", "checkpointing", "flow_result")
+                 "parameters", "log_info", "checkpointing", "flow_result", "origin_pid")
 
     def __init__(self, flow_stack, *, remote=False, inline_wait=float("inf"),
                  reporter=None, extra_loggers=(), parameters=None, checkpointing=False,
@@ -71,6 +72,7 @@ class RunSettings:
         self.parameters = parameters
         self.checkpointing = checkpointing
         self.flow_result = flow_result
+        self.origin_pid = os.getpid()
         self.log_info = logger.isEnabledFor(logging.INFO)
 
     def __getstate__(self):
@@ -466,10 +468,14 @@ def unwrap(value):
 
 def _run_remote(plan, map_index, upstream):
     upstream = tuple(unwrap(u) for u in upstream)
+    name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
+    if os.getpid() == plan.settings.origin_pid:
+        # An in-process worker (a threaded Dask cluster): records already reach
+        # this process's handlers; capturing them would log each one twice.
+        return TaskEnvelope.sealed(_run(plan, map_index, upstream), (), name)
     records, token = run_logging.start_capture(plan.settings.extra_loggers)
     try:
         state = _run(plan, map_index, upstream)
     finally:
         run_logging.stop_capture(token)
-    name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
     return TaskEnvelope.sealed(state, records, name)
