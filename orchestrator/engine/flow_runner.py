@@ -152,10 +152,9 @@ class FlowRunner:
                 return state
             logger.info("Beginning Flow run for '%s'", flow.name)
             try:
-                with _graph_kept_out_of_gc():
-                    plans = self._plans(stack, values, config)
-                    with self.executor.start():
-                        states = self._run_tasks(plans, task_states or {})
+                settings = self._settings(stack, values, config)
+                with _graph_kept_out_of_gc(), self.executor.start():
+                    states = self._run_tasks(settings, task_states or {})
             except (Exception, signals.Signal) as exc:
                 logger.error("Unexpected error: %r", exc, exc_info=True)
                 return self._transition(state, Failed(f"Unexpected error: {exc!r}",
@@ -182,26 +181,25 @@ class FlowRunner:
                 new = out
         return new
 
-    def _plans(self, stack, values, config):
-        flow = self.flow
-        settings = RunSettings(
+    def _settings(self, stack, values, config):
+        return RunSettings(
             stack, remote=self.executor.in_other_process, inline_wait=self.inline_wait,
             reporter=self.reporter, parameters=values,
             extra_loggers=config["logging"].get("extra_loggers") or (),
-            checkpointing=stack[0]["checkpointing"], flow_result=flow.result)
-        slugs, upstream, constants = flow.slugs, flow._upstream, flow.constants
-        return {t: TaskPlan(t, slugs[t], upstream[t], constants.get(t), settings)
-                for t in flow.sorted_tasks()}
+            checkpointing=stack[0]["checkpointing"], flow_result=self.flow.result)
 
-    def _run_tasks(self, plans, given):
-        executor = self.executor
-        submit = executor.submit
+    def _run_tasks(self, settings, given):
+        flow = self.flow
+        slugs, edges_to, constants = flow.slugs, flow._upstream, flow.constants
+        submit = self.executor.submit
         entries = {}
-        for t, plan in plans.items():
+        for t in flow.sorted_tasks():
             previous = given.get(t)
             if previous is not None and previous.is_finished():
                 entries[t] = previous
                 continue
+            # Planned just before it is submitted: each task is read once, while hot.
+            plan = TaskPlan(t, slugs[t], edges_to[t], constants.get(t), settings)
             upstream = [entries[e.upstream_task] for e in plan.edges]
             if plan.mapped:
                 entries[t] = self._submit_mapped(plan, upstream)
