@@ -588,7 +588,8 @@ def test_tasks_downstream_of_a_skipped_branch_inside_the_case_are_skipped():
     assert type(state.result[second]) is Skipped
 
 
-def test_ifelse_runs_the_true_task_when_the_condition_is_truthy():
+@pytest.mark.parametrize("condition, ran, skipped_name", [(1, "yes", "no"), (0, "no", "yes")])
+def test_ifelse_runs_one_branch_by_the_truth_of_the_condition(condition, ran, skipped_name):
     @task
     def yes():
         return "yes"
@@ -597,39 +598,16 @@ def test_ifelse_runs_the_true_task_when_the_condition_is_truthy():
     def no():
         return "no"
 
-    with Flow("ifelse") as flow:
-        y = yes()
-        n = no()
-        ifelse(pick(1), y, n)
-        m = merge(y, n)
+    with Flow(f"ifelse-{condition}") as flow:
+        branches = {"yes": yes(), "no": no()}
+        ifelse(pick(condition), branches["yes"], branches["no"])
+        m = merge(branches["yes"], branches["no"])
 
     state = flow.run()
 
-    assert type(state.result[y]) is Success
-    assert type(state.result[n]) is Skipped
-    assert state.result[m].result == "yes"
-
-
-def test_ifelse_runs_the_false_task_when_the_condition_is_falsy():
-    @task
-    def yes():
-        return "yes"
-
-    @task
-    def no():
-        return "no"
-
-    with Flow("ifelse-false") as flow:
-        y = yes()
-        n = no()
-        ifelse(pick(0), y, n)
-        m = merge(y, n)
-
-    state = flow.run()
-
-    assert type(state.result[y]) is Skipped
-    assert type(state.result[n]) is Success
-    assert state.result[m].result == "no"
+    assert type(state.result[branches[ran]]) is Success
+    assert type(state.result[branches[skipped_name]]) is Skipped
+    assert state.result[m].result == ran
 
 
 def test_switch_runs_only_the_branch_matching_the_condition():
