@@ -1,0 +1,139 @@
+"""Opening the database: SQLite under ORCHESTRATOR_HOME by default, or the
+`ORCHESTRATOR_DATABASE_URL` (a `postgresql://` URL) when set.
+
+SQLite runs in WAL mode with a busy timeout, foreign keys on and
+`synchronous=NORMAL`; write transactions begin IMMEDIATE, so a writer waits
+for the lock up front instead of failing half-way with "database is locked".
+Migrations run under a host-wide file lock, so two processes starting at once
+apply each migration once.
+"""
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import filelock
+import peewee as pw
+from playhouse.db_url import connect as connect_url
+
+from ..config import home_dir
+from . import models
+from .errors import StoreError
+
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": 30000,
+    "foreign_keys": 1,
+    "synchronous": "normal",
+    "cache_size": -16000,
+}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def database_url(home=None, environ=None):
+    environ = os.environ if environ is None else environ
+    url = environ.get("ORCHESTRATOR_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{Path(home or home_dir()) / 'orchestrator.db'}"
+
+
+def _check_home(home):
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot create ORCHESTRATOR_HOME {home}: {exc.strerror}. Point "
+            "ORCHESTRATOR_HOME at a directory you can write to."
+        ) from None
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"ORCHESTRATOR_HOME {home} is not writable; point ORCHESTRATOR_HOME at a "
+            "directory you can write to, or fix its permissions."
+        )
+
+
+def _check_sqlite_file(path):
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if head != _SQLITE_MAGIC:
+        raise StoreError(
+            f"{path} is not an SQLite database (it starts with {head[:8]!r}). Move it "
+            "aside, or set ORCHESTRATOR_HOME to another directory."
+        )
+
+
+def open_database(home=None, url=None):
+    """Connect to the store's database and bring its schema up to date."""
+    home = Path(home or home_dir())
+    url = url or database_url(home)
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        _check_home(path.parent)
+        _check_sqlite_file(path)
+        db = pw.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE",
+                               check_same_thread=False, timeout=30)
+        lock_path = str(path) + ".migrate.lock"
+    elif url.startswith(("postgres://", "postgresql://")):
+        _check_home(home)
+        try:
+            db = connect_url(url)
+        except Exception as exc:
+            raise StoreError(f"Cannot use ORCHESTRATOR_DATABASE_URL {url!r}: {exc}") from None
+        lock_path = str(home / "migrate.lock")
+    else:
+        raise StoreError(
+            f"ORCHESTRATOR_DATABASE_URL {url!r} is not supported; use "
+            "sqlite:////absolute/path.db or postgresql://user:pass@host/db"
+        )
+    try:
+        db.connect(reuse_if_open=True)
+    except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+        raise StoreError(f"Cannot open the database at {url}: {exc}") from None
+    models.database.initialize(db)
+    with filelock.FileLock(lock_path, timeout=60):
+        migrate(db)
+    return db
+
+
+# -- migrations ---------------------------------------------------------------
+def _create_initial_tables(db):
+    db.create_tables(models.ALL_MODELS)
+
+
+MIGRATIONS = [
+    (1, _create_initial_tables),
+]
+
+
+def schema_version(db):
+    if not db.table_exists("schema_version"):
+        return 0
+    row = models.SchemaVersion.select(pw.fn.MAX(models.SchemaVersion.version)).scalar()
+    return row or 0
+
+
+def migrate(db):
+    """Apply every migration newer than the database, each in its own transaction."""
+    try:
+        current = schema_version(db)
+    except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+        raise StoreError(
+            f"The database is not readable as an orchestrator store ({exc}); move it "
+            "aside or set ORCHESTRATOR_HOME to another directory."
+        ) from None
+    latest = MIGRATIONS[-1][0]
+    if current > latest:
+        raise StoreError(
+            f"The database has schema version {current}, newer than this orchestrator "
+            f"knows ({latest}); upgrade orchestrator."
+        )
+    for version, step in MIGRATIONS:
+        if version <= current:
+            continue
+        with db.atomic():
+            step(db)
+            models.SchemaVersion.create(version=version, applied=time.time())

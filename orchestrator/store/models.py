@@ -1,0 +1,136 @@
+"""Tables of the store. Only `orchestrator.store` imports this module.
+
+Times are UTC seconds since the epoch (REAL): compact, index-friendly and the
+same in SQLite and PostgreSQL. JSON columns hold plain lists and dicts.
+Every query the CLI, agent and scheduler make is served by an index below.
+"""
+
+import json
+
+import peewee as pw
+
+database = pw.DatabaseProxy()
+
+
+class JSONField(pw.TextField):
+    """A JSON document in a text column."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class SchemaVersion(BaseModel):
+    version = pw.IntegerField()
+    applied = pw.FloatField()
+
+
+class Project(BaseModel):
+    name = pw.CharField(unique=True)
+    created = pw.FloatField()
+
+
+class Flow(BaseModel):
+    project = pw.ForeignKeyField(Project, backref="flows", on_delete="CASCADE")
+    name = pw.CharField()
+    version = pw.IntegerField()
+    fingerprint = pw.CharField()
+    storage = JSONField()
+    run_config = JSONField(null=True)
+    schedule = JSONField(null=True)
+    parameters = JSONField()
+    labels = JSONField()
+    settings = JSONField()
+    archived = pw.BooleanField(default=False)
+    created = pw.FloatField()
+
+    class Meta:
+        indexes = (
+            (("project", "name", "version"), True),
+            (("project", "name", "archived"), False),
+            (("name", "archived"), False),
+        )
+
+
+class FlowRun(BaseModel):
+    flow = pw.ForeignKeyField(Flow, backref="runs", on_delete="CASCADE")
+    name = pw.CharField()
+    parameters = JSONField()
+    labels = JSONField()
+    state = pw.CharField()
+    message = pw.TextField(null=True)
+    scheduled_start_time = pw.FloatField()
+    start_time = pw.FloatField(null=True)
+    end_time = pw.FloatField(null=True)
+    heartbeat = pw.FloatField(null=True)
+    agent = pw.CharField(null=True)
+    pid = pw.IntegerField(null=True)
+    idempotency_key = pw.CharField(null=True, unique=True)
+    auto_scheduled = pw.BooleanField(default=False)
+    created = pw.FloatField()
+    updated = pw.FloatField()
+
+    class Meta:
+        indexes = (
+            (("state", "scheduled_start_time"), False),
+            (("state", "id"), False),
+            (("flow", "id"), False),
+        )
+
+
+class TaskRun(BaseModel):
+    flow_run = pw.ForeignKeyField(FlowRun, backref="task_runs", on_delete="CASCADE")
+    task_slug = pw.CharField()
+    task_name = pw.CharField()
+    map_index = pw.IntegerField(default=-1)
+    state = pw.CharField()
+    message = pw.TextField(null=True)
+    result_location = pw.TextField(null=True)
+    run_count = pw.IntegerField(default=0)
+    start_time = pw.FloatField(null=True)
+    end_time = pw.FloatField(null=True)
+
+    class Meta:
+        indexes = ((("flow_run", "task_slug", "map_index"), True),)
+
+
+class StateEvent(BaseModel):
+    flow_run = pw.ForeignKeyField(FlowRun, backref="events", on_delete="CASCADE")
+    task_slug = pw.CharField(null=True)
+    map_index = pw.IntegerField(null=True)
+    state = pw.CharField()
+    message = pw.TextField(null=True)
+    time = pw.FloatField()
+
+    class Meta:
+        indexes = ((("flow_run", "id"), False),)
+
+
+class Log(BaseModel):
+    flow_run = pw.ForeignKeyField(FlowRun, backref="logs", on_delete="CASCADE")
+    task_slug = pw.CharField(null=True)
+    map_index = pw.IntegerField(null=True)
+    time = pw.FloatField()
+    level = pw.IntegerField()
+    logger = pw.CharField()
+    message = pw.TextField()
+
+    class Meta:
+        indexes = ((("flow_run", "id"), False),)
+
+
+class Secret(BaseModel):
+    name = pw.CharField(unique=True)
+    value = pw.TextField()
+    updated = pw.FloatField()
+
+
+ALL_MODELS = [SchemaVersion, Project, Flow, FlowRun, TaskRun, StateEvent, Log, Secret]

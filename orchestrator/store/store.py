@@ -1,0 +1,361 @@
+"""The store: every read and write the rest of the package makes, with plain
+values in and out (dicts with UTC-epoch floats for times).
+
+    store = Store.open()            # $ORCHESTRATOR_HOME/orchestrator.db
+    project, _ = store.create_project("etl")
+    run = store.create_flow_run(flow_id, parameters={"day": "2024-05-01"})
+
+Writers take short IMMEDIATE transactions. A terminal state is never
+overwritten: state changes are conditional UPDATEs.
+"""
+
+import time
+
+import peewee as pw
+
+from . import models as m
+from .db import open_database
+from .errors import Conflict, NotFound, StoreError
+
+TERMINAL_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
+                   "TriggerFailed", "Cached")
+
+_RUN_FIELDS = (
+    m.FlowRun.id, m.FlowRun.name, m.FlowRun.flow, m.FlowRun.parameters,
+    m.FlowRun.labels, m.FlowRun.state, m.FlowRun.message,
+    m.FlowRun.scheduled_start_time, m.FlowRun.start_time, m.FlowRun.end_time,
+    m.FlowRun.heartbeat, m.FlowRun.agent, m.FlowRun.pid, m.FlowRun.idempotency_key,
+    m.FlowRun.auto_scheduled, m.FlowRun.created, m.FlowRun.updated,
+    m.Flow.name.alias("flow_name"), m.Flow.version.alias("flow_version"),
+    m.Project.name.alias("project"),
+)
+
+
+def _run_row(row):
+    row["flow_id"] = row.pop("flow")
+    for key in ("parameters", "labels"):
+        if isinstance(row.get(key), str):
+            row[key] = m.JSONField().python_value(row[key])
+    return row
+
+
+class Store:
+    """Facade over the database. Create one per process with `Store.open()`."""
+
+    def __init__(self, db):
+        self.db = db
+
+    @classmethod
+    def open(cls, home=None, url=None):
+        return cls(open_database(home=home, url=url))
+
+    def close(self):
+        if not self.db.is_closed():
+            self.db.close()
+
+    def atomic(self):
+        return self.db.atomic()
+
+    # -- projects -------------------------------------------------------------
+    def create_project(self, name):
+        """(project, created): an existing project is returned as it is."""
+        name = _check_name(name, "project")
+        with self.db.atomic():
+            row = m.Project.get_or_none(m.Project.name == name)
+            if row is not None:
+                return _project(row), False
+            row = m.Project.create(name=name, created=time.time())
+        return _project(row), True
+
+    def get_project(self, name):
+        row = m.Project.get_or_none(m.Project.name == name)
+        if row is None:
+            known = [p.name for p in m.Project.select(m.Project.name)]
+            raise NotFound.named("project", name, known,
+                                 f"Create it with: orchestrator project create {name}")
+        return _project(row)
+
+    def list_projects(self):
+        return [_project(p) for p in m.Project.select().order_by(m.Project.name)]
+
+    # -- flows ----------------------------------------------------------------
+    def register_flow(self, project, name, fingerprint, storage, parameters, labels,
+                      run_config=None, schedule=None, settings=None, version=None):
+        """Record a flow; returns (flow, is_new_version).
+
+        An unchanged flow (same fingerprint: the caller's digest of everything
+        that identifies a registration) keeps its version; a changed one
+        becomes version N+1 and the older ones are archived. `version` forces
+        the number (the caller wrote the flow's storage for it first).
+        """
+        project_row = m.Project.get_or_none(m.Project.name == project)
+        if project_row is None:
+            raise NotFound.named("project", project,
+                                 [p.name for p in m.Project.select(m.Project.name)],
+                                 f"Create it with: orchestrator project create {project}")
+        with self.db.atomic():
+            latest = (m.Flow.select()
+                      .where((m.Flow.project == project_row) & (m.Flow.name == name))
+                      .order_by(m.Flow.version.desc()).first())
+            if latest is not None and not latest.archived and latest.fingerprint == fingerprint:
+                return self._flow(latest, project_row.name), False
+            number = version if version is not None else (latest.version + 1 if latest else 1)
+            (m.Flow.update(archived=True)
+             .where((m.Flow.project == project_row) & (m.Flow.name == name)
+                    & (m.Flow.archived == False))  # noqa: E712
+             .execute())
+            row = m.Flow.create(
+                project=project_row, name=name, version=number, fingerprint=fingerprint,
+                storage=storage, run_config=run_config, schedule=schedule,
+                parameters=parameters, labels=sorted(set(labels)),
+                settings=settings or {}, created=time.time())
+        return self._flow(row, project_row.name), True
+
+    def next_flow_version(self, project, name):
+        """The version number the next changed registration of a flow would get."""
+        latest = (m.Flow.select(pw.fn.MAX(m.Flow.version)).join(m.Project)
+                  .where((m.Project.name == project) & (m.Flow.name == name)).scalar())
+        return (latest or 0) + 1
+
+    def get_flow(self, ref, project=None):
+        """The current version of a flow by id, 'project/name', or name."""
+        query = m.Flow.select(m.Flow, m.Project).join(m.Project)
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            row = query.where(m.Flow.id == int(ref)).first()
+            if row is None:
+                raise NotFound(f"No flow with id {ref}; list flows with: orchestrator flows")
+            return self._flow(row, row.project.name)
+        if project is None and "/" in ref:
+            project, ref = ref.split("/", 1)
+        query = query.where((m.Flow.name == ref) & (m.Flow.archived == False))  # noqa: E712
+        if project is not None:
+            self.get_project(project)
+            query = query.where(m.Project.name == project)
+        rows = list(query)
+        if not rows:
+            known = [f.name for f in m.Flow.select(m.Flow.name)
+                     .where(m.Flow.archived == False).distinct()]  # noqa: E712
+            raise NotFound.named("flow", ref, known,
+                                 "Register it with: orchestrator register -p PROJECT FILE")
+        if len(rows) > 1:
+            projects = ", ".join(sorted(r.project.name for r in rows))
+            raise Conflict(
+                f"Flow {ref!r} exists in several projects ({projects}); name one with "
+                f"-p PROJECT or as PROJECT/{ref}")
+        return self._flow(rows[0], rows[0].project.name)
+
+    def list_flows(self, project=None, include_archived=False):
+        query = (m.Flow.select(m.Flow, m.Project).join(m.Project)
+                 .order_by(m.Project.name, m.Flow.name, m.Flow.version.desc()))
+        if project is not None:
+            query = query.where(m.Project.name == project)
+        if not include_archived:
+            query = query.where(m.Flow.archived == False)  # noqa: E712
+        return [self._flow(row, row.project.name) for row in query]
+
+    @staticmethod
+    def _flow(row, project_name):
+        return {
+            "id": row.id, "project": project_name, "name": row.name,
+            "version": row.version, "fingerprint": row.fingerprint,
+            "storage": row.storage, "run_config": row.run_config,
+            "schedule": row.schedule, "parameters": row.parameters,
+            "labels": row.labels, "settings": row.settings,
+            "archived": row.archived, "created": row.created,
+        }
+
+    # -- flow runs ------------------------------------------------------------
+    def create_flow_run(self, flow_id, parameters=None, name=None, labels=None,
+                        scheduled_start_time=None, idempotency_key=None,
+                        state="Scheduled", auto_scheduled=False):
+        now = time.time()
+        with self.db.atomic():
+            if idempotency_key is not None:
+                existing = m.FlowRun.get_or_none(m.FlowRun.idempotency_key == idempotency_key)
+                if existing is not None:
+                    if existing.flow_id != flow_id:
+                        raise Conflict(
+                            f"Idempotency key {idempotency_key!r} was already used for a "
+                            f"run of another flow (run {existing.id}); use a new key")
+                    return self.get_flow_run(existing.id)
+            row = m.FlowRun.create(
+                flow=flow_id, name=name or "", parameters=parameters or {},
+                labels=sorted(set(labels or ())), state=state,
+                scheduled_start_time=scheduled_start_time or now,
+                idempotency_key=idempotency_key, auto_scheduled=auto_scheduled,
+                created=now, updated=now)
+            if not name:
+                row.name = default_run_name(row.id)
+                row.save(only=[m.FlowRun.name])
+            m.StateEvent.create(flow_run=row.id, state=state, message=None, time=now)
+        return self.get_flow_run(row.id)
+
+    def _runs(self):
+        return (m.FlowRun.select(*_RUN_FIELDS)
+                .join(m.Flow, on=(m.FlowRun.flow == m.Flow.id))
+                .join(m.Project, on=(m.Flow.project == m.Project.id)))
+
+    def get_flow_run(self, run_id):
+        run_id = _check_run_id(run_id)
+        row = self._runs().where(m.FlowRun.id == run_id).dicts().first()
+        if row is None:
+            raise NotFound(f"No flow run with id {run_id}; list runs with: orchestrator runs")
+        return _run_row(row)
+
+    def list_flow_runs(self, flow_id=None, state=None, limit=50, before_id=None):
+        """Newest first; `before_id` continues a listing (cursor pagination)."""
+        query = self._runs()
+        if flow_id is not None:
+            query = query.where(m.FlowRun.flow == flow_id)
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            query = query.where(m.FlowRun.state.in_(states))
+        if before_id is not None:
+            query = query.where(m.FlowRun.id < before_id)
+        return [_run_row(r) for r in query.order_by(m.FlowRun.id.desc()).limit(limit).dicts()]
+
+    def set_flow_run_state(self, run_id, state, message=None, *, start=False, end=False,
+                           expect=None, pid=None):
+        """Move a run to `state` unless it is already terminal (or not in `expect`).
+
+        Returns True when the state changed.
+        """
+        now = time.time()
+        values = {"state": state, "message": message, "updated": now}
+        if start:
+            values["start_time"] = now
+            values["heartbeat"] = now
+        if end:
+            values["end_time"] = now
+        if pid is not None:
+            values["pid"] = pid
+        with self.db.atomic():
+            query = m.FlowRun.update(**values).where(
+                (m.FlowRun.id == run_id) & m.FlowRun.state.not_in(TERMINAL_STATES))
+            if expect is not None:
+                query = query.where(m.FlowRun.state.in_(list(expect)))
+            changed = query.execute() == 1
+            if changed:
+                m.StateEvent.create(flow_run=run_id, state=state, message=message, time=now)
+        return changed
+
+    def reschedule_flow_run(self, run_id, when, message):
+        """Put a running run back to Scheduled at `when` (epoch seconds), to resume."""
+        now = time.time()
+        with self.db.atomic():
+            changed = m.FlowRun.update(
+                state="Scheduled", message=message, scheduled_start_time=when,
+                updated=now, pid=None, agent=None).where(
+                (m.FlowRun.id == run_id) & m.FlowRun.state.not_in(TERMINAL_STATES)
+            ).execute() == 1
+            if changed:
+                m.StateEvent.create(flow_run=run_id, state="Scheduled", message=message,
+                                    time=now)
+        return changed
+
+    def rename_flow_run(self, run_id, name):
+        name = _check_name(name, "run")
+        with self.db.atomic():
+            if m.FlowRun.update(name=name, updated=time.time()).where(
+                    m.FlowRun.id == run_id).execute() != 1:
+                raise NotFound(f"No flow run with id {run_id}")
+
+    def state_events(self, run_id):
+        return list(m.StateEvent.select().where(m.StateEvent.flow_run == run_id)
+                    .order_by(m.StateEvent.id).dicts())
+
+    # -- task runs ------------------------------------------------------------
+    def record_task_runs(self, run_id, rows, events=()):
+        """Upsert task runs (one per slug and map index) and add state events."""
+        if not rows and not events:
+            return
+        with self.db.atomic():
+            for chunk in _chunks(rows, 200):
+                (m.TaskRun.insert_many([dict(r, flow_run=run_id) for r in chunk])
+                 .on_conflict(
+                     conflict_target=[m.TaskRun.flow_run, m.TaskRun.task_slug,
+                                      m.TaskRun.map_index],
+                     preserve=[m.TaskRun.state, m.TaskRun.message, m.TaskRun.result_location,
+                               m.TaskRun.run_count, m.TaskRun.end_time, m.TaskRun.task_name],
+                     update={m.TaskRun.start_time: pw.fn.COALESCE(
+                         m.TaskRun.start_time, pw.EXCLUDED.start_time)})
+                 .execute())
+            for chunk in _chunks(list(events), 400):
+                m.StateEvent.insert_many([dict(e, flow_run=run_id) for e in chunk]).execute()
+
+    def task_runs(self, run_id):
+        return list(m.TaskRun.select().where(m.TaskRun.flow_run == run_id)
+                    .order_by(m.TaskRun.id).dicts())
+
+    # -- logs -----------------------------------------------------------------
+    def write_logs(self, rows):
+        if not rows:
+            return
+        with self.db.atomic():
+            for chunk in _chunks(rows, 400):
+                m.Log.insert_many(chunk).execute()
+
+    def logs(self, run_id, after_id=0, min_level=0, limit=1000):
+        """Log rows of a run with id > after_id, oldest first."""
+        return list(m.Log.select().where(
+            (m.Log.flow_run == run_id) & (m.Log.id > after_id) & (m.Log.level >= min_level))
+            .order_by(m.Log.id).limit(limit).dicts())
+
+    # -- secrets --------------------------------------------------------------
+    def set_secret(self, name, value):
+        name = _check_name(name, "secret")
+        now = time.time()
+        with self.db.atomic():
+            (m.Secret.insert(name=name, value=value, updated=now)
+             .on_conflict(conflict_target=[m.Secret.name],
+                          update={m.Secret.value: value, m.Secret.updated: now})
+             .execute())
+
+    def get_secret(self, name):
+        row = m.Secret.get_or_none(m.Secret.name == name)
+        if row is None:
+            raise NotFound.named("secret", name, self.secret_names(),
+                                 f"Set it with: orchestrator secret set {name}")
+        return row.value
+
+    def delete_secret(self, name):
+        with self.db.atomic():
+            if m.Secret.delete().where(m.Secret.name == name).execute() != 1:
+                raise NotFound.named("secret", name, self.secret_names())
+
+    def secret_names(self):
+        return [s.name for s in m.Secret.select(m.Secret.name).order_by(m.Secret.name)]
+
+
+def default_run_name(run_id):
+    """A readable run name that is unique because it carries the id."""
+    adjectives = ("amber", "brisk", "calm", "deft", "eager", "fair", "glad", "hardy",
+                  "keen", "lucid", "merry", "nimble", "plucky", "quiet", "rapid", "sunny")
+    animals = ("otter", "heron", "lynx", "marten", "ibex", "finch", "koala", "bison",
+               "gecko", "puffin", "tapir", "wren", "yak", "zebu", "egret", "newt")
+    return f"{adjectives[run_id % 16]}-{animals[(run_id // 16) % 16]}-{run_id}"
+
+
+def _chunks(rows, size):
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
+
+
+def _check_name(name, kind):
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\n" in name:
+        raise StoreError(
+            f"{kind.capitalize()} name {name!r} is not valid: use 1 to 200 characters "
+            "on one line")
+    return name.strip()
+
+
+def _check_run_id(run_id):
+    try:
+        return int(run_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"{run_id!r} is not a flow run id; ids are whole numbers "
+                       "(see: orchestrator runs)") from None
+
+
+def _project(row):
+    return {"id": row.id, "name": row.name, "created": row.created}

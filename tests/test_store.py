@@ -1,0 +1,235 @@
+"""The embedded store: schema, safety rules, queries on indexes, bad databases."""
+
+import sqlite3
+import time
+
+import pytest
+
+from orchestrator.store import Conflict, NotFound, Store, StoreError
+from orchestrator.store.db import open_database
+
+
+@pytest.fixture
+def store(home):
+    s = Store.open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def flow_id(store):
+    store.create_project("etl")
+    record, _ = store.register_flow("etl", "daily", "fp-1", {"type": "Script"},
+                                    [{"name": "day"}], ["edge"])
+    return record["id"]
+
+
+def test_a_new_home_gets_a_wal_database_with_foreign_keys(home, store):
+    path = home / "orchestrator.db"
+    assert path.is_file()
+    assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert store.db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 30000
+
+
+def test_migrations_run_once_and_reopening_keeps_the_data(home, store, flow_id):
+    store.close()
+    again = Store.open()
+    assert again.get_flow("daily")["id"] == flow_id
+    versions = again.db.execute_sql("SELECT version FROM schema_version").fetchall()
+    assert versions == [(1,)]
+
+
+def test_creating_a_project_twice_returns_the_existing_one(store):
+    first, created = store.create_project("etl")
+    second, created_again = store.create_project("etl")
+    assert created and not created_again
+    assert first["id"] == second["id"]
+
+
+def test_an_unchanged_flow_keeps_its_version_and_a_changed_one_gets_the_next(store, flow_id):
+    same, new = store.register_flow("etl", "daily", "fp-1", {"type": "Script"}, [], [])
+    assert (same["id"], same["version"], new) == (flow_id, 1, False)
+
+    changed, new = store.register_flow("etl", "daily", "fp-2", {"type": "Script"}, [], [])
+    assert (changed["version"], new) == (2, True)
+    assert store.get_flow("daily")["id"] == changed["id"]
+    versions = [(f["version"], f["archived"])
+                for f in store.list_flows(include_archived=True)]
+    assert versions == [(2, False), (1, True)]
+
+
+def test_registering_into_an_unknown_project_suggests_the_close_name(store, flow_id):
+    with pytest.raises(NotFound, match="Did you mean 'etl'"):
+        store.register_flow("elt", "daily", "fp", {}, [], [])
+
+
+def test_an_unknown_flow_name_suggests_a_close_one(store, flow_id):
+    with pytest.raises(NotFound, match="No flow named 'dialy'. Did you mean 'daily'"):
+        store.get_flow("dialy")
+
+
+def test_a_flow_name_in_two_projects_must_be_qualified(store, flow_id):
+    store.create_project("ml")
+    other, _ = store.register_flow("ml", "daily", "fp", {}, [], [])
+    with pytest.raises(Conflict, match="several projects"):
+        store.get_flow("daily")
+    assert store.get_flow("ml/daily")["id"] == other["id"]
+    assert store.get_flow("daily", project="etl")["id"] == flow_id
+
+
+def test_a_run_gets_a_readable_unique_name_and_a_scheduled_event(store, flow_id):
+    run = store.create_flow_run(flow_id, {"day": "2024-05-01"})
+    assert run["state"] == "Scheduled"
+    assert run["name"].endswith(f"-{run['id']}")
+    assert run["parameters"] == {"day": "2024-05-01"}
+    assert [e["state"] for e in store.state_events(run["id"])] == ["Scheduled"]
+
+
+def test_an_idempotency_key_gives_one_run_however_often_it_is_used(store, flow_id):
+    first = store.create_flow_run(flow_id, idempotency_key="nightly-2024-05-01")
+    second = store.create_flow_run(flow_id, idempotency_key="nightly-2024-05-01")
+    assert first["id"] == second["id"]
+    assert len(store.list_flow_runs()) == 1
+
+
+def test_an_idempotency_key_of_another_flows_run_is_a_conflict(store, flow_id):
+    other, _ = store.register_flow("etl", "weekly", "fp", {}, [], [])
+    store.create_flow_run(flow_id, idempotency_key="k")
+    with pytest.raises(Conflict, match="another flow"):
+        store.create_flow_run(other["id"], idempotency_key="k")
+
+
+def test_a_terminal_state_is_never_overwritten(store, flow_id):
+    run = store.create_flow_run(flow_id)
+    assert store.set_flow_run_state(run["id"], "Running", start=True)
+    assert store.set_flow_run_state(run["id"], "Success", end=True)
+    assert not store.set_flow_run_state(run["id"], "Failed", "late heartbeat check")
+    assert store.get_flow_run(run["id"])["state"] == "Success"
+    assert [e["state"] for e in store.state_events(run["id"])] == [
+        "Scheduled", "Running", "Success"]
+
+
+def test_an_expected_state_guard_refuses_other_states(store, flow_id):
+    run = store.create_flow_run(flow_id)
+    assert not store.set_flow_run_state(run["id"], "Running", expect=["Submitted"])
+    assert store.get_flow_run(run["id"])["state"] == "Scheduled"
+
+
+def test_runs_list_newest_first_with_a_cursor(store, flow_id):
+    ids = [store.create_flow_run(flow_id)["id"] for _ in range(5)]
+    page = store.list_flow_runs(limit=2)
+    assert [r["id"] for r in page] == ids[::-1][:2]
+    rest = store.list_flow_runs(limit=10, before_id=page[-1]["id"])
+    assert [r["id"] for r in rest] == ids[::-1][2:]
+
+
+def test_runs_filter_by_flow_and_state(store, flow_id):
+    other, _ = store.register_flow("etl", "weekly", "fp", {}, [], [])
+    a = store.create_flow_run(flow_id)
+    store.create_flow_run(other["id"])
+    store.set_flow_run_state(a["id"], "Failed", end=True)
+    assert [r["id"] for r in store.list_flow_runs(flow_id=flow_id)] == [a["id"]]
+    assert [r["id"] for r in store.list_flow_runs(state="Failed")] == [a["id"]]
+    assert store.list_flow_runs(state=["Success"]) == []
+
+
+def test_task_runs_are_upserted_keeping_the_first_start_time(store, flow_id):
+    run = store.create_flow_run(flow_id)
+    store.record_task_runs(run["id"], [dict(task_slug="a-1", task_name="a", map_index=-1,
+                                            state="Running", run_count=1, start_time=100.0)])
+    store.record_task_runs(run["id"], [dict(task_slug="a-1", task_name="a", map_index=-1,
+                                            state="Success", run_count=1, start_time=None,
+                                            end_time=105.0, result_location="/r")])
+    (row,) = store.task_runs(run["id"])
+    assert (row["state"], row["start_time"], row["end_time"], row["result_location"]) == (
+        "Success", 100.0, 105.0, "/r")
+
+
+def test_logs_are_read_in_order_after_a_cursor_and_by_level(store, flow_id):
+    run = store.create_flow_run(flow_id)
+    store.write_logs([{"flow_run": run["id"], "time": time.time(), "level": level,
+                       "logger": "t", "message": f"m{i}"}
+                      for i, level in enumerate([20, 40, 20, 30])])
+    rows = store.logs(run["id"])
+    assert [r["message"] for r in rows] == ["m0", "m1", "m2", "m3"]
+    assert [r["message"] for r in store.logs(run["id"], after_id=rows[1]["id"])] == ["m2", "m3"]
+    assert [r["message"] for r in store.logs(run["id"], min_level=30)] == ["m1", "m3"]
+
+
+def test_secrets_are_set_replaced_listed_by_name_and_deleted(store):
+    store.set_secret("DB_PASSWORD", "one")
+    store.set_secret("DB_PASSWORD", "two")
+    assert store.get_secret("DB_PASSWORD") == "two"
+    assert store.secret_names() == ["DB_PASSWORD"]
+    store.delete_secret("DB_PASSWORD")
+    with pytest.raises(NotFound, match="orchestrator secret set DB_PASSWORD"):
+        store.get_secret("DB_PASSWORD")
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(home):
+    path = home / "orchestrator.db"
+    path.write_text("these are my notes, not a database\n")
+    with pytest.raises(StoreError, match="is not an SQLite database"):
+        Store.open()
+    assert path.read_text() == "these are my notes, not a database\n"
+
+
+def test_a_home_under_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="Cannot create ORCHESTRATOR_HOME"):
+        Store.open(home=blocker / "home")
+
+
+def test_an_unsupported_database_url_names_the_supported_ones(home):
+    with pytest.raises(StoreError, match="postgresql://"):
+        open_database(url="mysql://x/y")
+
+
+def test_a_database_from_a_newer_version_is_refused(home, store):
+    store.db.execute_sql("INSERT INTO schema_version (version, applied) VALUES (99, 0)")
+    store.close()
+    with pytest.raises(StoreError, match="upgrade orchestrator"):
+        Store.open()
+
+
+# Every query the CLI, agent and scheduler make must use an index, never a scan.
+HOT_QUERIES = {
+    "runs newest first": lambda s, f: s.list_flow_runs(limit=20),
+    "runs of a flow": lambda s, f: s.list_flow_runs(flow_id=f, limit=20),
+    "runs in a state": lambda s, f: s.list_flow_runs(state="Scheduled", limit=20),
+    "one run": lambda s, f: s.get_flow_run(1),
+    "task runs of a run": lambda s, f: s.task_runs(1),
+    "logs of a run": lambda s, f: s.logs(1, after_id=0),
+    "events of a run": lambda s, f: s.state_events(1),
+    "current flow by name": lambda s, f: s.get_flow("daily"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOT_QUERIES))
+def test_hot_queries_use_an_index(store, flow_id, name):
+    store.create_flow_run(flow_id)
+    plans = []
+
+    def trace(sql):
+        if sql.lstrip().upper().startswith("SELECT") and "sqlite_master" not in sql:
+            plans.append(sql)
+
+    raw = sqlite3.connect(store.db.database)
+    store.db.connection().set_trace_callback(trace)
+    try:
+        HOT_QUERIES[name](store, flow_id)
+    finally:
+        store.db.connection().set_trace_callback(None)
+    assert plans, "no query was traced"
+    for sql in plans:
+        detail = " | ".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + sql))
+        # A bare SCAN is only fine as the newest-first walk down the primary
+        # key of an unfiltered, limited listing; sorting in a temp B-tree never is.
+        ordered_walk = "WHERE" not in sql and 'ORDER BY "t1"."id" DESC LIMIT' in sql
+        bad = [part for part in detail.split(" | ")
+               if "TEMP B-TREE" in part
+               or (part.startswith("SCAN") and "USING" not in part and not ordered_walk)]
+        assert not bad, f"{name}: {sql}\n  plan: {detail}"
+    raw.close()
