@@ -1,7 +1,13 @@
-"""The `orchestrator` command. Commands parse, call the library, and print."""
+"""The `orchestrator` command. Commands parse, call the library, and print.
 
+Exit codes scripts can rely on: 0 ok, 1 the run failed (when waited on),
+2 bad input (with a one-line message, and nothing stored).
+"""
+
+import datetime as _dt
 import json
 import sys
+import time
 
 import click
 
@@ -53,7 +59,7 @@ def main():
 @main.command("run-file")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--name", "flow_name", help="Which flow, when the file defines several.")
-@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A parameter value (JSON, or a bare string). Repeatable.")
 @click.option("--params-file", type=click.File("r"), help="A JSON object of parameters.")
 @click.option("--executor", type=click.Choice(["local", "threads", "processes"]),
@@ -92,3 +98,409 @@ def run_file(path, flow_name, params, params_file, executor, as_json):
             click.echo(f"{r['task']:<{width}}  {r['state']:<13}  {r['message']}")
         click.echo(f"\nFlow {flow.name!r}: {type(state).__name__}: {state.message}")
     sys.exit(EXIT_OK if state.is_successful() else EXIT_RUN_FAILED)
+
+
+# -- the store ------------------------------------------------------------------
+def _open_store():
+    from .store import Store
+
+    try:
+        return Store.open()
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _when(epoch):
+    if epoch is None:
+        return ""
+    return _dt.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _iso(epoch):
+    if epoch is None:
+        return None
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat()
+
+
+def _duration(start, end):
+    if start is None:
+        return ""
+    seconds = (end or time.time()) - start
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def _table(rows, columns):
+    """Print dict rows as aligned columns: [(header, key), ...]."""
+    if not rows:
+        return
+    cells = [[str(r.get(key, "") if r.get(key) is not None else "") for _, key in columns]
+             for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (h, _) in enumerate(columns)]
+    click.echo("  ".join(h.ljust(w) for (h, _), w in zip(columns, widths)).rstrip())
+    for c in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+
+
+def _echo_json(value):
+    click.echo(json.dumps(value, indent=2, default=str))
+
+
+@main.group()
+def project():
+    """Projects group flows."""
+
+
+@project.command("create")
+@click.argument("name")
+def project_create(name):
+    """Create project NAME (nothing happens if it exists)."""
+    store = _open_store()
+    try:
+        _, created = store.create_project(name)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"Created project {name!r}." if created else f"Project {name!r} already exists.")
+
+
+@main.command()
+@click.option("--project", "-p", "project_name", required=True, help="Project to register in.")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--name", "flow_name", help="Register only this flow of the file.")
+@click.option("--label", "labels", multiple=True, help="An extra label. Repeatable.")
+def register(project_name, path, flow_name, labels):
+    """Register the flows defined in PATH (a Python file)."""
+    from . import service
+    from .flow_files import load_flows_from_file, pick_flow
+
+    store = _open_store()
+    try:
+        store.get_project(project_name)
+        flows = load_flows_from_file(path)
+        chosen = [pick_flow(flows, flow_name, path)] if flow_name else list(flows.values())
+        for flow in chosen:
+            record, new = service.register_flow(store, flow, project_name, labels=list(labels))
+            what = "registered" if new else "unchanged, kept"
+            click.echo(f"Flow {record['project']}/{record['name']}: {what} version "
+                       f"{record['version']} (id {record['id']}, labels "
+                       f"{', '.join(record['labels']) or 'none'})")
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+
+
+@main.command("run")
+@click.argument("flow_ref", metavar="FLOW")
+@click.option("--project", "-p", "project_name", help="The flow's project, if ambiguous.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="A parameter value (JSON, or a bare string). Repeatable.")
+@click.option("--params-file", type=click.File("r"), help="A JSON object of parameters.")
+@click.option("--name", "run_name", help="The run's name (default: generated).")
+@click.option("--label", "labels", multiple=True, help="Run labels (default: the flow's).")
+@click.option("--idempotency-key", help="Creating a run twice with one key gives one run.")
+@click.option("--local", is_flag=True, help="Execute the run here and now.")
+@click.option("--watch", is_flag=True, help="Wait for the run, printing its logs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
+             idempotency_key, local, watch, as_json):
+    """Create a run of registered flow FLOW (name, PROJECT/NAME or id)."""
+    from . import service
+
+    values = _parse_params(params, params_file)
+    store = _open_store()
+    try:
+        run = service.create_flow_run(store, flow_ref, project=project_name,
+                                      parameters=values, name=run_name,
+                                      labels=list(labels) if labels else None,
+                                      idempotency_key=idempotency_key)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    if as_json and not (local or watch):
+        _echo_json(_run_json(run))
+        return
+    click.echo(f"Created flow run {run['id']} ({run['name']}) of "
+               f"{run['project']}/{run['flow_name']} v{run['flow_version']}.", err=as_json)
+    if local:
+        state = _execute(store, run["id"])
+        run = store.get_flow_run(run["id"])
+        if as_json:
+            _echo_json(_run_json(run))
+        else:
+            click.echo(f"Flow run {run['id']} ({run['name']}): {state}: {run['message'] or ''}")
+        sys.exit(EXIT_OK if state == "Success" else EXIT_RUN_FAILED)
+    if watch:
+        sys.exit(_watch(store, run["id"], as_json))
+    click.echo("It is Scheduled: a running `orchestrator up` or `orchestrator agent` picks "
+               "it up. To run it here instead: orchestrator execute " + str(run["id"]))
+
+
+def _execute(store, run_id):
+    from . import backend, service
+
+    try:
+        return backend.execute_flow_run(store, run_id, service.load_flow)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+
+
+@main.command(hidden=False)
+@click.argument("run_id", type=int)
+def execute(run_id):
+    """Execute flow run RUN_ID in this process (what an agent runs for each run)."""
+    state = _execute(_open_store(), run_id)
+    click.echo(f"Flow run {run_id}: {state}")
+    sys.exit(EXIT_OK if state in ("Success", "Scheduled", "Paused") else EXIT_RUN_FAILED)
+
+
+def _watch(store, run_id, as_json):
+    from .store import TERMINAL_STATES
+
+    after, waited, hinted = 0, 0.0, False
+    try:
+        while True:
+            for row in store.logs(run_id, after_id=after):
+                after = row["id"]
+                _print_log(row, as_json)
+            run = store.get_flow_run(run_id)
+            if run["state"] in TERMINAL_STATES:
+                for row in store.logs(run_id, after_id=after):
+                    _print_log(row, as_json)
+                click.echo(f"Flow run {run_id} ({run['name']}): {run['state']}: "
+                           f"{run['message'] or ''}", err=as_json)
+                return EXIT_OK if run["state"] in ("Success", "Skipped") else EXIT_RUN_FAILED
+            if run["state"] == "Scheduled" and waited > 5 and not hinted:
+                click.echo("Still Scheduled: is an agent running? Start one with "
+                           "`orchestrator up`, or run it here with "
+                           f"`orchestrator execute {run_id}`.", err=True)
+                hinted = True
+            time.sleep(0.25)
+            waited += 0.25
+    except KeyboardInterrupt:
+        click.echo(f"Stopped watching; run {run_id} goes on.", err=True)
+        return 130
+
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+
+
+def _print_log(row, as_json):
+    if as_json:
+        click.echo(json.dumps({"id": row["id"], "time": _iso(row["time"]),
+                               "level": _level_name(row["level"]), "logger": row["logger"],
+                               "task": row["task_slug"], "map_index": row["map_index"],
+                               "message": row["message"]}))
+        return
+    click.echo(f"{_when(row['time'])} {_level_name(row['level']):<7} {row['logger']} | "
+               f"{row['message']}")
+
+
+def _level_name(level):
+    for name, number in sorted(_LEVELS.items(), key=lambda kv: -kv[1]):
+        if level >= number:
+            return name
+    return str(level)
+
+
+def _run_json(run):
+    return {"id": run["id"], "flow": f"{run['project']}/{run['flow_name']}",
+            "flow_version": run["flow_version"], "name": run["name"], "state": run["state"],
+            "message": run["message"], "parameters": run["parameters"],
+            "labels": run["labels"],
+            "scheduled_start_time": _iso(run["scheduled_start_time"]),
+            "start_time": _iso(run["start_time"]), "end_time": _iso(run["end_time"])}
+
+
+@main.command()
+@click.option("--project", "-p", "project_name", help="Only this project's flows.")
+@click.option("--all", "include_archived", is_flag=True, help="Include archived versions.")
+@click.option("--json", "as_json", is_flag=True)
+def flows(project_name, include_archived, as_json):
+    """List registered flows."""
+    store = _open_store()
+    try:
+        if project_name:
+            store.get_project(project_name)
+        rows = store.list_flows(project=project_name, include_archived=include_archived)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        _echo_json([{k: r[k] for k in ("id", "project", "name", "version", "labels",
+                                        "parameters", "archived")} for r in rows])
+        return
+    for r in rows:
+        r["params"] = ", ".join(p["name"] for p in r["parameters"])
+        r["labels_text"] = ", ".join(r["labels"])
+        r["registered"] = _when(r["created"])
+        r["status"] = "archived" if r["archived"] else ""
+    _table(rows, [("ID", "id"), ("PROJECT", "project"), ("FLOW", "name"),
+                  ("VERSION", "version"), ("PARAMETERS", "params"),
+                  ("LABELS", "labels_text"), ("REGISTERED", "registered"), ("", "status")])
+    if not rows:
+        click.echo("No flows registered. Register some with: orchestrator register -p PROJECT FILE")
+
+
+@main.command()
+@click.option("--flow", "flow_ref", help="Only runs of this flow (name, PROJECT/NAME or id).")
+@click.option("--state", "states", multiple=True, help="Only runs in this state. Repeatable.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True)
+def runs(flow_ref, states, limit, as_json):
+    """List flow runs, newest first."""
+    from .core.states import state_from_name
+
+    store = _open_store()
+    try:
+        for name in states:
+            state_from_name(name)
+        flow_id = store.get_flow(flow_ref)["id"] if flow_ref else None
+        rows = store.list_flow_runs(flow_id=flow_id, state=list(states) or None, limit=limit)
+    except (OrchestratorError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        _echo_json([_run_json(r) for r in rows])
+        return
+    for r in rows:
+        r["flow_text"] = f"{r['project']}/{r['flow_name']}"
+        r["scheduled"] = _when(r["scheduled_start_time"])
+        r["started"] = _when(r["start_time"])
+        r["took"] = _duration(r["start_time"], r["end_time"])
+    _table(rows, [("ID", "id"), ("FLOW", "flow_text"), ("NAME", "name"), ("STATE", "state"),
+                  ("SCHEDULED", "scheduled"), ("STARTED", "started"), ("DURATION", "took")])
+    if not rows:
+        click.echo("No flow runs.")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def show(run_id, as_json):
+    """Show a flow run with its task runs."""
+    store = _open_store()
+    try:
+        run = store.get_flow_run(run_id)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    task_runs = store.task_runs(run["id"])
+    if as_json:
+        data = _run_json(run)
+        data["task_runs"] = [{
+            "task": t["task_slug"], "map_index": None if t["map_index"] < 0 else t["map_index"],
+            "state": t["state"], "message": t["message"], "run_count": t["run_count"],
+            "start_time": _iso(t["start_time"]), "end_time": _iso(t["end_time"]),
+            "result_location": t["result_location"]} for t in task_runs]
+        _echo_json(data)
+        return
+    click.echo(f"Flow run {run['id']} ({run['name']}) of {run['project']}/{run['flow_name']} "
+               f"v{run['flow_version']}")
+    click.echo(f"  state:      {run['state']}{': ' + run['message'] if run['message'] else ''}")
+    click.echo(f"  parameters: {json.dumps(run['parameters'])}")
+    click.echo(f"  labels:     {', '.join(run['labels']) or 'none'}")
+    click.echo(f"  scheduled:  {_when(run['scheduled_start_time'])}")
+    click.echo(f"  started:    {_when(run['start_time'])}   "
+               f"duration: {_duration(run['start_time'], run['end_time'])}")
+    click.echo("")
+    for t in task_runs:
+        t["task"] = t["task_slug"] + ("" if t["map_index"] < 0 else f"[{t['map_index']}]")
+        t["took"] = _duration(t["start_time"], t["end_time"])
+        t["runs"] = t["run_count"] or ""
+        t["msg"] = (t["message"] or "")[:80]
+    _table(task_runs, [("TASK", "task"), ("STATE", "state"), ("DURATION", "took"),
+                       ("RUNS", "runs"), ("MESSAGE", "msg")])
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option("--level", type=click.Choice(list(_LEVELS), case_sensitive=False),
+              default="DEBUG", help="Only lines at this level or above.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def logs(run_id, follow, level, as_json):
+    """Print the log of a flow run."""
+    from .store import TERMINAL_STATES
+
+    store = _open_store()
+    try:
+        run = store.get_flow_run(run_id)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    after, min_level = 0, _LEVELS[level.upper()]
+    while True:
+        rows = store.logs(run["id"], after_id=after, min_level=min_level)
+        for row in rows:
+            _print_log(row, as_json)
+            after = row["id"]
+        if len(rows) == 1000:
+            continue
+        if not follow or store.get_flow_run(run["id"])["state"] in TERMINAL_STATES:
+            if follow:
+                for row in store.logs(run["id"], after_id=after, min_level=min_level):
+                    _print_log(row, as_json)
+            return
+        try:
+            time.sleep(0.25)
+        except KeyboardInterrupt:
+            return
+
+
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True)
+def show_config(as_json):
+    """Print the effective configuration and where each value came from."""
+    from .config import home_dir, load_config
+
+    try:
+        config = load_config()
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    rows = [{"setting": f"{section}.{key}", "value": json.dumps(value), "source": source}
+            for section, key, value, source in config.items_with_sources()]
+    if as_json:
+        _echo_json({"home": str(home_dir()), "settings": rows})
+        return
+    click.echo(f"ORCHESTRATOR_HOME: {home_dir()}")
+    _table(rows, [("SETTING", "setting"), ("VALUE", "value"), ("SOURCE", "source")])
+
+
+@main.group()
+def secret():
+    """Secrets for flows: values are stored, never printed."""
+
+
+@secret.command("set")
+@click.argument("name")
+def secret_set(name):
+    """Set secret NAME from standard input (or a prompt), never from the command line."""
+    if sys.stdin.isatty():
+        value = click.prompt(f"Value for {name}", hide_input=True, confirmation_prompt=True)
+    else:
+        value = sys.stdin.read()
+        if value.endswith("\n"):
+            value = value[:-1]
+    if not value:
+        raise UserError(f"Secret {name!r} would be empty; pipe the value on standard input")
+    store = _open_store()
+    try:
+        store.set_secret(name, value)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"Secret {name!r} set.")
+
+
+@secret.command("list")
+def secret_list():
+    """List secret names (never values)."""
+    for name in _open_store().secret_names():
+        click.echo(name)
+
+
+@secret.command("delete")
+@click.argument("name")
+def secret_delete(name):
+    """Delete secret NAME."""
+    try:
+        _open_store().delete_secret(name)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"Secret {name!r} deleted.")

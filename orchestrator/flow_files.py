@@ -6,6 +6,7 @@ module and every `Flow` object at its top level is collected.
 
 import difflib
 import runpy
+import sys
 import traceback
 from pathlib import Path
 
@@ -27,6 +28,10 @@ def load_flows_from_file(path):
             f"Flow file {str(path)!r} does not exist; give the path to a .py file "
             "that defines a Flow"
         )
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        # Modules beside the flow file can be imported, now and when tasks run.
+        sys.path.insert(0, folder)
     try:
         namespace = runpy.run_path(str(path), run_name="__orchestrator_flow_file__")
     except SyntaxError as exc:

@@ -110,7 +110,7 @@ def test_version_is_printed_by_the_console_script(console_script):
 
 # -- running a flow file -------------------------------------------------------------------
 def test_run_file_prints_the_task_table_and_the_flow_state(cli):
-    result = cli("run-file", HELLO, "-p", "name=Ada")
+    result = cli("run-file", HELLO, "--param", "name=Ada")
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -122,7 +122,7 @@ def test_run_file_prints_the_task_table_and_the_flow_state(cli):
 
 
 def test_run_file_logs_the_tasks_info_lines_on_stderr(cli):
-    result = cli("run-file", HELLO, "-p", "name=Ada")
+    result = cli("run-file", HELLO, "--param", "name=Ada")
 
     assert result.returncode == 0, result.stderr
     shouted = [line for line in result.stderr.splitlines() if "HELLO, ADA!" in line]
@@ -133,7 +133,7 @@ def test_run_file_logs_the_tasks_info_lines_on_stderr(cli):
 
 
 def test_the_console_script_runs_a_flow_file_too(console_script):
-    result = console_script("run-file", HELLO, "-p", "name=Grace")
+    result = console_script("run-file", HELLO, "--param", "name=Grace")
 
     assert result.returncode == 0, result.stderr
     assert "Flow 'hello': Success" in result.stdout
@@ -141,7 +141,7 @@ def test_the_console_script_runs_a_flow_file_too(console_script):
 
 
 def test_run_file_json_output_has_the_flow_its_state_and_every_task(cli):
-    result = cli("run-file", HELLO, "-p", "name=Ada", "--json")
+    result = cli("run-file", HELLO, "--param", "name=Ada", "--json")
 
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
@@ -218,7 +218,7 @@ def test_run_file_with_the_threads_executor_runs_tasks_on_dask_threads(cli, flow
 
 
 def test_run_file_with_the_threads_executor_runs_the_hello_flow(cli):
-    result = cli("run-file", HELLO, "-p", "name=Ada", "--executor", "threads")
+    result = cli("run-file", HELLO, "--param", "name=Ada", "--executor", "threads")
 
     assert result.returncode == 0, result.stderr
     assert "Flow 'hello': Success" in result.stdout
@@ -264,7 +264,7 @@ def test_run_file_with_the_processes_executor_runs_tasks_defined_in_the_file(cli
 def test_sales_report_writes_a_summary_of_every_region(cli, tmp_path):
     out_dir = tmp_path / "out"
 
-    result = cli("run-file", SALES, "-p", "day=2024-05-01", "-p", f"out_dir={out_dir}")
+    result = cli("run-file", SALES, "--param", "day=2024-05-01", "--param", f"out_dir={out_dir}")
 
     assert result.returncode == 0, result.stderr
     assert "Flow 'sales-report': Success" in result.stdout
@@ -346,7 +346,7 @@ def test_a_misspelt_name_suggests_the_close_one(cli, flow_file):
 
 
 def test_an_unknown_parameter_exits_2_and_names_it(cli):
-    assert_bad_input(cli("run-file", HELLO, "-p", "nme=Ada"),
+    assert_bad_input(cli("run-file", HELLO, "--param", "nme=Ada"),
                      "has no parameter", "'nme'", "did you mean 'name'?")
 
 
@@ -359,13 +359,13 @@ def test_a_missing_required_parameter_exits_2_and_names_it(cli, flow_file):
 def test_a_required_parameter_given_with_p_runs(cli, flow_file):
     path = flow_file(REQUIRED_PARAMETER)
 
-    result = cli("run-file", path, "-p", "day=2024-05-01")
+    result = cli("run-file", path, "--param", "day=2024-05-01")
 
     assert result.returncode == 0, result.stderr
 
 
 def test_a_param_without_equals_exits_2(cli):
-    assert_bad_input(cli("run-file", HELLO, "-p", "bad"), "'bad'", "name=value")
+    assert_bad_input(cli("run-file", HELLO, "--param", "bad"), "'bad'", "name=value")
 
 
 def test_a_params_file_with_invalid_json_exits_2(cli, tmp_path):

@@ -1,7 +1,7 @@
 """Daily sales report: read every CSV in data/sales, total each region in
 parallel (one mapped task per file), and write a summary.
 
-Run it: orchestrator run-file data/flows/sales_report.py -p day=2024-05-01
+Run it: orchestrator run-file data/flows/sales_report.py --param day=2024-05-01
 """
 
 import csv

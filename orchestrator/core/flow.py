@@ -71,6 +71,7 @@ class Flow:
 
     def __exit__(self, *exc_info):
         _building.reset(self.__token)
+        del self.__token  # a contextvars token cannot be pickled with the flow
 
     # -- contents ------------------------------------------------------------
     @property

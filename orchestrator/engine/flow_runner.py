@@ -67,7 +67,7 @@ def resolve_parameters(flow, given):
 
 
 def flow_context(flow, parameters, flow_run_id=None, flow_run_name=None,
-                 scheduled_start_time=None, checkpointing=False):
+                 scheduled_start_time=None, checkpointing=False, backend=False):
     """The flow-level context layer every task of the run sees."""
     run_id = flow_run_id or str(uuid.uuid4())
     when = scheduled_start_time or _dt.datetime.now(_UTC)
@@ -81,7 +81,7 @@ def flow_context(flow, parameters, flow_run_id=None, flow_run_name=None,
         "tomorrow": (day + one).isoformat(), "today_nodash": day.strftime("%Y%m%d"),
         "yesterday_nodash": (day - one).strftime("%Y%m%d"),
         "tomorrow_nodash": (day + one).strftime("%Y%m%d"),
-        "checkpointing": checkpointing, "running_with_backend": False,
+        "checkpointing": checkpointing, "running_with_backend": backend,
     }
 
 
@@ -126,8 +126,9 @@ class FlowRunner:
     this process; a longer one leaves the task Retrying (a backend resumes it)."""
 
     def __init__(self, flow, executor=None, reporter=None, inline_wait=float("inf"),
-                 config=None):
+                 config=None, backend=False):
         self.flow = flow
+        self.backend = backend
         self.executor = executor or flow.executor or LocalExecutor()
         self.reporter = reporter
         self.inline_wait = inline_wait
@@ -142,7 +143,8 @@ class FlowRunner:
         values = resolve_parameters(flow, parameters)
         layer = flow_context(flow, values, flow_run_id, flow_run_name,
                              scheduled_start_time,
-                             checkpointing=bool(config["flows"].get("checkpointing")))
+                             checkpointing=bool(config["flows"].get("checkpointing")),
+                             backend=self.backend)
         user_layer = dict(context or {})
         stack = ((layer, user_layer) if user_layer else (layer,)) + _context.current_stack()
         token = _context.push_stack(stack)
@@ -202,7 +204,9 @@ class FlowRunner:
             plan = TaskPlan(t, slugs[t], edges_to[t], constants.get(t), settings)
             upstream = [entries[e.upstream_task] for e in plan.edges]
             if plan.mapped:
-                entries[t] = self._submit_mapped(plan, upstream)
+                entry = entries[t] = self._submit_mapped(plan, upstream)
+                if self.reporter is not None and type(entry) is not _MappedEntry:
+                    self.reporter.task_state(plan.slug, plan.name, None, entry, None)
             else:
                 for i, u in enumerate(upstream):
                     if type(u) is _MappedEntry:
@@ -300,15 +304,23 @@ class FlowRunner:
         done = iter(self.executor.wait(futures))
         states = {}
         remote = self.executor.in_other_process
+        reporter = self.reporter
         for t, entry in entries.items():
             if type(entry) is _MappedEntry:
                 children = [next(done) for _ in entry.children]
                 if remote:
                     children = [self._receive(c) for c in children]
+                    if reporter is not None:
+                        for i, child in enumerate(children):
+                            reporter.task_state(self.flow.slugs[t], t.name, i, child, None)
                 states[t] = Mapped("Ready to proceed with mapping.", map_states=children)
             else:
                 value = next(done)
                 states[t] = self._receive(value) if remote else value
+                if remote and reporter is not None:
+                    reporter.task_state(self.flow.slugs[t], t.name, None, states[t], None)
+            if reporter is not None and type(states[t]) is Mapped:
+                reporter.task_state(self.flow.slugs[t], t.name, None, states[t], None)
         return states
 
     @staticmethod

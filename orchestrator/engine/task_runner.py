@@ -91,7 +91,7 @@ class TaskPlan:
 
     __slots__ = ("task", "name", "slug", "edges", "keyed", "constants", "run",
                  "default_trigger", "handlers", "result", "checkpoint", "tags", "mapped",
-                 "settings", "flow_stack", "remote", "log_info", "inline_wait")
+                 "settings", "flow_stack", "remote", "log_info", "inline_wait", "reporter")
 
     def __init__(self, task, slug, edges, constants, settings):
         self.task = task
@@ -117,13 +117,16 @@ class TaskPlan:
         self.remote = settings.remote
         self.log_info = settings.log_info
         self.inline_wait = settings.inline_wait
+        # Tasks in other processes cannot reach the reporter: the flow runner
+        # reports their states when they come back.
+        self.reporter = None if settings.remote else settings.reporter
 
     def __getstate__(self):
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.__slots__ if name != "reporter"}
 
     def __setstate__(self, data):
         for name in self.__slots__:
-            setattr(self, name, data[name])
+            setattr(self, name, data.get(name))
         self.log_info = self.settings.log_info
 
 
@@ -159,10 +162,17 @@ def _run(plan, map_index, upstream, state=None):
         state = sig.state
         if plan.handlers:
             state = _transition(plan, _PENDING, state)
+    if plan.reporter is not None:
+        plan.reporter.task_state(plan.slug, plan.name, map_index, state,
+                                 _context_run_count(state))
     if plan.log_info:
         logger.info("Task '%s': Finished task run for task with final state: '%s'",
                     full_name, type(state).__name__)
     return state
+
+
+def _context_run_count(state):
+    return getattr(state, "run_count", None)
 
 
 # -- steps --------------------------------------------------------------------
@@ -241,6 +251,8 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
                 state = _transition(plan, state, _RUNNING)
                 if not isinstance(state, Running):
                     return state
+            if plan.reporter is not None:
+                plan.reporter.task_state(plan.slug, plan.name, map_index, _RUNNING, run_count)
             state = _call(plan, full_name, inputs)
         except signals.ENDRUN as end:  # the task asked for this exact state
             return _transition(plan, _RUNNING, end.state) if handlers else end.state
@@ -264,6 +276,8 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
                 state = _transition(plan, _RUNNING, state)
                 retry = _transition(plan, state, retry)
         state = retry
+        if plan.reporter is not None:
+            plan.reporter.task_state(plan.slug, plan.name, map_index, retry, run_count)
         wait = (retry.start_time - _dt.datetime.now(_UTC)).total_seconds() \
             if retry.start_time else 0.0
         if wait > plan.inline_wait:

@@ -1,0 +1,261 @@
+"""Executing a flow run from the store: what `orchestrator execute RUN_ID` does.
+
+The run's flow is loaded from its storage, its parameters checked, and it runs
+with a `StoreReporter`: task-run states and log lines are queued and written
+by one background thread in batches (a transaction every ~50 ms or 500 rows),
+so the run never waits on the disk except at its end. Checkpointing is on:
+each task's result is written under `$ORCHESTRATOR_HOME/results`, and a run
+resumed after a RETRY with a later start time reuses the results of the tasks
+that already finished.
+"""
+
+import datetime as _dt
+import logging
+import os
+import queue
+import threading
+import time
+
+from .config import home_dir, load_config
+from .core import states as st
+from .core.results import LocalResult
+from .engine import run_logging
+from .engine.flow_runner import FlowRunner
+from .engine.reporter import Reporter
+from .exceptions import OrchestratorError
+from .store import TERMINAL_STATES
+
+logger = logging.getLogger(__name__)
+
+RESULT_LOCATION = "{flow_run_id}/{task_slug}{map_suffix}.pickle"
+FLUSH_SECONDS = 0.05
+FLUSH_ROWS = 500
+# Retries due within this many seconds are waited for in the run's process;
+# later ones end the process and the run goes back to Scheduled.
+INLINE_RETRY_SECONDS = 600.0
+
+
+class StoreReporter(Reporter):
+    """Queues task states and log rows; a writer thread stores them in batches."""
+
+    def __init__(self, store, run_id):
+        self.store = store
+        self.run_id = run_id
+        self._queue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._error = None
+        self._thread = threading.Thread(target=self._write_loop, daemon=True,
+                                        name=f"orchestrator-writer-{run_id}")
+        self._thread.start()
+
+    # called from the run's threads: no I/O here
+    def task_state(self, slug, task_name, map_index, state, run_count):
+        self._queue.put(("task", (slug, task_name, -1 if map_index is None else map_index,
+                                  type(state).__name__, state.message, state.location,
+                                  run_count, time.time())))
+
+    def log(self, row):
+        self._queue.put(("log", row))
+
+    def flush(self):
+        """Block until everything queued so far is written."""
+        marker = threading.Event()
+        self._queue.put(("flush", marker))
+        marker.wait(30)
+        if self._error is not None:
+            raise self._error
+
+    def close(self):
+        self.flush()
+        self._stop.set()
+        self._queue.put(("stop", None))
+        self._thread.join(30)
+
+    def _write_loop(self):
+        while True:
+            kind, item = self._queue.get()
+            tasks, events, logs, markers = {}, [], [], []
+            deadline = time.monotonic() + FLUSH_SECONDS
+            stop = False
+            while True:
+                if kind == "task":
+                    self._merge_task(tasks, events, item)
+                elif kind == "log":
+                    logs.append(item)
+                elif kind == "flush":
+                    markers.append(item)
+                elif kind == "stop":
+                    stop = True
+                if markers or stop or len(logs) + len(tasks) >= FLUSH_ROWS:
+                    break
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    kind, item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+            try:
+                self.store.record_task_runs(self.run_id, list(tasks.values()), events)
+                self.store.write_logs(logs)
+            except Exception as exc:  # surfaced to the run at its next flush
+                self._error = OrchestratorError(f"Writing run {self.run_id} to the store "
+                                                f"failed: {exc}")
+            for marker in markers:
+                marker.set()
+            if stop:
+                return
+
+    @staticmethod
+    def _merge_task(tasks, events, item):
+        slug, name, map_index, state, message, location, run_count, when = item
+        row = tasks.get((slug, map_index))
+        if row is None:
+            row = tasks[(slug, map_index)] = {
+                "task_slug": slug, "task_name": name, "map_index": map_index,
+                "start_time": None, "end_time": None, "run_count": run_count or 0}
+        row.update(state=state, message=message, result_location=location)
+        if run_count:
+            row["run_count"] = run_count
+        if state == "Running":
+            row["start_time"] = row["start_time"] or when
+        elif state in TERMINAL_STATES or state == "Mapped":
+            row["end_time"] = when
+        events.append({"task_slug": slug, "map_index": map_index, "state": state,
+                       "message": message, "time": when})
+
+
+class StoreLogHandler(logging.Handler):
+    """Sends the run's log records to the reporter; hides secret values."""
+
+    def __init__(self, reporter, run_id, redact=()):
+        super().__init__(logging.DEBUG)
+        self.reporter = reporter
+        self.run_id = run_id
+        self.redact = redact
+
+    def emit(self, record):
+        try:
+            message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                message = f"{message}\n{record.exc_text}"
+            for secret in self.redact:
+                if secret:
+                    message = message.replace(secret, "********")
+            map_index = getattr(record, "map_index", None)
+            self.reporter.log({
+                "flow_run": self.run_id, "task_slug": getattr(record, "task_slug", None),
+                "map_index": map_index, "time": record.created, "level": record.levelno,
+                "logger": record.name, "message": message})
+        except Exception:  # logging must never break the run
+            self.handleError(record)
+
+
+class _RevealedSecrets:
+    """Iterates over the secret values read so far, at the time of each log line."""
+
+    def __iter__(self):
+        from .tasks.secrets import revealed_values
+
+        return iter(revealed_values())
+
+
+def _restore_task_states(store, run_id, flow):
+    """Finished task states of an earlier attempt of this run, with their results."""
+    by_slug = {slug: task for task, slug in flow.slugs.items()}
+    restored = {}
+    for row in store.task_runs(run_id):
+        task = by_slug.get(row["task_slug"])
+        if task is None or row["map_index"] != -1 or row["state"] not in ("Success", "Cached"):
+            continue
+        location = row["result_location"]
+        if not location:
+            continue
+        reader = task.result or flow.result or LocalResult(dir=home_dir() / "results")
+        try:
+            value = reader.read(location)
+        except OrchestratorError:
+            continue  # the result is gone: run the task again
+        restored[task] = st.Success("Restored from an earlier attempt.", result=value,
+                                    location=location)
+    return restored
+
+
+def execute_flow_run(store, run_id, load_flow):
+    """Run flow run `run_id` in this process; returns the final state name.
+
+    `load_flow(flow_record)` returns the Flow object (from its storage).
+    """
+    run = store.get_flow_run(run_id)
+    if run["state"] in TERMINAL_STATES:
+        raise OrchestratorError(
+            f"Flow run {run_id} ({run['name']}) already finished: {run['state']}. "
+            f"Start a new run with: orchestrator run {run['project']}/{run['flow_name']}")
+    if not store.set_flow_run_state(run_id, "Running", "Running flow.", start=True,
+                                    pid=os.getpid()):
+        raise OrchestratorError(f"Flow run {run_id} could not be started: it finished "
+                                "in the meantime")
+    flow_record = store.get_flow(run["flow_id"])
+    try:
+        flow = load_flow(flow_record)
+    except OrchestratorError as exc:
+        store.set_flow_run_state(run_id, "Failed", f"Could not load the flow: {exc}", end=True)
+        return "Failed"
+    config = load_config()
+    reporter = StoreReporter(store, run_id)
+    handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
+    loggers = [logging.getLogger(run_logging.ROOT)] + [
+        logging.getLogger(n) for n in config["logging"].get("extra_loggers") or ()]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        if flow.result is None:
+            flow.result = LocalResult(dir=home_dir() / "results", location=RESULT_LOCATION)
+        runner = FlowRunner(flow, reporter=reporter, inline_wait=INLINE_RETRY_SECONDS,
+                            config=_with_checkpointing(config), backend=True)
+        try:
+            state = runner.run(
+                parameters=run["parameters"], flow_run_id=str(run_id),
+                flow_run_name=run["name"],
+                scheduled_start_time=_dt.datetime.fromtimestamp(
+                    run["scheduled_start_time"], _dt.timezone.utc),
+                task_states=_restore_task_states(store, run_id, flow))
+        except OrchestratorError as exc:
+            state = st.Failed(str(exc))
+            logger.error("Flow run %s failed before it started: %s", run_id, exc)
+        reporter.flush()
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+        reporter.close()
+    return _record_final_state(store, run_id, state)
+
+
+def _with_checkpointing(config):
+    config["flows"] = dict(config["flows"], checkpointing=True)
+    return config
+
+
+def _record_final_state(store, run_id, state):
+    if isinstance(state, st.Running):
+        retry_at = _earliest_retry(state)
+        if retry_at is not None:
+            store.reschedule_flow_run(run_id, retry_at.timestamp(),
+                                      f"Waiting for a task retry at {retry_at.isoformat()}")
+            return "Scheduled"
+        store.set_flow_run_state(run_id, "Paused", state.message)
+        return "Paused"
+    name = type(state).__name__
+    if name not in TERMINAL_STATES:
+        name = "Failed" if state.is_failed() else "Success"
+    store.set_flow_run_state(run_id, name, state.message, end=True)
+    return name
+
+
+def _earliest_retry(state):
+    times = [s.start_time for s in (state.result or {}).values()
+             if isinstance(s, st.Retrying) and s.start_time is not None]
+    return min(times) if times else None

@@ -1,0 +1,121 @@
+"""Use cases: what the CLI (and later the REST API) do, over one Store.
+
+Every function takes the store first and returns plain values; errors are
+OrchestratorError subclasses with messages meant for the user.
+"""
+
+import datetime as _dt
+import hashlib
+import json
+
+from .core.task import Parameter, no_default
+from .engine.flow_runner import resolve_parameters
+from .exceptions import ParameterError
+from .store import NotFound
+
+__all__ = ["register_flow", "create_flow_run", "check_run_parameters", "load_flow",
+           "parameter_specs"]
+
+
+def parameter_specs(flow):
+    """How a flow's parameters are recorded: name, required, default (JSON), and
+    whether the default is computed at run time."""
+    specs = []
+    for p in sorted(flow.parameters(), key=lambda p: p.name):
+        spec = {"name": p.name, "required": p.required, "callable_default": callable(p.default)}
+        if not callable(p.default):
+            try:
+                json.dumps(p.default)
+                spec["default"] = p.default
+            except (TypeError, ValueError):
+                spec["default"] = repr(p.default)
+        else:
+            spec["default"] = None
+        specs.append(spec)
+    return specs
+
+
+def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
+    """Register `flow` in `project_name`; returns (flow record, is_new_version)."""
+    from .run_configs import LocalRun
+    from .storage import Local, flow_fingerprint
+
+    flow.validate()
+    if isinstance(labels, str):
+        labels = [labels]
+    storage = flow.storage or Local()
+    run_config = flow.run_config or LocalRun()
+    all_labels = sorted(set(run_config.labels) | set(storage.labels) | set(labels or ()))
+    project = store.get_project(project_name)["name"]
+    run_config_ref = run_config.to_ref()
+    identity = hashlib.sha256(json.dumps({
+        "flow": idempotency_key or flow_fingerprint(flow),
+        "storage": storage.to_ref(), "labels": all_labels, "run_config": run_config_ref,
+    }, sort_keys=True, default=str).encode()).hexdigest()
+    try:
+        current = store.get_flow(flow.name, project=project)
+    except NotFound:
+        current = None
+    if current is not None and current["fingerprint"] == identity:
+        return current, False
+    version = store.next_flow_version(project, flow.name)
+    storage.add_flow(flow, project, version)
+    return store.register_flow(
+        project, flow.name, fingerprint=identity, storage=storage.to_ref(),
+        parameters=parameter_specs(flow), labels=all_labels, run_config=run_config_ref,
+        schedule=None, settings={}, version=version)
+
+
+def check_run_parameters(flow_record, parameters):
+    """Check parameters against a registered flow's; raises ParameterError."""
+    specs = {s["name"]: s for s in flow_record["parameters"]}
+    stand_in = _FlowShape(flow_record["name"], [
+        Parameter(s["name"], default=None if not s["required"] else no_default)
+        for s in specs.values()])
+    resolve_parameters(stand_in, parameters)
+    for name, value in parameters.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise ParameterError(
+                f"Parameter {name!r} of flow {flow_record['name']!r}: {value!r} is not "
+                "JSON-serializable; pass strings, numbers, lists or objects") from None
+
+
+class _FlowShape:
+    """Just enough of a Flow for resolve_parameters: a name and parameters."""
+
+    def __init__(self, name, params):
+        self.name = name
+        self._params = set(params)
+
+    def parameters(self):
+        return self._params
+
+
+def create_flow_run(store, flow_ref, project=None, parameters=None, name=None,
+                    labels=None, scheduled_start_time=None, idempotency_key=None):
+    """Create a Scheduled run of the current version of a registered flow."""
+    flow = store.get_flow(flow_ref, project=project)
+    parameters = dict(parameters or {})
+    check_run_parameters(flow, parameters)
+    if isinstance(labels, str):
+        labels = [labels]
+    when = scheduled_start_time
+    if isinstance(when, _dt.datetime):
+        if when.tzinfo is None:
+            raise ParameterError(
+                f"scheduled_start_time {when.isoformat()} has no time zone; add one, "
+                "e.g. 2024-05-01T06:00:00+00:00")
+        when = when.timestamp()
+    return store.create_flow_run(
+        flow["id"], parameters=parameters, name=name,
+        labels=flow["labels"] if labels is None else labels,
+        scheduled_start_time=when, idempotency_key=idempotency_key)
+
+
+def load_flow(flow_record):
+    """The Flow object of a registered flow, from its storage."""
+    from .storage import Storage
+
+    return Storage.from_ref(flow_record["storage"]).get_flow(flow_record["name"])

@@ -1,0 +1,1 @@
+"""Library tasks: secrets and flow-run tasks, as in Prefect 1's task library."""
