@@ -357,6 +357,23 @@ class Flow:
         return run_flow(self, parameters=params, executor=executor, context=context,
                         task_states=task_states)
 
+    def register(self, project_name, labels=None, idempotency_key=None):
+        """Register this flow in the local store; returns its version number.
+
+        Unchanged flows keep their version; a changed one gets the next. Pass
+        `idempotency_key` to decide yourself what counts as unchanged.
+        """
+        from ..service import register_flow
+        from ..store import Store
+
+        store = Store.open()
+        try:
+            record, _ = register_flow(store, self, project_name, labels=labels,
+                                      idempotency_key=idempotency_key)
+        finally:
+            store.close()
+        return record["version"]
+
     def visualize(self, flow_state=None, filename=None, format=None):
         """The flow as Graphviz DOT text; with `filename`, also render it (needs graphviz)."""
         from ..engine.visualize import flow_to_dot, render
