@@ -18,7 +18,7 @@ import time
 
 from .config import home_dir, load_config
 from .core import states as st
-from .core.results import LocalResult
+from .core.results import PackedResult
 from .engine import run_logging
 from .engine.flow_runner import FlowRunner
 from .engine.reporter import Reporter
@@ -27,9 +27,9 @@ from .store import TERMINAL_STATES
 
 logger = logging.getLogger(__name__)
 
-RESULT_LOCATION = "{flow_run_id}/{task_slug}{map_suffix}.pickle"
 FLUSH_SECONDS = 0.05
 FLUSH_ROWS = 500
+_PLAIN_STEPS = ("Running", "Success", "Mapped")
 # Retries due within this many seconds are waited for in the run's process;
 # later ones end the process and the run goes back to Scheduled.
 INLINE_RETRY_SECONDS = 600.0
@@ -122,8 +122,11 @@ class StoreReporter(Reporter):
             row["start_time"] = row["start_time"] or when
         elif state in TERMINAL_STATES or state == "Mapped":
             row["end_time"] = when
-        events.append({"task_slug": slug, "map_index": map_index, "state": state,
-                       "message": message, "time": when})
+        if state not in _PLAIN_STEPS:
+            # The task-run row's start and end times already tell Running and
+            # Success; history rows are kept for what they do not tell.
+            events.append({"task_slug": slug, "map_index": map_index, "state": state,
+                           "message": message, "time": when})
 
 
 class StoreLogHandler(logging.Handler):
@@ -137,7 +140,7 @@ class StoreLogHandler(logging.Handler):
 
     def emit(self, record):
         try:
-            message = record.getMessage()
+            message = record.__dict__.get("message") or record.getMessage()
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
@@ -146,10 +149,8 @@ class StoreLogHandler(logging.Handler):
                 if secret:
                     message = message.replace(secret, "********")
             map_index = getattr(record, "map_index", None)
-            self.reporter.log({
-                "flow_run": self.run_id, "task_slug": getattr(record, "task_slug", None),
-                "map_index": map_index, "time": record.created, "level": record.levelno,
-                "logger": record.name, "message": message})
+            self.reporter.log((self.run_id, getattr(record, "task_slug", None), map_index,
+                               record.created, record.levelno, record.name, message))
         except Exception:  # logging must never break the run
             self.handleError(record)
 
@@ -174,7 +175,7 @@ def _restore_task_states(store, run_id, flow):
         location = row["result_location"]
         if not location:
             continue
-        reader = task.result or flow.result or LocalResult(dir=home_dir() / "results")
+        reader = task.result or flow.result or PackedResult(home_dir() / "results")
         try:
             value = reader.read(location)
         except OrchestratorError:
@@ -213,7 +214,7 @@ def execute_flow_run(store, run_id, load_flow):
         lg.addHandler(handler)
     try:
         if flow.result is None:
-            flow.result = LocalResult(dir=home_dir() / "results", location=RESULT_LOCATION)
+            flow.result = PackedResult(home_dir() / "results")
         runner = FlowRunner(flow, reporter=reporter, inline_wait=INLINE_RETRY_SECONDS,
                             config=_with_checkpointing(config), backend=True)
         try:

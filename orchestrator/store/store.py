@@ -265,35 +265,63 @@ class Store:
                     .order_by(m.StateEvent.id).dicts())
 
     # -- task runs ------------------------------------------------------------
+    _TASK_COLUMNS = ("task_slug", "task_name", "map_index", "state", "message",
+                     "result_location", "run_count", "start_time", "end_time")
+
     def record_task_runs(self, run_id, rows, events=()):
-        """Upsert task runs (one per slug and map index) and add state events."""
+        """Upsert task runs (one per slug and map index) and add state events.
+
+        A prepared statement per batch: recording 10,000 task runs is the
+        driver's work, not the ORM's. The first start time recorded is kept.
+        """
         if not rows and not events:
             return
+        columns = ("flow_run_id",) + self._TASK_COLUMNS
+        marks = ", ".join([self.db.param] * len(columns))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self._TASK_COLUMNS
+                            if c not in ("task_slug", "map_index", "start_time"))
+        upsert = (
+            f'INSERT INTO task_run ({", ".join(columns)}) VALUES ({marks}) '
+            "ON CONFLICT (flow_run_id, task_slug, map_index) DO UPDATE SET "
+            f"{updates}, start_time = COALESCE(task_run.start_time, excluded.start_time)")
+        event_columns = ("flow_run_id", "task_slug", "map_index", "state", "message", "time")
+        insert_events = (
+            f'INSERT INTO state_event ({", ".join(event_columns)}) VALUES '
+            f'({", ".join([self.db.param] * len(event_columns))})')
         with self.db.atomic():
-            for chunk in _chunks(rows, 200):
-                (m.TaskRun.insert_many([dict(r, flow_run=run_id) for r in chunk])
-                 .on_conflict(
-                     conflict_target=[m.TaskRun.flow_run, m.TaskRun.task_slug,
-                                      m.TaskRun.map_index],
-                     preserve=[m.TaskRun.state, m.TaskRun.message, m.TaskRun.result_location,
-                               m.TaskRun.run_count, m.TaskRun.end_time, m.TaskRun.task_name],
-                     update={m.TaskRun.start_time: pw.fn.COALESCE(
-                         m.TaskRun.start_time, pw.EXCLUDED.start_time)})
-                 .execute())
-            for chunk in _chunks(list(events), 400):
-                m.StateEvent.insert_many([dict(e, flow_run=run_id) for e in chunk]).execute()
+            cursor = self.db.cursor()
+            if rows:
+                cursor.executemany(upsert, [(run_id,) + tuple(r.get(c) for c in
+                                                             self._TASK_COLUMNS)
+                                            for r in rows])
+            if events:
+                cursor.executemany(insert_events, [
+                    (run_id, e.get("task_slug"), e.get("map_index"), e["state"],
+                     e.get("message"), e["time"]) for e in events])
 
     def task_runs(self, run_id):
         return list(m.TaskRun.select().where(m.TaskRun.flow_run == run_id)
                     .order_by(m.TaskRun.id).dicts())
 
     # -- logs -----------------------------------------------------------------
+    _LOG_COLUMNS = ("flow_run_id", "task_slug", "map_index", "time", "level", "logger",
+                    "message")
+
     def write_logs(self, rows):
+        """Insert log rows: tuples in `_LOG_COLUMNS` order, or dicts.
+
+        One prepared statement for the batch: a burst of lines costs the
+        database driver's time, not the ORM's.
+        """
         if not rows:
             return
+        rows = [r if isinstance(r, tuple) else (
+            r["flow_run"], r.get("task_slug"), r.get("map_index"), r["time"], r["level"],
+            r["logger"], r["message"]) for r in rows]
+        marks = ", ".join([self.db.param] * len(self._LOG_COLUMNS))
+        sql = (f'INSERT INTO "log" ({", ".join(self._LOG_COLUMNS)}) VALUES ({marks})')
         with self.db.atomic():
-            for chunk in _chunks(rows, 400):
-                m.Log.insert_many(chunk).execute()
+            self.db.cursor().executemany(sql, rows)
 
     def logs(self, run_id, after_id=0, min_level=0, limit=1000):
         """Log rows of a run with id > after_id, oldest first."""

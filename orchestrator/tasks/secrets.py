@@ -24,14 +24,13 @@ from ..exceptions import OrchestratorError
 
 __all__ = ["Secret", "SecretTask", "PrefectSecret", "revealed_values"]
 
-_revealed = set()
+_revealed = frozenset()
 _lock = threading.Lock()
 
 
 def revealed_values():
     """Secret values read in this process (to hide them from logs)."""
-    with _lock:
-        return frozenset(_revealed)
+    return _revealed  # replaced, never changed in place: safe to read unlocked
 
 
 class SecretNotFound(OrchestratorError, LookupError):
@@ -55,8 +54,9 @@ class Secret:
         if use_local is None:
             use_local = not context.get("running_with_backend", False)
         value = self._local(config) if use_local else self._stored()
+        global _revealed
         with _lock:
-            _revealed.add(value)
+            _revealed = _revealed | {value}
         return value
 
     def _local(self, config):
