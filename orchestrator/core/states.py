@@ -264,7 +264,7 @@ class Cached(Success):
 class Mapped(Success):
     """A mapped parent: its children's states are in `map_states`, in input order."""
 
-    __slots__ = ("map_states",)
+    __slots__ = ("map_states", "_summary")
     color = "#97ffd0"
 
     def __init__(self, message=None, result=None, context=None, location=None,
@@ -274,6 +274,7 @@ class Mapped(Success):
             result = [s.result for s in map_states]
         super().__init__(message, result, context, location)
         _set(self, "map_states", map_states)
+        _set(self, "_summary", None)
 
     @property
     def n_map_states(self):

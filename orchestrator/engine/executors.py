@@ -9,10 +9,12 @@
   default) for the run. `cluster_class` may be any callable returning a
   cluster, and may read `context.parameters` to size it.
 
-The flow runner talks to an executor through three calls: `start()` (a context
-manager around the run), `submit(fn, *args)` returning a future (or the value
-itself), and `wait(futures)` resolving a future or a list of them. Futures may
-be passed as arguments to later submits.
+The flow runner talks to an executor through `start()`, a context manager
+around one run that yields a session: `session.submit(fn, *args)` returns a
+future (or the value itself), `session.wait(futures)` resolves a future or a
+list of them, and futures may be passed as arguments to later submits. All
+per-run state lives in the session, so one executor object can serve several
+runs at once, or a run started from inside another run's task.
 """
 
 import contextlib
@@ -20,6 +22,7 @@ import importlib
 import itertools
 import logging
 import threading
+import uuid
 
 from ..exceptions import OrchestratorError
 
@@ -97,18 +100,15 @@ class LocalDaskExecutor(Executor):
                 f"LocalDaskExecutor(scheduler={scheduler!r}) is not a scheduler; use "
                 "'threads', 'processes' or 'synchronous'"
             )
-        if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
+        if num_workers is not None and (isinstance(num_workers, bool)
+                                        or not isinstance(num_workers, int)
+                                        or num_workers < 1):
             raise ExecutorError(
                 f"LocalDaskExecutor(num_workers={num_workers!r}) must be a positive int"
             )
         self.scheduler = scheduler
         self.num_workers = num_workers
         self.dask_config = kwargs
-        self._pool = None
-        self._pending = {}
-        self._done = {}
-        self._counter = itertools.count()
-        self._lock = threading.Lock()
 
     @property
     def in_other_process(self):
@@ -125,20 +125,41 @@ class LocalDaskExecutor(Executor):
         import os
 
         workers = self.num_workers or os.cpu_count() or 1
+        pool = None
         if self.scheduler == "threads":
-            self._pool = concurrent.futures.ThreadPoolExecutor(
+            pool = concurrent.futures.ThreadPoolExecutor(
                 workers, thread_name_prefix="orchestrator-dask")
         elif self.scheduler == "processes":
-            self._pool = concurrent.futures.ProcessPoolExecutor(
+            pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"))
+        session = _LocalDaskSession(self, pool)
+        interrupted = False
         try:
-            yield self
+            yield session
+        except BaseException:
+            interrupted = True
+            raise
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-            self._pending = {}
-            self._done = {}
+            if pool is not None:
+                # On an interrupt, do not wait for running tasks: cancel what
+                # has not started and let the pool's threads or processes go.
+                pool.shutdown(wait=not interrupted, cancel_futures=True)
+                if interrupted and self.scheduler == "processes":
+                    for process in list(getattr(pool, "_processes", {}).values()):
+                        process.terminate()
+
+
+class _LocalDaskSession:
+    """One run's graph on a LocalDaskExecutor."""
+
+    def __init__(self, executor, pool):
+        self.executor = executor
+        self.in_other_process = executor.in_other_process
+        self._pool = pool
+        self._pending = {}
+        self._done = {}
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
 
     def submit(self, fn, *args):
         key = f"orchestrator-{next(self._counter)}"
@@ -156,18 +177,19 @@ class LocalDaskExecutor(Executor):
                 if isinstance(arg, str) and arg in done:
                     graph[arg] = done[arg]
         keys = list(pending)
-        import dask
-
-        if self.scheduler == "threads":
+        executor = self.executor
+        if executor.scheduler == "threads":
             from dask.threaded import get
 
-            values = get(graph, keys, pool=self._pool, num_workers=self.num_workers,
-                         **self.dask_config)
-        elif self.scheduler == "processes":
+            values = get(graph, keys, pool=self._pool, num_workers=executor.num_workers,
+                         **executor.dask_config)
+        elif executor.scheduler == "processes":
             from dask.multiprocessing import get
 
-            values = get(graph, keys, pool=self._pool, **self.dask_config)
+            values = get(graph, keys, pool=self._pool, **executor.dask_config)
         else:
+            import dask
+
             values = dask.get(graph, keys)
         done.update(zip(keys, values))
 
@@ -224,14 +246,18 @@ class DaskExecutor(Executor):
                 "DaskExecutor takes either address= (an existing cluster) or "
                 "cluster_class= (start one), not both"
             )
+        for name, value in (("cluster_kwargs", cluster_kwargs), ("adapt_kwargs", adapt_kwargs),
+                            ("client_kwargs", client_kwargs)):
+            if value is not None and not isinstance(value, dict):
+                raise ExecutorError(
+                    f"DaskExecutor({name}={value!r}) must be a dict of keyword arguments, "
+                    f"e.g. {name}={{'n_workers': 2}}")
         self.address = address
         self.cluster_class = cluster_class
         self.cluster_kwargs = dict(cluster_kwargs or {})
         self.adapt_kwargs = dict(adapt_kwargs or {})
         self.client_kwargs = dict(client_kwargs or {})
         self.debug = debug
-        self.client = None
-        self._counter = itertools.count()
 
     def __repr__(self):
         where = self.address or getattr(self.cluster_class, "__name__", "LocalCluster")
@@ -260,23 +286,33 @@ class DaskExecutor(Executor):
             if self.adapt_kwargs:
                 cluster.adapt(**self.adapt_kwargs)
             client = Client(cluster, **self.client_kwargs)
-        self.client = client
         try:
-            yield self
+            yield _DistributedSession(client)
         finally:
-            self.client = None
             client.close()
             if cluster is not None:
                 cluster.close()
 
+
+class _DistributedSession:
+    """One run on a distributed cluster. Keys carry a token of their own, so
+    runs from several processes sharing one cluster never mix results."""
+
+    in_other_process = True
+
+    def __init__(self, client):
+        self.client = client
+        self._prefix = f"orchestrator-{uuid.uuid4().hex[:12]}"
+        self._counter = itertools.count()
+
     def submit(self, fn, *args):
         return self.client.submit(fn, *args, pure=False,
-                                  key=f"orchestrator-task-{next(self._counter)}")
+                                  key=f"{self._prefix}-{next(self._counter)}")
 
     def map(self, fn, *iterables):
         """Submit one call per item in a single round trip to the scheduler."""
         n = min((len(i) for i in iterables), default=0)
-        keys = [f"orchestrator-task-{next(self._counter)}" for _ in range(n)]
+        keys = [f"{self._prefix}-{next(self._counter)}" for _ in range(n)]
         return self.client.map(fn, *iterables, key=keys, pure=False)
 
     def wait(self, futures):

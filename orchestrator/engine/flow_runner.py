@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 
 from ..config import load_config
 from ..core import context as _context
-from ..core.states import (Cancelled, Failed, Mapped, Paused, Running, Scheduled,
+from ..core.states import (Cancelled, Failed, Mapped, Paused, Running, Scheduled, State,
                            Success)
-from ..exceptions import ParameterError
+from ..exceptions import OrchestratorError, ParameterError
 from . import run_logging
-from .executors import LocalExecutor
+from .executors import Executor, ExecutorError, LocalExecutor
 from .task_runner import RunSettings, TaskEnvelope, TaskPlan, run_task, _check_upstream_finished, \
     _check_upstream_skipped, _check_trigger
 from ..core import signals
@@ -90,17 +90,17 @@ class _MappedEntry:
     (the parent's Mapped state, as a future) is submitted only if a task
     downstream takes the parent whole."""
 
-    __slots__ = ("children", "_executor", "_collected")
+    __slots__ = ("children", "_session", "_collected")
 
-    def __init__(self, children, executor):
+    def __init__(self, children, session):
         self.children = children
-        self._executor = executor
+        self._session = session
         self._collected = None
 
     @property
     def collected(self):
         if self._collected is None:
-            self._collected = self._executor.submit(_collect_mapped, *self.children)
+            self._collected = self._session.submit(_collect_mapped, *self.children)
         return self._collected
 
 
@@ -129,7 +129,8 @@ class FlowRunner:
                  config=None, backend=False):
         self.flow = flow
         self.backend = backend
-        self.executor = executor or flow.executor or LocalExecutor()
+        self.executor = _check_executor(executor or flow.executor or LocalExecutor())
+        self.session = None
         self.reporter = reporter
         self.inline_wait = inline_wait
         self.config = config
@@ -145,8 +146,10 @@ class FlowRunner:
                              scheduled_start_time,
                              checkpointing=bool(config["flows"].get("checkpointing")),
                              backend=self.backend)
+        # Values the caller gives (a backfill's `today`, a run name) win over
+        # the run's own, as in Prefect 1.
         user_layer = dict(context or {})
-        stack = ((layer, user_layer) if user_layer else (layer,)) + _context.current_stack()
+        stack = ((user_layer, layer) if user_layer else (layer,)) + _context.current_stack()
         token = _context.push_stack(stack)
         try:
             state = self._transition(Scheduled(), Running("Running flow."))
@@ -154,14 +157,22 @@ class FlowRunner:
                 return state
             logger.info("Beginning Flow run for '%s'", flow.name)
             try:
-                settings = self._settings(stack, values, config)
-                with _graph_kept_out_of_gc(), self.executor.start():
+                settings = self._settings(stack, layer, values, config)
+                with _graph_kept_out_of_gc(), self.executor.start() as session:
+                    self.session = session
                     states = self._run_tasks(settings, task_states or {})
+            except OrchestratorError as exc:  # e.g. a misconfigured executor: say it plainly
+                logger.error("Flow run of %r could not run: %s", flow.name, exc)
+                return self._transition(state, Failed(str(exc), result=exc))
             except (Exception, signals.Signal) as exc:
                 logger.error("Unexpected error: %r", exc, exc_info=True)
                 return self._transition(state, Failed(f"Unexpected error: {exc!r}",
                                                       result=exc))
+            finally:
+                self.session = None
             final = self._final_state(states)
+            if flow.terminal_state_handler is not None and final.is_finished():
+                final = self._terminal_state(final, states)
             final = self._transition(state, final)
             if isinstance(final, Success):
                 logger.info("Flow run SUCCESS: all reference tasks succeeded")
@@ -170,6 +181,17 @@ class FlowRunner:
             return final
         finally:
             _context.pop(token)
+
+    def _terminal_state(self, final, states):
+        reference = {states[t] for t in self.flow.reference_tasks()}
+        try:
+            out = self.flow.terminal_state_handler(self.flow, final, reference)
+        except Exception as exc:
+            logger.error("Flow %r: terminal_state_handler raised", self.flow.name,
+                         exc_info=True)
+            return Failed(f"Exception raised while calling the terminal state handler: "
+                          f"{exc!r}", result=states)
+        return final if out is None else out
 
     def _transition(self, old, new):
         for handler in self.flow.state_handlers:
@@ -183,22 +205,25 @@ class FlowRunner:
                 new = out
         return new
 
-    def _settings(self, stack, values, config):
+    def _settings(self, stack, layer, values, config):
         return RunSettings(
             stack, remote=self.executor.in_other_process, inline_wait=self.inline_wait,
             reporter=self.reporter, parameters=values,
             extra_loggers=config["logging"].get("extra_loggers") or (),
-            checkpointing=stack[0]["checkpointing"], flow_result=self.flow.result)
+            checkpointing=layer["checkpointing"], flow_result=self.flow.result)
 
     def _run_tasks(self, settings, given):
         flow = self.flow
         slugs, edges_to, constants = flow.slugs, flow._upstream, flow.constants
-        submit = self.executor.submit
+        session = self.session
+        submit = session.submit
         entries = {}
         for t in flow.sorted_tasks():
             previous = given.get(t)
             if previous is not None and previous.is_finished():
-                entries[t] = previous
+                # A mapped task resumes as its children, so each keeps its own state.
+                entries[t] = (_MappedEntry(list(previous.map_states), session)
+                              if isinstance(previous, Mapped) else previous)
                 continue
             # Planned just before it is submitted: each task is read once, while hot.
             plan = TaskPlan(t, slugs[t], edges_to[t], constants.get(t), settings)
@@ -215,7 +240,18 @@ class FlowRunner:
         return self._gather(entries)
 
     def _submit_mapped(self, plan, upstream):
-        executor = self.executor
+        session = self.session
+        fast_map = hasattr(session, "map")
+        # Inputs that are one state for the whole task (not per child) are
+        # checked once, here: a skipped branch skips the task even when there
+        # is nothing to map over.
+        whole = [(edge, entry) for edge, entry in zip(plan.edges, upstream)
+                 if type(entry) is not _MappedEntry or edge.flattened or not edge.mapped]
+        if whole:
+            stopped = self._parent_checks(plan, [e for e, _ in whole],
+                                          [entry for _, entry in whole])
+            if stopped is not None:
+                return stopped
         columns = []   # per edge: a list of child upstreams, or None
         fixed = []     # per edge: the one upstream every child gets
         indexed = []   # edges whose child input is item i of the upstream's result
@@ -230,10 +266,15 @@ class FlowRunner:
                 fixed.append(None)
                 lengths.append(len(entry.children))
                 continue
-            source = entry.collected if type(entry) is _MappedEntry else entry
-            state = _unwrap(executor.wait(source))
-            if not state.is_successful():
-                return self._unmappable(plan, upstream, edge, state)
+            if type(entry) is _MappedEntry:  # flatten a mapped parent, child by child
+                column = self._flatten_children(plan, edge, entry)
+                if isinstance(column, State):
+                    return column
+                columns.append(column)
+                fixed.append(None)
+                lengths.append(len(column))
+                continue
+            state = _unwrap(session.wait(entry))
             items = state.result
             if edge.flattened:
                 if not _is_sequence(items) or not all(_is_sequence(i) for i in items):
@@ -250,49 +291,74 @@ class FlowRunner:
                     "not a list or other sequence. Return a list from "
                     f"{edge.upstream_task.name!r}, or pass it with unmapped(...) to "
                     "give every child the whole value.")
-            if edge.flattened or not isinstance(items, Sequence):
+            if fast_map and not edge.flattened and isinstance(items, Sequence):
+                # On a cluster, children take their item from the list where it
+                # already is, instead of one state per item shipped from here.
+                indexed.append(j)
+                columns.append(None)
+                fixed.append(entry)
+                lengths.append(len(items))
+            else:
                 columns.append([Success("Mapped input.", result=x) for x in items])
                 fixed.append(None)
                 lengths.append(len(columns[-1]))
-            else:
-                indexed.append(j)
-                columns.append(None)
-                fixed.append(source)
-                lengths.append(len(items))
         n = min(lengths) if lengths else 0
         indexed = tuple(indexed)
-        if n and hasattr(executor, "map"):
+        if n and fast_map:
             args = [list(range(n))]
             for column, value in zip(columns, fixed):
                 args.append(column[:n] if column is not None else [value] * n)
-            children = executor.map(
+            children = session.map(
                 lambda i, *ups, _plan=plan, _ix=indexed: run_mapped_child(_plan, _ix, i, *ups),
                 *args)
         else:
-            submit = executor.submit
+            submit = session.submit
             children = []
             for i in range(n):
                 ups = [column[i] if column is not None else value
                        for column, value in zip(columns, fixed)]
                 children.append(submit(run_mapped_child, plan, indexed, i, *ups))
-        return _MappedEntry(children, executor)
+        return _MappedEntry(children, session)
 
-    def _unmappable(self, plan, upstream, edge, state):
-        # A mapped input failed or was skipped as a whole: decide at the parent.
-        states = [_unwrap(self.executor.wait(u.collected if type(u) is _MappedEntry else u))
-                  for u in upstream]
+    def _parent_checks(self, plan, edges, entries):
+        """The state a mapped task ends in because of its whole-task inputs, or None."""
+        states = [_unwrap(self.session.wait(e.collected if type(e) is _MappedEntry else e))
+                  for e in entries]
         try:
             _check_upstream_finished(states)
             if plan.task.skip_on_upstream_skip:
                 _check_upstream_skipped(states)
-            _check_trigger(plan, states)
+            mapped_inputs = [(edge, s) for edge, s in zip(edges, states)
+                             if edge.mapped and not isinstance(s, Mapped)]
+            if any(not s.is_successful() for _, s in mapped_inputs):
+                _check_trigger(plan, states, edges)
+                edge, state = next((e, s) for e, s in mapped_inputs if not s.is_successful())
+                return Failed(
+                    f"Task {plan.name!r} cannot map over the result of "
+                    f"{edge.upstream_task.name!r}, which ended {type(state).__name__}.")
         except signals.ENDRUN as end:
             return end.state
         except signals.Signal as sig:
             return sig.state
-        return Failed(
-            f"Task {plan.name!r} cannot map over the result of "
-            f"{edge.upstream_task.name!r}, which ended {type(state).__name__}.")
+        return None
+
+    def _flatten_children(self, plan, edge, entry):
+        """Child inputs from a mapped parent's children, one level flattened:
+        a child that did not succeed stands as one failed input."""
+        column = []
+        for child in self.session.wait(list(entry.children)):
+            child = _unwrap(child)
+            if not child.is_successful():
+                column.append(child)
+                continue
+            if not _is_sequence(child.result):
+                return Failed(
+                    f"Task {plan.name!r} flattens the children of "
+                    f"{edge.upstream_task.name!r}, and one returned a "
+                    f"{type(child.result).__name__}, not a list; flatten() removes one "
+                    "level of nesting.")
+            column.extend(Success("Mapped input.", result=x) for x in child.result)
+        return column
 
     def _gather(self, entries):
         futures = []
@@ -301,9 +367,9 @@ class FlowRunner:
                 futures.extend(entry.children)
             else:
                 futures.append(entry)
-        done = iter(self.executor.wait(futures))
+        done = iter(self.session.wait(futures))
         states = {}
-        remote = self.executor.in_other_process
+        remote = self.session.in_other_process
         reporter = self.reporter
         for t, entry in entries.items():
             if type(entry) is _MappedEntry:
@@ -333,9 +399,11 @@ class FlowRunner:
 
     def _final_state(self, states):
         flow = self.flow
-        waiting = [t for t, s in states.items() if not s.is_finished()]
+        waiting = [t for t, s in states.items() if not s.is_finished() or (
+            isinstance(s, Mapped) and not all(c.is_finished() for c in s.map_states))]
         if waiting:
-            paused = [t.name for t in waiting if isinstance(states[t], Paused)]
+            paused = [t.name for t in waiting if isinstance(states[t], Paused) or any(
+                isinstance(c, Paused) for c in getattr(states[t], "map_states", ()))]
             if paused:
                 logger.warning(
                     "Flow run paused at %s. To resume, run again with "
@@ -345,7 +413,7 @@ class FlowRunner:
                 f"Not all tasks finished: {', '.join(repr(t.name) for t in waiting[:5])}"
                 f"{' ...' if len(waiting) > 5 else ''} "
                 f"{'is' if len(waiting) == 1 else 'are'} still "
-                f"{type(states[waiting[0]]).__name__}.", result=states)
+                f"{_unfinished_name(states[waiting[0]])}.", result=states)
         reference = []
         for t in flow.reference_tasks():
             s = states[t]
@@ -383,6 +451,26 @@ def _graph_kept_out_of_gc():
 
 def _unwrap(value):
     return value.state if isinstance(value, TaskEnvelope) else value
+
+
+def _unfinished_name(state):
+    if isinstance(state, Mapped):
+        child = next((c for c in state.map_states if not c.is_finished()), None)
+        if child is not None:
+            return f"{type(child).__name__} (a mapped child)"
+    return type(state).__name__
+
+
+def _check_executor(executor):
+    if isinstance(executor, Executor):
+        return executor
+    if isinstance(executor, type) and issubclass(executor, Executor):
+        raise ExecutorError(
+            f"executor={executor.__name__} is a class; pass an instance: "
+            f"executor={executor.__name__}()")
+    raise ExecutorError(
+        f"executor={executor!r} is not an executor; pass LocalExecutor(), "
+        "LocalDaskExecutor() or DaskExecutor() from orchestrator.executors")
 
 
 def _is_sequence(value):

@@ -91,7 +91,8 @@ class TaskPlan:
 
     __slots__ = ("task", "name", "slug", "edges", "keyed", "constants", "run",
                  "default_trigger", "handlers", "result", "checkpoint", "tags", "mapped",
-                 "settings", "flow_stack", "remote", "log_info", "inline_wait", "reporter")
+                 "settings", "flow_stack", "remote", "log_info", "inline_wait", "reporter",
+                 "flattened_inputs")
 
     def __init__(self, task, slug, edges, constants, settings):
         self.task = task
@@ -112,6 +113,9 @@ class TaskPlan:
             self.checkpoint = settings.checkpointing or task.result is not None
         self.tags = task.tags
         self.mapped = any(e.mapped for e in edges) if edges else False
+        # flatten() in a plain call: the task gets the flattened list whole.
+        self.flattened_inputs = tuple(
+            i for i, e in enumerate(edges) if e.flattened and not e.mapped) if edges else ()
         self.settings = settings
         self.flow_stack = settings.flow_stack
         self.remote = settings.remote
@@ -142,6 +146,14 @@ def run_task(plan, map_index, *upstream):
 
 
 def _run(plan, map_index, upstream, state=None):
+    if _context.current_stack() is not plan.flow_stack:
+        # On a worker thread or process: run inside the flow's context, so
+        # triggers, handlers and log records see the run.
+        token = _context.push_stack(plan.flow_stack)
+        try:
+            return _run(plan, map_index, upstream, state)
+        finally:
+            _context.pop(token)
     full_name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
     state = state or _PENDING
     if plan.log_info:
@@ -176,30 +188,41 @@ def _context_run_count(state):
 
 
 # -- steps --------------------------------------------------------------------
+def _mapped_summary(state):
+    """(all children finished, all successful, any skipped) of a Mapped state,
+    computed once per state however many tasks read it."""
+    summary = getattr(state, "_summary", None)
+    if summary is None:
+        children = state.map_states
+        summary = (all(isinstance(c, Finished) for c in children),
+                   all(isinstance(c, Success) for c in children),
+                   any(isinstance(c, Skipped) for c in children))
+        object.__setattr__(state, "_summary", summary)
+    return summary
+
+
 def _check_upstream_finished(upstream):
     for s in upstream:
-        if not isinstance(s, Finished):
+        if not isinstance(s, Finished) or (isinstance(s, Mapped) and not _mapped_summary(s)[0]):
             raise signals.ENDRUN(_NOT_READY)
 
 
 def _check_upstream_skipped(upstream):
     for s in upstream:
-        if isinstance(s, Skipped) or (
-                isinstance(s, Mapped) and any(isinstance(c, Skipped) for c in s.map_states)):
+        if isinstance(s, Skipped) or (isinstance(s, Mapped) and _mapped_summary(s)[2]):
             raise signals.ENDRUN(Skipped(SKIP_MESSAGE))
 
 
-def _check_trigger(plan, upstream):
+def _check_trigger(plan, upstream, edges=None):
     if plan.default_trigger:
         for s in upstream:
             if not isinstance(s, Success):
                 break
-            if isinstance(s, Mapped) and not all(
-                    isinstance(c, Success) for c in s.map_states):
+            if isinstance(s, Mapped) and not _mapped_summary(s)[1]:
                 break
         else:
             return
-    states = dict(zip(plan.edges, upstream))
+    states = dict(zip(edges if edges is not None else plan.edges, upstream))
     try:
         ok = plan.task.trigger(states)
     except (signals.PAUSE, signals.SKIP):
@@ -225,11 +248,21 @@ def _gather_inputs(plan, upstream):
     inputs = dict(plan.constants) if plan.constants else {}
     for i, key in plan.keyed:
         inputs[key] = upstream[i].result
+    for i in plan.flattened_inputs:
+        key = plan.edges[i].key
+        if key is not None:
+            inputs[key] = [x for inner in upstream[i].result for x in inner]
     return inputs
 
 
 def _run_with_retries(plan, map_index, full_name, inputs, state):
-    cached = _check_target_and_cache(plan, map_index, full_name, inputs)
+    try:
+        cached = _check_target_and_cache(plan, map_index, full_name, inputs)
+    except Exception as exc:  # a bad target, result or cache validator: this task fails
+        logger.error("Task '%s': checking its target or cache failed", full_name,
+                     exc_info=True)
+        return Failed(f"Task {full_name!r}: checking its target or cache failed: {exc!r}",
+                      result=exc)
     if cached is not None:
         return cached
     run_count = 1
@@ -266,15 +299,18 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
                 state = _transition(plan, state, Pending(
                     f"Looping task (on loop index {loop_count - 1})"))
             continue
+        if handlers and not isinstance(state, Retrying):
+            # Handlers see the attempt's outcome first; a handler that turns a
+            # failure into success means there is nothing to retry.
+            state = _transition(plan, _RUNNING, state)
+            ran = True
+        else:
+            ran = False
         retry = _retry_state(plan, state, run_count)
         if retry is None:
             break
         if handlers:
-            if isinstance(state, Retrying):  # raised RETRY: one step
-                retry = _transition(plan, _RUNNING, retry)
-            else:  # a failure, then its retry
-                state = _transition(plan, _RUNNING, state)
-                retry = _transition(plan, state, retry)
+            retry = _transition(plan, state if ran else _RUNNING, retry)
         state = retry
         if plan.reporter is not None:
             plan.reporter.task_state(plan.slug, plan.name, map_index, retry, run_count)
@@ -285,7 +321,7 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
         if wait > 0:
             time.sleep(wait)
         run_count += 1
-    if handlers:
+    if handlers and not ran:
         state = _transition(plan, _RUNNING, state)
     if isinstance(state, Success) and (plan.checkpoint or plan.task.cache_for):
         state = _checkpoint(plan, map_index, full_name, inputs, state)
@@ -386,7 +422,8 @@ def _location_values(plan, map_index, full_name):
 
 
 def _cache_key(plan, map_index):
-    flow_name = plan.flow_stack[0].get("flow_name") if plan.flow_stack else None
+    flow_name = next((layer["flow_name"] for layer in plan.flow_stack
+                      if "flow_name" in layer), None)
     key = plan.task.cache_key or f"{flow_name}/{plan.slug}"
     return key if map_index is None else f"{key}[{map_index}]"
 
@@ -395,7 +432,9 @@ def _check_target_and_cache(plan, map_index, full_name, inputs):
     if plan.task.target and plan.result is not None:
         values = _location_values(plan, map_index, full_name)
         try:
-            location = plan.result.format_location(plan.task.target, **values)
+            target = plan.task.target
+            location = (target(**values) if callable(target)
+                        else plan.result.format_location(target, **values))
             if plan.result.exists(location):
                 return Cached(f"Result found at task target {location}",
                               result=plan.result.read(location), location=location)
@@ -416,7 +455,8 @@ def _checkpoint(plan, map_index, full_name, inputs, state):
     if plan.checkpoint:
         values = _location_values(plan, map_index, full_name)
         if plan.task.target:
-            values["_target"] = plan.task.target
+            target = plan.task.target
+            values["_target"] = target(**values) if callable(target) else target
         try:
             location = plan.result.write(state.result, **values)
         except SerializationError as exc:
@@ -425,6 +465,10 @@ def _checkpoint(plan, map_index, full_name, inputs, state):
                 f"checkpointing writes it with {plan.result.serializer!r}"), result=exc)
         except ResultError as exc:
             return Failed(f"Task {full_name!r}: {exc}", result=exc)
+        except Exception as exc:
+            logger.error("Task '%s': writing its result failed", full_name, exc_info=True)
+            return Failed(f"Task {full_name!r}: writing its result with "
+                          f"{plan.result!r} failed: {exc!r}", result=exc)
         state = state.replace(location=location)
     if plan.task.cache_for:
         cached = Cached("Task run succeeded; result cached.", result=state.result,
@@ -486,7 +530,7 @@ def _run_remote(plan, map_index, upstream):
     if os.getpid() == plan.settings.origin_pid:
         # An in-process worker (a threaded Dask cluster): records already reach
         # this process's handlers; capturing them would log each one twice.
-        return TaskEnvelope.sealed(_run(plan, map_index, upstream), (), name)
+        return TaskEnvelope(_run(plan, map_index, upstream), (), name)
     records, token = run_logging.start_capture(plan.settings.extra_loggers)
     try:
         state = _run(plan, map_index, upstream)

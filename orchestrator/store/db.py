@@ -10,6 +10,7 @@ apply each migration once.
 
 import os
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -66,10 +67,36 @@ def _check_sqlite_file(path):
         )
 
 
+_open = {}
+_open_lock = threading.Lock()
+
+
 def open_database(home=None, url=None):
-    """Connect to the store's database and bring its schema up to date."""
+    """Connect to the store's database and bring its schema up to date.
+
+    One database object per URL per process: every Store in the process
+    shares it (the models are bound through one proxy), so a task that opens
+    a Store inside a run uses the run's connection, not a second one that
+    would wait for the first one's lock.
+    """
     home = Path(home or home_dir())
     url = url or database_url(home)
+    with _open_lock:
+        if url not in _open:
+            _open[url] = _connect(home, url)
+        db, lock_path = _open[url]
+        models.database.initialize(db)
+    try:
+        current = schema_version(db)  # one cheap query; the lock only to migrate
+    except (pw.DatabaseError, sqlite3.DatabaseError):
+        current = None  # migrate() says what is wrong
+    if current != MIGRATIONS[-1][0]:
+        with filelock.FileLock(lock_path, timeout=60):
+            migrate(db)
+    return db
+
+
+def _connect(home, url):
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         _check_home(path.parent)
@@ -94,9 +121,7 @@ def open_database(home=None, url=None):
     except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
         raise StoreError(f"Cannot open the database at {url}: {exc}") from None
     models.database.initialize(db)
-    with filelock.FileLock(lock_path, timeout=60):
-        migrate(db)
-    return db
+    return db, lock_path
 
 
 # -- migrations ---------------------------------------------------------------

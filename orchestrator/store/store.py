@@ -50,7 +50,9 @@ class Store:
         return cls(open_database(home=home, url=url))
 
     def close(self):
-        if not self.db.is_closed():
+        """Close this thread's connection, unless a transaction is open on it
+        (the database object is shared by every Store of the process)."""
+        if not self.db.is_closed() and not self.db.in_transaction():
             self.db.close()
 
     def atomic(self):
