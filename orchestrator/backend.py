@@ -140,6 +140,7 @@ class StoreLogHandler(logging.Handler):
 
     def emit(self, record):
         try:
+            run_logging.stamp_record(record)
             message = record.__dict__.get("message") or record.getMessage()
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -206,6 +207,7 @@ def execute_flow_run(store, run_id, load_flow):
         store.set_flow_run_state(run_id, "Failed", f"Could not load the flow: {exc}", end=True)
         return "Failed"
     config = load_config()
+    run_logging.ensure_logging()
     reporter = StoreReporter(store, run_id)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [

@@ -7,9 +7,13 @@ environment (`ORCHESTRATOR__SECTION__KEY=value`, as Prefect's
     config["logging"]["level"], config.source("logging", "level")
 
 Environment values are parsed as TOML values when they parse (`true`, `3`,
-`["boto3"]`) and kept as strings otherwise.
+`["boto3"]`) and kept as strings otherwise. Known settings are checked when
+the configuration loads: switches such as `flows.checkpointing` become bools
+(from true/false, yes/no, 1/0 in any case), and a log format that cannot
+format a record is a ConfigError then, not an error on every log call.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,7 +24,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-__all__ = ["DEFAULTS", "Config", "load_config", "home_dir"]
+__all__ = ["DEFAULTS", "Config", "home_dir", "load_config", "log_formatter"]
 
 ENV_PREFIX = "ORCHESTRATOR__"
 
@@ -35,10 +39,18 @@ DEFAULTS = {
     "flows": {
         "checkpointing": False,
     },
-    "tasks": {
-        "defaults": {},
-    },
 }
+
+# Switches; `flows.use_local_secrets` may also be left unset (None): it then
+# follows whether the run comes from the store (see orchestrator.tasks.secrets).
+_BOOLEANS = {("logging", "propagate"): False, ("flows", "checkpointing"): False,
+             ("flows", "use_local_secrets"): True}
+_TRUE_WORDS = ("true", "yes", "1")
+_FALSE_WORDS = ("false", "no", "0")
+
+# Attributes run logging stamps on every record it handles (see
+# orchestrator.engine.run_logging), so a format may use them.
+_RUN_STAMPS = ("flow_name", "flow_run_id", "task_name", "task_slug", "map_index")
 
 
 def home_dir():
@@ -100,8 +112,10 @@ def load_config(home=None, environ=None):
         parts = name[len(ENV_PREFIX):].lower().split("__")
         if len(parts) != 2 or not all(parts):
             raise ConfigError(
-                f"Environment variable {name} should look like "
-                f"{ENV_PREFIX}SECTION__KEY (e.g. ORCHESTRATOR__LOGGING__LEVEL)"
+                f"Environment variable {name} should look like {ENV_PREFIX}SECTION__KEY: "
+                f"a section and a key, two names after {ENV_PREFIX} joined by a double "
+                "underscore (e.g. ORCHESTRATOR__LOGGING__LEVEL=DEBUG); nested sections "
+                "are not supported"
             )
         section, key = parts
         values.setdefault(section, {})[key] = _parse_env_value(text)
@@ -111,16 +125,84 @@ def load_config(home=None, environ=None):
 
 
 def _check(values):
-    extra = values["logging"].get("extra_loggers")
+    logging_ = values["logging"]
+    extra = logging_.get("extra_loggers")
     if isinstance(extra, str):
         raise ConfigError(
             f"logging.extra_loggers = {extra!r} is a string; use a list: "
             f"extra_loggers = [{extra!r}]"
         )
-    level = str(values["logging"].get("level", "INFO")).upper()
+    if extra is not None and (not isinstance(extra, list)
+                              or not all(isinstance(name, str) for name in extra)):
+        raise ConfigError(
+            f"logging.extra_loggers = {extra!r} must be a list of logger names (strings), "
+            'e.g. extra_loggers = ["boto3", "urllib3"]'
+        )
+    level = str(logging_.get("level", "INFO")).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(
-            f"logging.level = {values['logging']['level']!r} is not a level; use one of "
+            f"logging.level = {logging_['level']!r} is not a level; use one of "
             "DEBUG, INFO, WARNING, ERROR, CRITICAL"
         )
-    values["logging"]["level"] = level
+    logging_["level"] = level
+    for (section, key), may_be_unset in _BOOLEANS.items():
+        keys = values.get(section, {})
+        if keys.get(key) is None and may_be_unset:
+            continue
+        keys[key] = _as_bool(section, key, keys.get(key))
+    log_formatter(logging_)
+
+
+def _as_bool(section, key, value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, int)):
+        word = str(value).strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise ConfigError(
+        f"{section}.{key} = {value!r} is not a boolean; use true or false "
+        f"(also accepted, in any case: {', '.join(_TRUE_WORDS[1:] + _FALSE_WORDS[1:])})"
+    )
+
+
+def log_formatter(settings):
+    """The logging.Formatter for `[logging]` settings (`format`, `datefmt`).
+
+    Raises ConfigError, naming the setting, when they are not strings or cannot
+    format a record, so a bad format fails once at load, not on every log call.
+    """
+    fmt, datefmt = settings.get("format"), settings.get("datefmt")
+    if not isinstance(fmt, str):
+        raise ConfigError(
+            f"logging.format = {fmt!r} must be a string, e.g. "
+            f"format = {DEFAULTS['logging']['format']!r}"
+        )
+    if datefmt is not None and not isinstance(datefmt, str):
+        raise ConfigError(
+            f"logging.datefmt = {datefmt!r} must be a string of time.strftime codes, "
+            f"e.g. datefmt = {DEFAULTS['logging']['datefmt']!r}"
+        )
+    record = logging.LogRecord("orchestrator", logging.INFO, __file__, 0, "message",
+                               None, None)
+    for name in _RUN_STAMPS:
+        setattr(record, name, None)
+    try:
+        formatter = logging.Formatter(fmt, datefmt)
+        formatter.format(record)
+        formatter.formatTime(record, datefmt)
+    except KeyError as exc:
+        raise ConfigError(
+            f"logging.format = {fmt!r} uses the field {exc.args[0]!r}, which log records "
+            "do not have; use LogRecord attributes such as %(name)s, %(levelname)s, "
+            f"%(message)s, or the run's {', '.join(_RUN_STAMPS)}"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"logging.format = {fmt!r} (with datefmt = {datefmt!r}) cannot format a "
+            f"record ({exc}); write fields as %(name)s, with the closing ')' and a "
+            "conversion such as 's', and a literal percent sign as %%"
+        ) from None
+    return formatter

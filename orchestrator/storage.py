@@ -183,14 +183,6 @@ def _write_atomically(path, data):
         raise
 
 
-def _picklable(flow):
-    # A Flow used as `with Flow(...)` keeps the contextvars token of that block,
-    # which cannot be pickled and means nothing in another process.
-    copy = flow.copy()
-    copy.__dict__.pop("_Flow__token", None)
-    return copy
-
-
 class Local(Storage):
     """The flow pickled (cloudpickle) into `$ORCHESTRATOR_HOME/flows/<project>/<flow>/v<N>.pkl`.
 
@@ -227,7 +219,7 @@ class Local(Storage):
     def add_flow(self, flow, project, version):
         _check_registration(flow, project, version)
         try:
-            data = cloudpickle.dumps(_picklable(flow))
+            data = cloudpickle.dumps(flow)
         except Exception as exc:
             raise StorageError(
                 f"Flow {flow.name!r} cannot be pickled for Local storage "

@@ -20,7 +20,7 @@ from orchestrator.engine import run_logging
 from orchestrator.exceptions import ConfigError, ContextError
 from orchestrator.results import LocalResult
 from orchestrator.serializers import JSONSerializer, PickleSerializer
-from orchestrator.states import (Cached, Failed, Mapped, Pending, Retrying, Running,
+from orchestrator.states import (Cached, Failed, Mapped, Pending, Running,
                                  Scheduled, Skipped, Success, TimedOut, TriggerFailed)
 
 UTC = dt.timezone.utc

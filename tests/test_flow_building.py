@@ -494,9 +494,14 @@ def test_keyword_parameter_wins_over_parameters_dict():
     assert result_of(state, out) == 2
 
 
-def test_calling_a_parameter_is_an_error():
-    with Flow("f"), pytest.raises(TaskDefinitionError, match="'x'"):
-        Parameter("x")()
+def test_calling_a_parameter_adds_it_to_the_flow_as_in_prefect_1():
+    x = Parameter("x", default=1)
+    with Flow("f") as flow:
+        same = x()
+    assert same is x
+    assert flow.parameters() == {x}
+    with pytest.raises(TaskDefinitionError, match="'x'"):
+        x()  # outside a flow there is nothing to add it to
 
 
 # -- validation -----------------------------------------------------------------

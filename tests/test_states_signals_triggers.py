@@ -7,12 +7,12 @@ import pickle
 
 import pytest
 
-from orchestrator import Flow, context, signals, task, triggers
+from orchestrator import Flow, context, task, triggers
 from orchestrator.signals import (ENDRUN, FAIL, LOOP, PAUSE, RETRY, SKIP, SUCCESS,
                                   TRIGGERFAIL)
 from orchestrator.states import (Cached, Failed, Finished, Looped, Mapped, Paused,
                                  Pending, Retrying, Running, Scheduled, Skipped,
-                                 State, Success, TimedOut, TriggerFailed)
+                                 Success, TimedOut, TriggerFailed)
 
 UTC = dt.timezone.utc
 

@@ -14,14 +14,13 @@ import contextvars
 import copy as _copy
 from collections import deque
 
-from ..exceptions import FlowValidationError, TaskDefinitionError
+from ..exceptions import FlowValidationError, OrchestratorError, TaskDefinitionError
 from .edge import Edge, EdgeAnnotation
-from .task import Parameter, Task, as_task, is_constant_input
+from .task import Parameter, Task, as_task, handler_list, is_constant_input
 
 __all__ = ["Flow"]
 
 _building = contextvars.ContextVar("orchestrator_building_flow", default=None)
-
 
 
 class Flow:
@@ -40,7 +39,7 @@ class Flow:
         self.storage = storage
         self.result = result
         self.terminal_state_handler = terminal_state_handler
-        self.state_handlers = list(state_handlers or ())
+        self.state_handlers = handler_list(state_handlers, f"Flow {name!r}")
         if on_failure is not None:
             self.state_handlers.append(_flow_on_failure(on_failure))
         self.constants = {}
@@ -65,13 +64,23 @@ class Flow:
     def __repr__(self):
         return f"<Flow: name={self.name!r}>"
 
+    # `with flow:` may be entered again inside itself, so the contextvars tokens
+    # are a stack. It lives on the flow only while a block is open: a token
+    # cannot be pickled and means nothing to a copy or in another process.
     def __enter__(self):
-        self.__token = _building.set(self)
+        self.__dict__.setdefault("_building_tokens", []).append(_building.set(self))
         return self
 
     def __exit__(self, *exc_info):
-        _building.reset(self.__token)
-        del self.__token  # a contextvars token cannot be pickled with the flow
+        tokens = self.__dict__["_building_tokens"]
+        _building.reset(tokens.pop())
+        if not tokens:
+            del self.__dict__["_building_tokens"]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_building_tokens", None)
+        return state
 
     # -- contents ------------------------------------------------------------
     @property
@@ -174,7 +183,7 @@ class Flow:
                 flattened = up.annotations.get("flattened", False)
                 up = up.task
             up = as_task(up, flow=self)
-            self.add_edge(up, task, mapped=is_mapped or flattened, flattened=flattened,
+            self.add_edge(up, task, mapped=is_mapped, flattened=flattened,
                           validate=validate)
         for down in downstream_tasks or ():
             self.add_edge(task, as_task(down, flow=self), validate=validate)
@@ -189,7 +198,7 @@ class Flow:
                 self.constants.setdefault(task, {})[key] = value
                 continue
             self.add_edge(as_task(value, flow=self), task, key=key,
-                          mapped=is_mapped or flattened, flattened=flattened,
+                          mapped=is_mapped, flattened=flattened,
                           validate=validate)
 
     def _changed(self):
@@ -220,14 +229,32 @@ class Flow:
         return set(self._reference_tasks) or self.terminal_tasks()
 
     def set_reference_tasks(self, tasks):
-        tasks = set(tasks)
+        """Decide the flow's state by these tasks (a list) instead of the terminal ones."""
+        if isinstance(tasks, Task):
+            raise FlowValidationError(
+                f"Flow {self.name!r}: set_reference_tasks takes a list of tasks; got the "
+                f"single task {tasks.name!r}: pass a list, e.g. [{tasks.name}]"
+            )
+        if isinstance(tasks, (str, bytes)) or not hasattr(tasks, "__iter__"):
+            raise FlowValidationError(
+                f"Flow {self.name!r}: reference tasks must be a list of tasks; got "
+                f"{tasks!r}. Pass e.g. flow.set_reference_tasks([load])"
+            )
+        tasks = list(tasks)
+        for t in tasks:
+            if not isinstance(t, Task):
+                raise FlowValidationError(
+                    f"Flow {self.name!r}: reference task {t!r} is not a task "
+                    f"({type(t).__name__}); pass the task objects, e.g. "
+                    "flow.set_reference_tasks([load])"
+                )
         foreign = [t.name for t in tasks if t not in self._tasks]
         if foreign:
             raise FlowValidationError(
                 f"Reference tasks {', '.join(map(repr, foreign))} are not in flow "
                 f"{self.name!r}; add them to the flow first"
             )
-        self._reference_tasks = tasks
+        self._reference_tasks = set(tasks)
 
     def parameters(self):
         """The flow's Parameter tasks."""
@@ -347,6 +374,13 @@ class Flow:
         """
         from ..engine.flow_runner import run_flow
 
+        run_on_schedule = kwargs.pop("run_on_schedule", None)
+        if run_on_schedule:
+            raise OrchestratorError(
+                f"flow.run(run_on_schedule={run_on_schedule!r}): flow.run() runs flow "
+                f"{self.name!r} once, now. Schedules run under `orchestrator up`: register "
+                "the flow and start it there; drop run_on_schedule here"
+            )
         if "return_tasks" in kwargs:
             raise TypeError(
                 "flow.run() always returns every task's state in state.result; "

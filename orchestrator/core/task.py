@@ -63,12 +63,7 @@ class Task:
                  task_run_name=None, nout=None):
         self.name = name or type(self).__name__
         self.slug = slug
-        if isinstance(tags, str):
-            raise TaskDefinitionError(
-                f"Task {self.name!r}: tags={tags!r} is a string, which would make one "
-                f"tag per character; pass a list: tags=[{tags!r}]"
-            )
-        self.tags = set(tags or ())
+        self.tags = _tag_set(tags, self.name)
         max_retries = 0 if max_retries is None else max_retries
         if not isinstance(max_retries, int) or max_retries < 0:
             raise TaskDefinitionError(
@@ -105,14 +100,9 @@ class Task:
         self.checkpoint = checkpoint
         self.result = result
         self.target = target
-        self.state_handlers = list(state_handlers or ())
+        self.state_handlers = handler_list(state_handlers, f"Task {self.name!r}")
         if on_failure is not None:
             self.state_handlers.append(_on_failure_handler(on_failure))
-        for handler in self.state_handlers:
-            if not callable(handler):
-                raise TaskDefinitionError(
-                    f"Task {self.name!r}: state handler {handler!r} is not callable"
-                )
         self.log_stdout = log_stdout
         self.task_run_name = task_run_name
         if nout is not None and (not isinstance(nout, int) or nout < 1):
@@ -145,7 +135,9 @@ class Task:
                     "the task's settings (name, tags, max_retries, ...)"
                 )
             if key == "tags":
-                value = set(value)
+                value = _tag_set(value, new.name)
+            elif key == "state_handlers":
+                value = handler_list(value, f"Task {new.name!r}")
             elif key == "retry_delay" and value is not None:
                 value = _dt.timedelta(seconds=_seconds(value, "retry_delay"))
             elif key == "timeout":
@@ -317,6 +309,56 @@ def _operator_task(fn, name, a, b=None):
 _define_operators()
 
 
+def _tag_set(tags, task_name):
+    if tags is None:
+        return set()
+    if isinstance(tags, str):
+        raise TaskDefinitionError(
+            f"Task {task_name!r}: tags={tags!r} is a string, which would make one "
+            f"tag per character; pass a list: tags=[{tags!r}]"
+        )
+    try:
+        members = list(tags)
+    except TypeError:
+        raise TaskDefinitionError(
+            f"Task {task_name!r}: tags={tags!r} is not a list; tags must be a list of "
+            "strings, e.g. tags=['etl', 'daily']"
+        ) from None
+    bad = [t for t in members if not isinstance(t, str)]
+    if bad:
+        raise TaskDefinitionError(
+            f"Task {task_name!r}: tags must be a list of strings, but {bad[0]!r} is a "
+            f"{type(bad[0]).__name__}; e.g. tags=['etl', 'daily']"
+        )
+    return set(members)
+
+
+def handler_list(handlers, owner):
+    """`handlers` as a new list of callables. A single function, or anything not
+    a list of callables, is a TaskDefinitionError naming `owner` ("Task 'load'")."""
+    if handlers is None:
+        return []
+    if callable(handlers):
+        name = getattr(handlers, "__name__", None) or repr(handlers)
+        raise TaskDefinitionError(
+            f"{owner}: state_handlers must be a list of functions; got a function: "
+            f"pass [{name}]"
+        )
+    if isinstance(handlers, (str, bytes)) or not hasattr(handlers, "__iter__"):
+        raise TaskDefinitionError(
+            f"{owner}: state_handlers must be a list of functions; got {handlers!r}. "
+            "Pass e.g. state_handlers=[my_handler]"
+        )
+    members = list(handlers)
+    for handler in members:
+        if not callable(handler):
+            raise TaskDefinitionError(
+                f"{owner}: state handler {handler!r} is not callable; state_handlers must "
+                "be a list of functions (obj, old_state, new_state) -> new state or None"
+            )
+    return members
+
+
 def _on_failure_handler(callback):
     def handler(task, old_state, new_state):
         if new_state.is_failed():
@@ -343,8 +385,21 @@ def _signature(task):
 
 
 def _check_run_signature(task):
+    run = task.run
+    if inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run):
+        raise TaskDefinitionError(
+            f"Task {task.name!r}: run() is an `async def` function, and async tasks are "
+            "not supported (calling it only makes a coroutine). Make it a plain `def` "
+            "and call asyncio.run(...) inside it for async code."
+        )
     sig = _signature(task)
     for name, param in sig.parameters.items():
+        if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise TaskDefinitionError(
+                f"Task {task.name!r}: run() takes {name!r} as a positional-only argument "
+                "(before `/`), which is not supported because task inputs are passed by "
+                "keyword; remove the `/` from its signature"
+            )
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             raise TaskDefinitionError(
                 f"Task {task.name!r}: run() takes *{name}, which is not supported because "
@@ -435,11 +490,23 @@ class Parameter(Task):
         new.slug = new.name
         return new
 
-    def __call__(self, *args, **kwargs):
-        raise TaskDefinitionError(
-            f"Parameter {self.name!r} is not called: pass it to tasks as an argument, "
-            "or add it with flow.add_task(...)"
-        )
+    def __call__(self, *args, flow=None, **kwargs):
+        """Add this parameter (itself, not a copy) to the flow being built; returns it."""
+        if args or kwargs:
+            raise TaskDefinitionError(
+                f"Parameter {self.name!r} takes no arguments when called: calling it only "
+                f"adds it to the flow. Give its value when the flow runs: "
+                f"flow.run({self.name}=...)"
+            )
+        flow = flow if flow is not None else current_flow()
+        if flow is None:
+            raise TaskDefinitionError(
+                f"Calling Parameter {self.name!r} adds it to the flow being built, but it "
+                "was called outside a `with Flow(...)` block. Call it inside the block, "
+                "pass flow=..., or use flow.add_task(...)"
+            )
+        flow.add_task(self)
+        return self
 
     def default_value(self):
         """The default for one run: a callable default is called now."""
@@ -453,19 +520,31 @@ class Parameter(Task):
 
 
 class DateTimeParameter(Parameter):
-    """A Parameter whose value arrives as an ISO 8601 string and runs as a datetime."""
+    """A Parameter whose value arrives as an ISO 8601 string and runs as an aware datetime.
+
+    A value without a UTC offset ("2024-05-01T06:00:00", "2024-05-01", or a naive
+    datetime) is taken as UTC, as Prefect 1 (pendulum) does, so it compares with
+    `datetime.now(timezone.utc)`; a trailing "Z" means UTC.
+    """
 
     def run(self):
         value = super().run()
-        if value is None or isinstance(value, _dt.datetime):
-            return value
-        try:
-            return _dt.datetime.fromisoformat(str(value))
-        except ValueError:
-            raise ValueError(
-                f"Parameter {self.name!r}: {value!r} is not an ISO 8601 datetime "
-                "such as 2024-05-01T06:00:00+00:00"
-            ) from None
+        if value is None:
+            return None
+        if not isinstance(value, _dt.datetime):
+            text = str(value)
+            if text[-1:] in ("Z", "z"):  # fromisoformat takes "Z" only from Python 3.11
+                text = text[:-1] + "+00:00"
+            try:
+                value = _dt.datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(
+                    f"Parameter {self.name!r}: {value!r} is not an ISO 8601 datetime "
+                    "such as 2024-05-01T06:00:00+00:00"
+                ) from None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        return value
 
 
 class Constant(Task):

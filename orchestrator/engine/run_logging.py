@@ -30,9 +30,31 @@ _capture = contextvars.ContextVar("orchestrator_log_capture", default=None)
 _stdout_target = contextvars.ContextVar("orchestrator_stdout_target", default=None)
 
 
-def _stamp(record):
+_redactions = frozenset()
+
+
+def add_redaction(value):
+    """Hide `value` (a secret) in every log record from now on."""
+    global _redactions
+    if value:
+        _redactions = _redactions | {str(value)}
+
+
+def _redact(record):
+    message = record.getMessage()
+    hidden = message
+    for value in _redactions:
+        hidden = hidden.replace(value, "********")
+    if hidden != message:
+        record.msg, record.args = hidden, None
+
+
+def stamp_record(record):
+    """Set the run identity (and hide secrets) on a record, once."""
     if getattr(record, "flow_name", None) is not None:
         return
+    if _redactions:
+        _redact(record)
     stack = current_stack()
     for name in _STAMPS:
         value = None
@@ -48,7 +70,7 @@ class RunContextFilter(logging.Filter):
     captured for another process (they are logged there instead)."""
 
     def filter(self, record):
-        _stamp(record)
+        stamp_record(record)
         return _capture.get() is None
 
 
@@ -56,7 +78,7 @@ class _CaptureHandler(logging.Handler):
     def emit(self, record):
         buffer = _capture.get()
         if buffer is not None:
-            _stamp(record)
+            stamp_record(record)
             buffer.append(record_to_dict(record, self))
 
 
@@ -89,11 +111,13 @@ def emit_captured(records):
 def configure_logging(config=None):
     """(Re)configure the orchestrator's loggers from `config` (default: load it)."""
     global _configured, _handler, _handled_extra
+    from ..config import log_formatter  # ConfigError naming a bad format
+
     config = config if config is not None else load_config()
     settings = config["logging"]
     with _lock:
         level = getattr(logging, settings["level"])
-        formatter = logging.Formatter(settings["format"], settings.get("datefmt"))
+        formatter = log_formatter(settings)
         root = logging.getLogger(ROOT)
         if _handler is not None:
             for name in (ROOT,) + _handled_extra:

@@ -20,6 +20,7 @@ import threading
 from ..config import load_config
 from ..core.context import context
 from ..core.task import Task
+from ..engine import run_logging
 from ..exceptions import OrchestratorError
 
 __all__ = ["Secret", "SecretTask", "PrefectSecret", "revealed_values"]
@@ -57,6 +58,7 @@ class Secret:
         global _revealed
         with _lock:
             _revealed = _revealed | {value}
+        run_logging.add_redaction(value)
         return value
 
     def _local(self, config):
