@@ -12,7 +12,6 @@ that already finished.
 import datetime as _dt
 import logging
 import os
-import queue
 import threading
 import time
 
@@ -36,14 +35,25 @@ INLINE_RETRY_SECONDS = 600.0
 
 
 class StoreReporter(Reporter):
-    """Queues task states and log rows; a writer thread stores them in batches."""
+    """Collects task states and log rows; a writer thread stores them in batches.
+
+    The run's threads only append to a list under a lock; every FLUSH_SECONDS
+    the writer takes the lists whole and writes them in one transaction, so
+    the per-line cost on the writer's side is the database's, not Python's.
+    """
 
     def __init__(self, store, run_id):
         self.store = store
         self.run_id = run_id
-        self._queue = queue.SimpleQueue()
-        self._stop = threading.Event()
-        self._idle = threading.Event()
+        self._lock = threading.Lock()
+        self._tasks = []
+        self._logs = []
+        self._wake = threading.Condition(self._lock)
+        self._written = threading.Condition(self._lock)
+        self._generation = 0   # batches taken by the writer
+        self._done_generation = 0   # batches written
+        self._stopping = False
+        self._flush_requested = False
         self._error = None
         self._thread = threading.Thread(target=self._write_loop, daemon=True,
                                         name=f"orchestrator-writer-{run_id}")
@@ -51,60 +61,63 @@ class StoreReporter(Reporter):
 
     # called from the run's threads: no I/O here
     def task_state(self, slug, task_name, map_index, state, run_count):
-        self._queue.put(("task", (slug, task_name, -1 if map_index is None else map_index,
-                                  type(state).__name__, state.message, state.location,
-                                  run_count, time.time())))
+        row = (slug, task_name, -1 if map_index is None else map_index,
+               type(state).__name__, state.message, state.location, run_count, time.time())
+        with self._lock:
+            self._tasks.append(row)
+            if len(self._tasks) >= FLUSH_ROWS:
+                self._wake.notify()
 
     def log(self, row):
-        self._queue.put(("log", row))
+        with self._lock:
+            self._logs.append(row)
+            if len(self._logs) >= FLUSH_ROWS * 20:
+                self._wake.notify()
 
     def flush(self):
-        """Block until everything queued so far is written."""
-        marker = threading.Event()
-        self._queue.put(("flush", marker))
-        marker.wait(30)
+        """Block until everything collected so far is written."""
+        with self._lock:
+            target = self._generation + 1
+            self._flush_requested = True
+            self._wake.notify()
+            while self._done_generation < target and self._thread.is_alive():
+                self._written.wait(1)
         if self._error is not None:
             raise self._error
 
     def close(self):
         self.flush()
-        self._stop.set()
-        self._queue.put(("stop", None))
+        with self._lock:
+            self._stopping = True
+            self._wake.notify()
         self._thread.join(30)
 
     def _write_loop(self):
         while True:
-            kind, item = self._queue.get()
-            tasks, events, logs, markers = {}, [], [], []
-            deadline = time.monotonic() + FLUSH_SECONDS
-            stop = False
-            while True:
-                if kind == "task":
-                    self._merge_task(tasks, events, item)
-                elif kind == "log":
-                    logs.append(item)
-                elif kind == "flush":
-                    markers.append(item)
-                elif kind == "stop":
-                    stop = True
-                if markers or stop or len(logs) + len(tasks) >= FLUSH_ROWS:
-                    break
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:
-                    kind, item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    break
+            with self._lock:
+                # One batch per FLUSH_SECONDS, sooner when a flush is asked for.
+                if not (self._flush_requested or self._stopping):
+                    self._wake.wait(FLUSH_SECONDS)
+                self._flush_requested = False
+                tasks, self._tasks = self._tasks, []
+                logs, self._logs = self._logs, []
+                self._generation += 1
+                generation = self._generation
+                stopping = self._stopping
             try:
-                self.store.record_task_runs(self.run_id, list(tasks.values()), events)
-                self.store.write_logs(logs)
+                if tasks or logs:
+                    merged, events = {}, []
+                    for item in tasks:
+                        self._merge_task(merged, events, item)
+                    self.store.record_task_runs(self.run_id, list(merged.values()), events)
+                    self.store.write_logs(logs)
             except Exception as exc:  # surfaced to the run at its next flush
-                self._error = OrchestratorError(f"Writing run {self.run_id} to the store "
-                                                f"failed: {exc}")
-            for marker in markers:
-                marker.set()
-            if stop:
+                self._error = OrchestratorError(
+                    f"Writing run {self.run_id} to the store failed: {exc}")
+            with self._lock:
+                self._done_generation = generation
+                self._written.notify_all()
+            if stopping:
                 return
 
     @staticmethod
@@ -229,8 +242,10 @@ def execute_flow_run(store, run_id, load_flow):
         except OrchestratorError as exc:
             state = st.Failed(str(exc))
             logger.error("Flow run %s failed before it started: %s", run_id, exc)
+        PackedResult.flush_all()  # results on disk before the run is recorded as done
         reporter.flush()
     finally:
+        PackedResult.flush_all()
         for lg in loggers:
             lg.removeHandler(handler)
         reporter.close()

@@ -154,7 +154,11 @@ class PackedResult(Result):
     The default for runs started from the store. A run mapping over 10,000
     items writes one file, not 10,000: each result is an append under a thread
     lock, and its location is `<file>#<offset>+<length>`. Each process has its
-    own file, so workers in other processes never contend for one.
+    own file, so workers never contend for one. In the run's own process the
+    appends are buffered and `flush_all()` writes them at the end of the run
+    (a read of the same file flushes first); a crash can only lose results
+    whose tasks a resumed run then runs again. Other processes (Dask workers)
+    write through at once.
     """
 
     _files = {}
@@ -163,9 +167,11 @@ class PackedResult(Result):
     def __init__(self, dir, serializer=None):
         super().__init__(location=None, serializer=serializer)
         self.dir = Path(dir)
+        self.origin_pid = os.getpid()
 
     def __getstate__(self):
-        return {"dir": self.dir, "serializer": self.serializer, "location": None}
+        return {"dir": self.dir, "serializer": self.serializer, "location": None,
+                "origin_pid": self.origin_pid}
 
     def _file(self, run_id):
         key = (os.getpid(), str(self.dir), run_id)
@@ -174,8 +180,9 @@ class PackedResult(Result):
             if entry is None:
                 path = self.dir / f"{run_id}.{os.getpid()}.results"
                 self.dir.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                entry = self._files[key] = [path, fd, os.lseek(fd, 0, os.SEEK_END),
+                buffered = os.getpid() == self.origin_pid
+                fh = open(path, "ab", buffering=(1 << 20) if buffered else 0)
+                entry = self._files[key] = [path, fh, fh.seek(0, os.SEEK_END),
                                             threading.Lock()]
             return entry
 
@@ -187,18 +194,25 @@ class PackedResult(Result):
             raise SerializationError(value, exc) from exc
         try:
             entry = self._file(run_id)
-            path, fd, _, lock = entry
+            path, fh, _, lock = entry
             with lock:
                 offset = entry[2]
-                written = os.write(fd, data)
-                entry[2] += written
+                fh.write(data)
+                entry[2] += len(data)
         except OSError as exc:
             raise ResultError(
                 f"Cannot write result under {self.dir}: {exc.strerror}. Check that the "
                 "directory is writable") from None
-        if written != len(data):
-            raise ResultError(f"Short write to {path}: {written} of {len(data)} bytes")
         return f"{path}#{offset}+{len(data)}"
+
+    @classmethod
+    def flush_all(cls):
+        """Write this process's buffered results to disk."""
+        with cls._files_lock:
+            entries = [e for key, e in cls._files.items() if key[0] == os.getpid()]
+        for _, fh, _, lock in entries:
+            with lock:
+                fh.flush()
 
     def read(self, location):
         path, _, span = str(location).rpartition("#")
@@ -206,6 +220,12 @@ class PackedResult(Result):
             offset, length = (int(x) for x in span.split("+"))
         except ValueError:
             raise ResultError(f"{location!r} is not a packed result location") from None
+        with self._files_lock:
+            mine = [e for key, e in self._files.items()
+                    if key[0] == os.getpid() and str(e[0]) == path]
+        for _, fh, _, lock in mine:
+            with lock:
+                fh.flush()
         try:
             with open(path, "rb") as fh:
                 fh.seek(offset)

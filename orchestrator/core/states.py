@@ -80,11 +80,7 @@ class State:
         return (_rebuild, (type(self), self._fields()))
 
     def _fields(self):
-        fields = {}
-        for cls in type(self).__mro__:
-            for name in getattr(cls, "__slots__", ()):
-                fields[name] = getattr(self, name, None)
-        return fields
+        return {name: getattr(self, name, None) for name in _slot_names(type(self))}
 
     def replace(self, **changes):
         """A copy of this state with some fields changed (same class)."""
@@ -143,6 +139,17 @@ class State:
 
     def is_meta_state(self):
         return False
+
+
+_SLOT_NAMES = {}
+
+
+def _slot_names(cls):
+    names = _SLOT_NAMES.get(cls)
+    if names is None:
+        names = _SLOT_NAMES[cls] = tuple(
+            name for klass in cls.__mro__ for name in getattr(klass, "__slots__", ()))
+    return names
 
 
 def _rebuild(cls, fields):

@@ -59,7 +59,8 @@ class RunSettings:
     """What every task of one flow run shares (one object per run)."""
 
     __slots__ = ("flow_stack", "remote", "inline_wait", "reporter", "extra_loggers",
-                 "parameters", "log_info", "checkpointing", "flow_result", "origin_pid")
+                 "parameters", "log_info", "checkpointing", "flow_result", "origin_pid",
+                 "location_base")
 
     def __init__(self, flow_stack, *, remote=False, inline_wait=float("inf"),
                  reporter=None, extra_loggers=(), parameters=None, checkpointing=False,
@@ -73,6 +74,7 @@ class RunSettings:
         self.checkpointing = checkpointing
         self.flow_result = flow_result
         self.origin_pid = os.getpid()
+        self.location_base = None
         self.log_info = logger.isEnabledFor(logging.INFO)
 
     def __getstate__(self):
@@ -411,10 +413,15 @@ def _transition(plan, old, new):
 
 # -- results: target, cache, checkpoint ------------------------------------------
 def _location_values(plan, map_index, full_name):
-    values = {}
-    for layer in reversed(plan.flow_stack):
-        values.update(layer)
-    values.update(values.get("parameters") or {})
+    settings = plan.settings
+    base = settings.location_base
+    if base is None:  # the run's part, merged once per run
+        base = {}
+        for layer in reversed(plan.flow_stack):
+            base.update(layer)
+        base.update(base.get("parameters") or {})
+        settings.location_base = base
+    values = dict(base)
     values.update(task_name=plan.name, task_slug=plan.slug, task_full_name=full_name,
                   map_index=map_index,
                   map_suffix="" if map_index is None else f"-{map_index}")

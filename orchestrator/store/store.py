@@ -9,6 +9,7 @@ Writers take short IMMEDIATE transactions. A terminal state is never
 overwritten: state changes are conditional UPDATEs.
 """
 
+import itertools
 import time
 
 import peewee as pw
@@ -273,31 +274,26 @@ class Store:
     def record_task_runs(self, run_id, rows, events=()):
         """Upsert task runs (one per slug and map index) and add state events.
 
-        A prepared statement per batch: recording 10,000 task runs is the
-        driver's work, not the ORM's. The first start time recorded is kept.
+        Multi-row statements per batch: recording 10,000 task runs is the
+        database's work, not the ORM's. The first start time recorded is kept.
+        Rows of one call must have distinct (task_slug, map_index).
         """
         if not rows and not events:
             return
         columns = ("flow_run_id",) + self._TASK_COLUMNS
-        marks = ", ".join([self.db.param] * len(columns))
         updates = ", ".join(f"{c} = excluded.{c}" for c in self._TASK_COLUMNS
                             if c not in ("task_slug", "map_index", "start_time"))
-        upsert = (
-            f'INSERT INTO task_run ({", ".join(columns)}) VALUES ({marks}) '
-            "ON CONFLICT (flow_run_id, task_slug, map_index) DO UPDATE SET "
+        on_conflict = (
+            " ON CONFLICT (flow_run_id, task_slug, map_index) DO UPDATE SET "
             f"{updates}, start_time = COALESCE(task_run.start_time, excluded.start_time)")
         event_columns = ("flow_run_id", "task_slug", "map_index", "state", "message", "time")
-        insert_events = (
-            f'INSERT INTO state_event ({", ".join(event_columns)}) VALUES '
-            f'({", ".join([self.db.param] * len(event_columns))})')
         with self.db.atomic():
-            cursor = self.db.cursor()
             if rows:
-                cursor.executemany(upsert, [(run_id,) + tuple(r.get(c) for c in
-                                                             self._TASK_COLUMNS)
-                                            for r in rows])
+                self._insert_rows("task_run", columns, [
+                    (run_id,) + tuple(r.get(c) for c in self._TASK_COLUMNS) for r in rows],
+                    suffix=on_conflict)
             if events:
-                cursor.executemany(insert_events, [
+                self._insert_rows("state_event", event_columns, [
                     (run_id, e.get("task_slug"), e.get("map_index"), e["state"],
                      e.get("message"), e["time"]) for e in events])
 
@@ -310,20 +306,29 @@ class Store:
                     "message")
 
     def write_logs(self, rows):
-        """Insert log rows: tuples in `_LOG_COLUMNS` order, or dicts.
-
-        One prepared statement for the batch: a burst of lines costs the
-        database driver's time, not the ORM's.
-        """
+        """Insert log rows: tuples in `_LOG_COLUMNS` order, or dicts."""
         if not rows:
             return
         rows = [r if isinstance(r, tuple) else (
             r["flow_run"], r.get("task_slug"), r.get("map_index"), r["time"], r["level"],
             r["logger"], r["message"]) for r in rows]
-        marks = ", ".join([self.db.param] * len(self._LOG_COLUMNS))
-        sql = (f'INSERT INTO "log" ({", ".join(self._LOG_COLUMNS)}) VALUES ({marks})')
         with self.db.atomic():
-            self.db.cursor().executemany(sql, rows)
+            self._insert_rows('"log"', self._LOG_COLUMNS, rows)
+
+    def _insert_rows(self, table, columns, rows, suffix=""):
+        """INSERT many rows as multi-row statements of up to 500 rows each.
+
+        One statement per chunk is one step of the database engine: a writer
+        thread hands the GIL back and forth once per chunk instead of once per
+        row, so a busy run beside it is not slowed by the switching.
+        """
+        one = "(" + ", ".join([self.db.param] * len(columns)) + ")"
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        cursor = self.db.cursor()
+        for i in range(0, len(rows), 500):
+            chunk = rows[i:i + 500]
+            params = list(itertools.chain.from_iterable(chunk))
+            cursor.execute(head + ", ".join([one] * len(chunk)) + suffix, params)
 
     def logs(self, run_id, after_id=0, min_level=0, limit=1000):
         """Log rows of a run with id > after_id, oldest first."""
