@@ -19,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -312,6 +313,25 @@ def test_run_without_local_is_scheduled_and_execute_runs_it_to_success(cli, flow
     assert f"Flow run {run_id}: Success" in executed.stdout
     [listed] = json_of(cli("runs", "--json"))
     assert listed["state"] == "Success"
+
+
+def test_run_watch_prints_the_runs_log_and_exits_with_its_outcome(cli, flows_file, tmp_path):
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "hello", "--param", "name=Ada",
+         "--watch"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        runs = []
+        while not runs and time.monotonic() < deadline:
+            runs = json_of(cli("runs", "--json"))
+        assert runs, "the watched run was never created"
+        assert cli("execute", runs[0]["id"]).returncode == 0
+        out, err = watcher.communicate(timeout=COMMAND_TIMEOUT)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    assert "hello Ada" in out
+    assert f"Flow run {runs[0]['id']}" in out and "Success" in out
 
 
 def test_executing_a_finished_run_again_exits_2_saying_it_already_finished(cli, flows_file,
