@@ -9,8 +9,17 @@ from orchestrator.store import Conflict, NotFound, Store, StoreError
 from orchestrator.store.db import open_database
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, home):
+    """The store on each backend: every contract test runs on both."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    s = Store.open(url=url)
+    yield s
+    s.close()
+
+
 @pytest.fixture
-def store(home):
+def sqlite_store(home):
     s = Store.open()
     yield s
     s.close()
@@ -24,7 +33,8 @@ def flow_id(store):
     return record["id"]
 
 
-def test_a_new_home_gets_a_wal_database_with_foreign_keys(home, store):
+def test_a_new_home_gets_a_wal_database_with_foreign_keys(home, sqlite_store):
+    store = sqlite_store
     path = home / "orchestrator.db"
     assert path.is_file()
     assert store.db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -34,7 +44,7 @@ def test_a_new_home_gets_a_wal_database_with_foreign_keys(home, store):
 
 def test_migrations_run_once_and_reopening_keeps_the_data(home, store, flow_id):
     store.close()
-    again = Store.open()
+    again = Store.open(url=store.url)
     assert again.get_flow("daily")["id"] == flow_id
     versions = again.db.execute_sql("SELECT version FROM schema_version").fetchall()
     assert versions == [(1,)]
@@ -187,9 +197,9 @@ def test_an_unsupported_database_url_names_the_supported_ones(home):
         open_database(url="mysql://x/y")
 
 
-def test_a_database_from_a_newer_version_is_refused(home, store):
-    store.db.execute_sql("INSERT INTO schema_version (version, applied) VALUES (99, 0)")
-    store.close()
+def test_a_database_from_a_newer_version_is_refused(home, sqlite_store):
+    sqlite_store.db.execute_sql("INSERT INTO schema_version (version, applied) VALUES (99, 0)")
+    sqlite_store.close()
     with pytest.raises(StoreError, match="upgrade orchestrator"):
         Store.open()
 
@@ -208,7 +218,10 @@ HOT_QUERIES = {
 
 
 @pytest.mark.parametrize("name", sorted(HOT_QUERIES))
-def test_hot_queries_use_an_index(store, flow_id, name):
+def test_hot_queries_use_an_index(sqlite_store, name):
+    store = sqlite_store
+    store.create_project("etl")
+    flow_id = store.register_flow("etl", "daily", "fp-1", {}, [], [])[0]["id"]
     store.create_flow_run(flow_id)
     plans = []
 

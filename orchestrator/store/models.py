@@ -30,12 +30,12 @@ class BaseModel(pw.Model):
 
 class SchemaVersion(BaseModel):
     version = pw.IntegerField()
-    applied = pw.FloatField()
+    applied = pw.DoubleField()
 
 
 class Project(BaseModel):
     name = pw.CharField(unique=True)
-    created = pw.FloatField()
+    created = pw.DoubleField()
 
 
 class Flow(BaseModel):
@@ -50,7 +50,7 @@ class Flow(BaseModel):
     labels = JSONField()
     settings = JSONField()
     archived = pw.BooleanField(default=False)
-    created = pw.FloatField()
+    created = pw.DoubleField()
 
     class Meta:
         indexes = (
@@ -67,16 +67,16 @@ class FlowRun(BaseModel):
     labels = JSONField()
     state = pw.CharField()
     message = pw.TextField(null=True)
-    scheduled_start_time = pw.FloatField()
-    start_time = pw.FloatField(null=True)
-    end_time = pw.FloatField(null=True)
-    heartbeat = pw.FloatField(null=True)
+    scheduled_start_time = pw.DoubleField()
+    start_time = pw.DoubleField(null=True)
+    end_time = pw.DoubleField(null=True)
+    heartbeat = pw.DoubleField(null=True)
     agent = pw.CharField(null=True)
     pid = pw.IntegerField(null=True)
     idempotency_key = pw.CharField(null=True, unique=True)
     auto_scheduled = pw.BooleanField(default=False)
-    created = pw.FloatField()
-    updated = pw.FloatField()
+    created = pw.DoubleField()
+    updated = pw.DoubleField()
 
     class Meta:
         indexes = (
@@ -95,8 +95,8 @@ class TaskRun(BaseModel):
     message = pw.TextField(null=True)
     result_location = pw.TextField(null=True)
     run_count = pw.IntegerField(default=0)
-    start_time = pw.FloatField(null=True)
-    end_time = pw.FloatField(null=True)
+    start_time = pw.DoubleField(null=True)
+    end_time = pw.DoubleField(null=True)
 
     class Meta:
         indexes = ((("flow_run", "task_slug", "map_index"), True),)
@@ -108,7 +108,7 @@ class StateEvent(BaseModel):
     map_index = pw.IntegerField(null=True)
     state = pw.CharField()
     message = pw.TextField(null=True)
-    time = pw.FloatField()
+    time = pw.DoubleField()
 
     class Meta:
         indexes = ((("flow_run", "id"), False),)
@@ -118,7 +118,7 @@ class Log(BaseModel):
     flow_run = pw.ForeignKeyField(FlowRun, backref="logs", on_delete="CASCADE")
     task_slug = pw.CharField(null=True)
     map_index = pw.IntegerField(null=True)
-    time = pw.FloatField()
+    time = pw.DoubleField()
     level = pw.IntegerField()
     logger = pw.CharField()
     message = pw.TextField()
@@ -130,7 +130,7 @@ class Log(BaseModel):
 class Secret(BaseModel):
     name = pw.CharField(unique=True)
     value = pw.TextField()
-    updated = pw.FloatField()
+    updated = pw.DoubleField()
 
 
 ALL_MODELS = [SchemaVersion, Project, Flow, FlowRun, TaskRun, StateEvent, Log, Secret]

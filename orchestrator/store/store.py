@@ -15,7 +15,7 @@ import time
 import peewee as pw
 
 from . import models as m
-from .db import open_database
+from .db import database_url, open_database
 from .errors import Conflict, NotFound, StoreError
 
 TERMINAL_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
@@ -43,12 +43,15 @@ def _run_row(row):
 class Store:
     """Facade over the database. Create one per process with `Store.open()`."""
 
-    def __init__(self, db):
+    def __init__(self, db, url=None):
         self.db = db
+        self.url = url
 
     @classmethod
     def open(cls, home=None, url=None):
-        return cls(open_database(home=home, url=url))
+        """The store at `url`, or ORCHESTRATOR_DATABASE_URL, or SQLite in `home`."""
+        url = url or database_url(home)
+        return cls(open_database(home=home, url=url), url)
 
     def close(self):
         """Close this thread's connection, unless a transaction is open on it
