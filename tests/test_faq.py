@@ -515,3 +515,42 @@ def test_faq_dask_task_runner_records_of_the_first_task_on_a_worker_arrive(log_r
     assert "Task 'first': Starting task run..." in messages
     assert ("Task 'first': Finished task run for task with final state: 'Success'"
             in messages)
+
+
+def test_faq_rename_flow_run_from_a_flow_level_state_handler_in_a_stored_run(tmp_path):
+    """The FAQ's RenameFlowRun handler, completed, renaming a run in the store."""
+    from orchestrator import backend, service
+    from orchestrator.storage import Script
+    from orchestrator.store import Store
+
+    flow_file = tmp_path / "rename_flow.py"
+    flow_file.write_text(
+        "from orchestrator import Flow, task, context\n"
+        "from orchestrator.tasks.flow_runs import RenameFlowRun\n"
+        "\n"
+        "def rename_handler(obj, old_state, new_state):\n"
+        "    if new_state.is_running():\n"
+        "        RenameFlowRun().run(flow_run_name=f\"report-{context.parameters['day']}\")\n"
+        "    return new_state\n"
+        "\n"
+        "@task\n"
+        "def first_task():\n"
+        "    return 1\n"
+        "\n"
+        "with Flow('test-flow', state_handlers=[rename_handler]) as flow:\n"
+        "    from orchestrator import Parameter\n"
+        "    first_task(upstream_tasks=[Parameter('day')])\n"
+        "flow.storage = __import__('orchestrator.storage', fromlist=['Script']).Script(__file__)\n")
+    store = Store.open()
+    store.create_project("faq")
+    from orchestrator.flow_files import load_flows_from_file
+
+    flow = load_flows_from_file(flow_file)["test-flow"]
+    assert isinstance(flow.storage, Script)
+    service.register_flow(store, flow, "faq")
+    run = service.create_flow_run(store, "test-flow", parameters={"day": "2024-05-01"})
+
+    final = backend.execute_flow_run(store, run["id"], service.load_flow)
+
+    assert final == "Success"
+    assert store.get_flow_run(run["id"])["name"] == "report-2024-05-01"
