@@ -504,3 +504,44 @@ def secret_delete(name):
     except OrchestratorError as exc:
         raise UserError(str(exc)) from None
     click.echo(f"Secret {name!r} deleted.")
+
+
+@main.command()
+@click.option("--label", "labels", multiple=True, help="A label of runs to take. Repeatable.")
+@click.option("--no-hostname-label", is_flag=True,
+              help="Do not add this host's name to the agent's labels.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=None,
+              help="At most this many runs at once.")
+@click.option("--name", "agent_name", help="The agent's name (default: host-pid).")
+@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=1.0,
+              show_default=True, help="Seconds between looks for new runs.")
+@click.option("--grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+              help="On SIGINT/SIGTERM, seconds to wait for running flow runs.")
+def agent(labels, no_hostname_label, limit, agent_name, poll_interval, grace):
+    """Execute scheduled runs whose labels this agent has, each in its own process."""
+    import signal
+    import threading
+
+    from .services.agent import Agent
+
+    store = _open_store()
+    worker = Agent(store, name=agent_name, labels=list(labels),
+                   hostname_label=not no_hostname_label, limit=limit,
+                   poll_interval=poll_interval)
+    stop = threading.Event()
+
+    def request_stop(signum, frame):
+        stop.set()
+        worker.wake.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    click.echo(f"Agent {worker.name} started: labels {', '.join(worker.labels) or 'none'}; "
+               f"limit {limit or 'none'}.", err=True)
+    worker.run(stop)
+    left = worker.stop(grace)
+    if left:
+        click.echo(f"Agent {worker.name} stopped; runs still going on: "
+                   f"{', '.join(map(str, left))}.", err=True)
+    else:
+        click.echo(f"Agent {worker.name} stopped.", err=True)

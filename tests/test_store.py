@@ -47,7 +47,7 @@ def test_migrations_run_once_and_reopening_keeps_the_data(home, store, flow_id):
     again = Store.open(url=store.url)
     assert again.get_flow("daily")["id"] == flow_id
     versions = again.db.execute_sql("SELECT version FROM schema_version").fetchall()
-    assert versions == [(1,)]
+    assert versions == [(1,), (2,)]
 
 
 def test_creating_a_project_twice_returns_the_existing_one(store):

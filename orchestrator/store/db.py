@@ -126,11 +126,16 @@ def _connect(home, url):
 
 # -- migrations ---------------------------------------------------------------
 def _create_initial_tables(db):
-    db.create_tables(models.ALL_MODELS)
+    db.create_tables(models.INITIAL_MODELS)
+
+
+def _add_agents(db):
+    db.create_tables([models.Agent])
 
 
 MIGRATIONS = [
     (1, _create_initial_tables),
+    (2, _add_agents),
 ]
 
 

@@ -133,4 +133,15 @@ class Secret(BaseModel):
     updated = pw.DoubleField()
 
 
-ALL_MODELS = [SchemaVersion, Project, Flow, FlowRun, TaskRun, StateEvent, Log, Secret]
+class Agent(BaseModel):
+    name = pw.CharField(unique=True)
+    labels = JSONField()
+    host = pw.CharField()
+    pid = pw.IntegerField()
+    limit = pw.IntegerField(null=True)
+    started = pw.DoubleField()
+    last_seen = pw.DoubleField()
+
+
+INITIAL_MODELS = [SchemaVersion, Project, Flow, FlowRun, TaskRun, StateEvent, Log, Secret]
+ALL_MODELS = INITIAL_MODELS + [Agent]

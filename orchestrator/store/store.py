@@ -270,6 +270,66 @@ class Store:
         return list(m.StateEvent.select().where(m.StateEvent.flow_run == run_id)
                     .order_by(m.StateEvent.id).dicts())
 
+    # -- agents and claims ------------------------------------------------------
+    def register_agent(self, name, labels, host, pid, limit=None):
+        """Record a starting agent (replacing an earlier one of that name)."""
+        now = time.time()
+        with self.db.atomic():
+            (m.Agent.insert(name=name, labels=sorted(set(labels)), host=host, pid=pid,
+                            limit=limit, started=now, last_seen=now)
+             .on_conflict(conflict_target=[m.Agent.name],
+                          update={m.Agent.labels: sorted(set(labels)), m.Agent.host: host,
+                                  m.Agent.pid: pid, m.Agent.limit: limit,
+                                  m.Agent.started: now, m.Agent.last_seen: now})
+             .execute())
+
+    def agent_seen(self, name):
+        with self.db.atomic():
+            m.Agent.update(last_seen=time.time()).where(m.Agent.name == name).execute()
+
+    def list_agents(self):
+        return list(m.Agent.select().order_by(m.Agent.name).dicts())
+
+    def claim_runs(self, agent, labels, limit, now=None, scan=200):
+        """Claim up to `limit` due Scheduled runs whose labels this agent has.
+
+        A run is claimed by one conditional UPDATE (Scheduled -> Submitted) in
+        its own short IMMEDIATE transaction: of several agents racing for a
+        run, exactly one gets it. A run with no labels goes only to an agent
+        with no labels; otherwise the run's labels must all be the agent's.
+        """
+        now = time.time() if now is None else now
+        agent_labels = set(labels)
+        # Read the candidates completely before writing: a claim begun while
+        # this connection still holds the SELECT's read snapshot is refused at
+        # once (a stale snapshot) instead of waiting for the lock.
+        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels)
+                          .where((m.FlowRun.state == "Scheduled")
+                                 & (m.FlowRun.scheduled_start_time <= now))
+                          .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
+                          .limit(scan).tuples())
+        claimed = []
+        for run_id, run_labels in candidates:
+            if len(claimed) >= limit:
+                break
+            run_labels = set(m.JSONField().python_value(run_labels)
+                             if isinstance(run_labels, str) else run_labels)
+            if run_labels and not run_labels <= agent_labels:
+                continue
+            if not run_labels and agent_labels:
+                continue
+            with self.db.atomic():
+                won = (m.FlowRun.update(state="Submitted", agent=agent, updated=time.time(),
+                                        message=f"Submitted to agent {agent}")
+                       .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
+                       .execute()) == 1
+                if won:
+                    m.StateEvent.create(flow_run=run_id, state="Submitted",
+                                        message=f"Submitted to agent {agent}", time=time.time())
+            if won:
+                claimed.append(run_id)
+        return claimed
+
     # -- task runs ------------------------------------------------------------
     _TASK_COLUMNS = ("task_slug", "task_name", "map_index", "state", "message",
                      "result_location", "run_count", "start_time", "end_time")

@@ -1,0 +1,207 @@
+"""The agent: atomic claims, labels, child processes, crashes explained, limits."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from orchestrator import service
+from orchestrator.flow_files import load_flows_from_file
+from orchestrator.services.agent import Agent
+from orchestrator.store import Store
+
+FLOWS = '''
+import os, sys, time
+from orchestrator import Flow, Parameter, task, context
+from orchestrator.run_configs import LocalRun
+from orchestrator.storage import Script
+
+@task
+def record(out):
+    with open(out, "a") as fh:
+        fh.write(f"{context.flow_run_id}\\n")
+
+@task
+def die(how):
+    print("about to go down", file=sys.stderr, flush=True)
+    if how == "kill":
+        os.kill(os.getpid(), 9)
+    os._exit(3)
+
+@task
+def where():
+    return os.environ.get("ORCH_TEST_VALUE"), os.getcwd()
+
+@task
+def nap(out):
+    with open(out, "a") as fh:
+        fh.write(f"start {time.time()}\\n")
+    time.sleep(0.4)
+    with open(out, "a") as fh:
+        fh.write(f"end {time.time()}\\n")
+
+with Flow("record", storage=Script(__file__)) as record_flow:
+    record(Parameter("out"))
+
+with Flow("crash", storage=Script(__file__)) as crash_flow:
+    die(Parameter("how"))
+
+with Flow("where", storage=Script(__file__),
+          run_config=LocalRun(env={"ORCH_TEST_VALUE": "from-run-config"},
+                              working_dir=os.environ["ORCH_TEST_WORKDIR"])) as where_flow:
+    where()
+
+with Flow("nap", storage=Script(__file__)) as nap_flow:
+    nap(Parameter("out"))
+'''
+
+
+@pytest.fixture
+def store(home, tmp_path, monkeypatch):
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    monkeypatch.setenv("ORCH_TEST_WORKDIR", str(workdir))
+    path = tmp_path / "agent_flows.py"
+    path.write_text(FLOWS)
+    s = Store.open()
+    s.create_project("p")
+    for flow in load_flows_from_file(path).values():
+        service.register_flow(s, flow, "p")
+    yield s
+    s.close()
+
+
+def make_run(store, flow, labels=(), **params):
+    return service.create_flow_run(store, flow, parameters=params, labels=list(labels))["id"]
+
+
+def wait_until_finished(agent, store, run_ids, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        agent.run_once()
+        states = [store.get_flow_run(r)["state"] for r in run_ids]
+        if all(s in ("Success", "Failed", "Cancelled") for s in states) and not agent.children:
+            return states
+        time.sleep(0.05)
+    raise AssertionError(f"runs did not finish: {states}")
+
+
+# -- labels (the FAQ's "stuck in Scheduled" rules) -------------------------------
+def test_a_run_goes_to_an_agent_that_has_all_its_labels(store):
+    run = make_run(store, "record", labels=["gpu"], out="x")
+    assert store.claim_runs("cpu-agent", ["cpu"], 5) == []
+    assert store.claim_runs("gpu-agent", ["gpu", "big"], 5) == [run]
+    assert store.get_flow_run(run)["state"] == "Submitted"
+    assert store.get_flow_run(run)["agent"] == "gpu-agent"
+
+
+def test_a_run_without_labels_goes_only_to_an_agent_without_labels(store):
+    run = make_run(store, "record", out="x")
+    assert store.claim_runs("labelled", ["anything"], 5) == []
+    assert store.claim_runs("bare", [], 5) == [run]
+
+
+def test_a_run_scheduled_later_is_not_claimed_until_it_is_due(store):
+    later = time.time() + 3600
+    run = service.create_flow_run(store, "record", parameters={"out": "x"}, labels=[],
+                                  scheduled_start_time=later)["id"]
+    assert store.claim_runs("a", [], 5, now=time.time()) == []
+    assert store.claim_runs("a", [], 5, now=later + 1) == [run]
+
+
+def test_a_run_is_claimed_once_however_many_agents_ask(store):
+    runs = [make_run(store, "record", out="x") for _ in range(20)]
+    claimed = []
+    for i in range(5):
+        claimed += store.claim_runs(f"agent-{i}", [], 7)
+    assert sorted(claimed) == sorted(runs)
+
+
+def test_an_agent_gets_the_hostname_label_unless_told_not_to(store):
+    import socket
+
+    assert socket.gethostname() in Agent(store).labels
+    assert Agent(store, labels=["x"], hostname_label=False).labels == ["x"]
+
+
+# -- executing runs --------------------------------------------------------------
+def test_an_agent_runs_claimed_runs_to_success_in_child_processes(store, tmp_path):
+    out = tmp_path / "out.txt"
+    runs = [make_run(store, "record", out=str(out)) for _ in range(3)]
+    agent = Agent(store, hostname_label=False, poll_interval=0.05)
+
+    assert wait_until_finished(agent, store, runs) == ["Success"] * 3
+    assert sorted(out.read_text().split()) == sorted(map(str, runs))
+
+
+def test_the_run_config_gives_the_child_its_env_and_working_directory(store, tmp_path):
+    run = make_run(store, "where")
+    agent = Agent(store, hostname_label=False)
+    assert wait_until_finished(agent, store, [run]) == ["Success"]
+    task_run = next(t for t in store.task_runs(run) if t["task_slug"] == "where-1")
+    from orchestrator.results import PackedResult
+
+    value = PackedResult(tmp_path).read(task_run["result_location"])
+    assert value == ("from-run-config", os.environ["ORCH_TEST_WORKDIR"])
+
+
+@pytest.mark.parametrize("how, words", [
+    ("kill", "killed by signal 9 (SIGKILL), likely out of memory"),
+    ("exit", "exited with code 3"),
+])
+def test_a_child_that_dies_fails_its_run_and_says_why(store, how, words):
+    run = make_run(store, "crash", how=how)
+    agent = Agent(store, hostname_label=False)
+
+    assert wait_until_finished(agent, store, [run]) == ["Failed"]
+    message = store.get_flow_run(run)["message"]
+    assert words in message
+    assert "about to go down" in message  # the last lines of its stderr
+
+
+def test_limit_caps_how_many_runs_an_agent_runs_at_once(store, tmp_path):
+    out = tmp_path / "naps.txt"
+    runs = [make_run(store, "nap", out=str(out)) for _ in range(3)]
+    agent = Agent(store, hostname_label=False, limit=1)
+
+    assert wait_until_finished(agent, store, runs) == ["Success"] * 3
+    events = sorted((float(t), kind) for kind, t in
+                    (line.split() for line in out.read_text().splitlines()))
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert peak == 1
+
+
+def test_four_agent_processes_run_each_of_300_runs_exactly_once(store, home, tmp_path):
+    out = tmp_path / "executions.txt"
+    runs = [make_run(store, "record", out=str(out)) for _ in range(300)]
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "agent", "--no-hostname-label",
+         "--poll-interval", "0.05", "--limit", "4", "--name", f"agent-{i}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            done = store.list_flow_runs(state=["Success", "Failed"], limit=1000)
+            if len(done) == len(runs):
+                break
+            time.sleep(0.5)
+    finally:
+        for a in agents:
+            a.send_signal(signal.SIGTERM)
+        outputs = [a.communicate(timeout=60) for a in agents]
+    states = [store.get_flow_run(r)["state"] for r in runs]
+    assert states == ["Success"] * len(runs)
+    executions = out.read_text().split()
+    assert sorted(executions) == sorted(map(str, runs))  # each exactly once
+    claimers = {store.get_flow_run(r)["agent"] for r in runs}
+    assert len(claimers) > 1  # the agents really competed
+    for stdout, stderr in outputs:
+        assert "database is locked" not in stdout + stderr
+    for path in (home / "logs").glob("*.stderr"):
+        assert "database is locked" not in path.read_text()
