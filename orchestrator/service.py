@@ -48,9 +48,12 @@ def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
     all_labels = sorted(set(run_config.labels) | set(storage.labels) | set(labels or ()))
     project = store.get_project(project_name)["name"]
     run_config_ref = run_config.to_ref()
+    schedule_ref = flow.schedule.to_ref() if flow.schedule is not None else None
+    settings = flow.service_settings()
     identity = hashlib.sha256(json.dumps({
         "flow": idempotency_key or flow_fingerprint(flow),
         "storage": storage.to_ref(), "labels": all_labels, "run_config": run_config_ref,
+        "schedule": schedule_ref, "settings": settings,
     }, sort_keys=True, default=str).encode()).hexdigest()
     try:
         current = store.get_flow(flow.name, project=project)
@@ -63,7 +66,7 @@ def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
     return store.register_flow(
         project, flow.name, fingerprint=identity, storage=storage.to_ref(),
         parameters=parameter_specs(flow), labels=all_labels, run_config=run_config_ref,
-        schedule=None, settings={}, version=version)
+        schedule=schedule_ref, settings=settings, version=version)
 
 
 def check_run_parameters(flow_record, parameters):

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from orchestrator.store import Conflict, NotFound, Store, StoreError
-from orchestrator.store.db import open_database
+from orchestrator.store.db import MIGRATIONS, open_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,7 +47,7 @@ def test_migrations_run_once_and_reopening_keeps_the_data(home, store, flow_id):
     again = Store.open(url=store.url)
     assert again.get_flow("daily")["id"] == flow_id
     versions = again.db.execute_sql("SELECT version FROM schema_version").fetchall()
-    assert versions == [(1,), (2,)]
+    assert versions == [(v,) for v, _ in MIGRATIONS]
 
 
 def test_creating_a_project_twice_returns_the_existing_one(store):
@@ -246,3 +246,26 @@ def test_hot_queries_use_an_index(sqlite_store, name):
                or (part.startswith("SCAN") and "USING" not in part and not ordered_walk)]
         assert not bad, f"{name}: {sql}\n  plan: {detail}"
     raw.close()
+
+
+def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(home):
+    """Migrations bring an old database to the schema a new one gets."""
+    import peewee as pw
+
+    from orchestrator.store import models
+
+    path = home / "orchestrator.db"
+    old = pw.SqliteDatabase(str(path))
+    with old.bind_ctx(models.INITIAL_MODELS):
+        old.create_tables(models.INITIAL_MODELS)
+        models.SchemaVersion.create(version=1, applied=0)
+    old.execute_sql('ALTER TABLE "flow" DROP COLUMN "schedule_active"')
+    old.execute_sql('ALTER TABLE "flow_run" DROP COLUMN "restarts"')
+    old.execute_sql("DROP INDEX flow_run_flow_id_auto_scheduled_state_scheduled_start_time")
+    old.close()
+
+    store = Store.open()
+    upgraded = {t: {c.name for c in store.db.get_columns(t)} for t in store.db.get_tables()}
+    fresh = Store.open(home=home / "fresh")
+    expected = {t: {c.name for c in fresh.db.get_columns(t)} for t in fresh.db.get_tables()}
+    assert upgraded == expected

@@ -22,6 +22,22 @@ __all__ = ["Flow"]
 
 _building = contextvars.ContextVar("orchestrator_building_flow", default=None)
 
+LATE_RUN_POLICIES = ("run_all", "run_latest", "skip")
+
+
+def _seconds_or_none(value, flow_name, what):
+    import datetime as _dt
+
+    if value is None:
+        return None
+    if isinstance(value, _dt.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise FlowValidationError(
+            f"Flow {flow_name!r}: {what}={value!r} must be a duration (seconds or a "
+            "datetime.timedelta) >= 0, or None")
+    return float(value)
+
 
 class Flow:
     """A named graph of tasks. Build it in a `with` block or with `add_edge`."""
@@ -29,11 +45,32 @@ class Flow:
     def __init__(self, name, schedule=None, executor=None, run_config=None,
                  storage=None, tasks=None, edges=None, reference_tasks=None,
                  state_handlers=None, on_failure=None, validate=None, result=None,
-                 terminal_state_handler=None):
+                 terminal_state_handler=None, late_runs="run_all", max_lateness=None,
+                 max_concurrent_runs=None, heartbeat=True, max_restarts=0):
         if not isinstance(name, str) or not name.strip():
             raise FlowValidationError(f"A flow needs a non-empty name, got {name!r}")
         self.name = name
         self.schedule = schedule
+        # How the services treat this flow's runs (see `orchestrator up`).
+        if late_runs not in LATE_RUN_POLICIES:
+            raise FlowValidationError(
+                f"Flow {name!r}: late_runs={late_runs!r} is not a policy; use one of "
+                f"{', '.join(LATE_RUN_POLICIES)}")
+        self.late_runs = late_runs
+        self.max_lateness = _seconds_or_none(max_lateness, name, "max_lateness")
+        if max_concurrent_runs is not None and (
+                isinstance(max_concurrent_runs, bool) or not isinstance(max_concurrent_runs, int)
+                or max_concurrent_runs < 1):
+            raise FlowValidationError(
+                f"Flow {name!r}: max_concurrent_runs={max_concurrent_runs!r} must be a "
+                "positive whole number, or None for no limit")
+        self.max_concurrent_runs = max_concurrent_runs
+        self.heartbeat = bool(heartbeat)
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) \
+                or max_restarts < 0:
+            raise FlowValidationError(
+                f"Flow {name!r}: max_restarts={max_restarts!r} must be a whole number >= 0")
+        self.max_restarts = max_restarts
         self.executor = executor
         self.run_config = run_config
         self.storage = storage
@@ -390,6 +427,12 @@ class Flow:
         params.update(kwargs)
         return run_flow(self, parameters=params, executor=executor, context=context,
                         task_states=task_states)
+
+    def service_settings(self):
+        """The settings the services read, as recorded at registration."""
+        return {"late_runs": self.late_runs, "max_lateness": self.max_lateness,
+                "max_concurrent_runs": self.max_concurrent_runs,
+                "heartbeat": self.heartbeat, "max_restarts": self.max_restarts}
 
     def register(self, project_name, labels=None, idempotency_key=None):
         """Register this flow in the local store; returns its version number.

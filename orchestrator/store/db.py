@@ -17,6 +17,8 @@ from pathlib import Path
 import filelock
 import peewee as pw
 from playhouse.db_url import connect as connect_url
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
+from playhouse.migrate import migrate as migrate_columns
 
 from ..config import home_dir
 from . import models
@@ -126,6 +128,8 @@ def _connect(home, url):
 
 # -- migrations ---------------------------------------------------------------
 def _create_initial_tables(db):
+    # Only for databases made by schema version 1; new databases get the
+    # current schema at once (see migrate()).
     db.create_tables(models.INITIAL_MODELS)
 
 
@@ -133,9 +137,22 @@ def _add_agents(db):
     db.create_tables([models.Agent])
 
 
+def _add_scheduling_and_limits(db):
+    migrator = (PostgresqlMigrator(db) if isinstance(db, pw.PostgresqlDatabase)
+                else SqliteMigrator(db))
+    migrate_columns(
+        migrator.add_column("flow", "schedule_active", models.Flow.schedule_active),
+        migrator.add_column("flow_run", "restarts", models.FlowRun.restarts),
+        migrator.add_index("flow_run", ("flow_id", "auto_scheduled", "state",
+                                        "scheduled_start_time"), False),
+    )
+    db.create_tables([models.ConcurrencyLimit, models.TaskSlot])
+
+
 MIGRATIONS = [
     (1, _create_initial_tables),
     (2, _add_agents),
+    (3, _add_scheduling_and_limits),
 ]
 
 
@@ -161,6 +178,13 @@ def migrate(db):
             f"The database has schema version {current}, newer than this orchestrator "
             f"knows ({latest}); upgrade orchestrator."
         )
+    if current == 0:
+        # A new database: the current schema at once, every migration applied.
+        with db.atomic():
+            db.create_tables(models.ALL_MODELS)
+            for version, _ in MIGRATIONS:
+                models.SchemaVersion.create(version=version, applied=time.time())
+        return
     for version, step in MIGRATIONS:
         if version <= current:
             continue

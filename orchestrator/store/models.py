@@ -50,6 +50,7 @@ class Flow(BaseModel):
     labels = JSONField()
     settings = JSONField()
     archived = pw.BooleanField(default=False)
+    schedule_active = pw.BooleanField(default=True)
     created = pw.DoubleField()
 
     class Meta:
@@ -75,6 +76,7 @@ class FlowRun(BaseModel):
     pid = pw.IntegerField(null=True)
     idempotency_key = pw.CharField(null=True, unique=True)
     auto_scheduled = pw.BooleanField(default=False)
+    restarts = pw.IntegerField(default=0)
     created = pw.DoubleField()
     updated = pw.DoubleField()
 
@@ -83,6 +85,7 @@ class FlowRun(BaseModel):
             (("state", "scheduled_start_time"), False),
             (("state", "id"), False),
             (("flow", "id"), False),
+            (("flow", "auto_scheduled", "state", "scheduled_start_time"), False),
         )
 
 
@@ -143,5 +146,30 @@ class Agent(BaseModel):
     last_seen = pw.DoubleField()
 
 
+class ConcurrencyLimit(BaseModel):
+    """At most `limit` runs with `label` (kind 'label') or task runs with tag
+    `label` (kind 'tag') at once."""
+
+    kind = pw.CharField()
+    label = pw.CharField()
+    limit = pw.IntegerField()
+    updated = pw.DoubleField()
+
+    class Meta:
+        indexes = ((("kind", "label"), True),)
+
+
+class TaskSlot(BaseModel):
+    """A task run holding a slot of a tag's concurrency limit."""
+
+    tag = pw.CharField()
+    flow_run = pw.ForeignKeyField(FlowRun, on_delete="CASCADE")
+    holder = pw.CharField()
+    acquired = pw.DoubleField()
+
+    class Meta:
+        indexes = ((("tag", "holder"), True), (("flow_run",), False))
+
+
 INITIAL_MODELS = [SchemaVersion, Project, Flow, FlowRun, TaskRun, StateEvent, Log, Secret]
-ALL_MODELS = INITIAL_MODELS + [Agent]
+ALL_MODELS = INITIAL_MODELS + [Agent, ConcurrencyLimit, TaskSlot]

@@ -17,6 +17,7 @@ import peewee as pw
 from . import models as m
 from .db import database_url, open_database
 from .errors import Conflict, NotFound, StoreError
+from .scheduling import SchedulingQueries
 
 TERMINAL_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
                    "TriggerFailed", "Cached")
@@ -40,7 +41,7 @@ def _run_row(row):
     return row
 
 
-class Store:
+class Store(SchedulingQueries):
     """Facade over the database. Create one per process with `Store.open()`."""
 
     def __init__(self, db, url=None):
