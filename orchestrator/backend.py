@@ -142,6 +142,32 @@ class StoreReporter(Reporter):
                            "message": message, "time": when})
 
 
+class Heartbeat:
+    """Records every `interval` seconds that the run is alive, from a thread of
+    its own, so a run stuck in one long task still shows it is there."""
+
+    def __init__(self, store, run_id, interval):
+        self.store = store
+        self.run_id = run_id
+        self.interval = float(interval)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"orchestrator-heartbeat-{run_id}")
+        self._thread.start()
+
+    def _beat(self):
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.heartbeat(self.run_id)
+            except Exception:  # a missed beat is not worth failing the run
+                logger.warning("Heartbeat of run %s could not be recorded", self.run_id,
+                               exc_info=True)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+
+
 class StoreLogHandler(logging.Handler):
     """Sends the run's log records to the reporter; hides secret values."""
 
@@ -221,6 +247,9 @@ def execute_flow_run(store, run_id, load_flow):
         return "Failed"
     config = load_config()
     run_logging.ensure_logging()
+    heartbeat = None
+    if flow_record["settings"].get("heartbeat", True):
+        heartbeat = Heartbeat(store, run_id, config["services"]["heartbeat_interval"])
     reporter = StoreReporter(store, run_id)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [
@@ -246,6 +275,8 @@ def execute_flow_run(store, run_id, load_flow):
         reporter.flush()
     finally:
         PackedResult.flush_all()
+        if heartbeat is not None:
+            heartbeat.stop()
         for lg in loggers:
             lg.removeHandler(handler)
         reporter.close()

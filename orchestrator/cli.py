@@ -507,6 +507,127 @@ def secret_delete(name):
 
 
 @main.command()
+@click.argument("run_id")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(0, 86400), default=None,
+              help="Wait up to this many seconds for the run to end Cancelled.")
+def cancel(run_id, wait_seconds):
+    """Cancel a flow run: at once if it has not started, else its process is stopped."""
+    from .store import TERMINAL_STATES
+
+    store = _open_store()
+    try:
+        run = store.get_flow_run(run_id)
+        state = store.request_cancel(run["id"])
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    if state in TERMINAL_STATES and state != "Cancelled":
+        raise UserError(f"Flow run {run['id']} already finished: {state}; nothing to cancel")
+    deadline = time.monotonic() + (wait_seconds or 0)
+    while state == "Cancelling" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        state = store.get_flow_run(run["id"])["state"]
+    if state == "Cancelling":
+        click.echo(f"Flow run {run['id']} is Cancelling: its agent stops the process "
+                   "(SIGTERM, then SIGKILL after a grace period).")
+    else:
+        click.echo(f"Flow run {run['id']} is {state}.")
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True)
+def explain(run_id, as_json):
+    """Say why a flow run has not started (or what it is doing)."""
+    from .explain import explain_flow_run
+
+    store = _open_store()
+    try:
+        reasons = explain_flow_run(store, run_id)
+        run = store.get_flow_run(run_id)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        _echo_json({"id": run["id"], "state": run["state"], "reasons": reasons})
+        return
+    click.echo(f"Flow run {run['id']} ({run['name']}) is {run['state']}.")
+    for reason in reasons:
+        click.echo(f"- {reason}")
+
+
+@main.group()
+def concurrency():
+    """Limits on how many runs with a label run at once."""
+
+
+@concurrency.command("set")
+@click.argument("label")
+@click.argument("limit", type=int)
+def concurrency_set(label, limit):
+    """At most LIMIT runs with LABEL at once (0 holds them all)."""
+    try:
+        _open_store().set_concurrency_limit(label, limit)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"At most {limit} runs with label {label!r} run at once.")
+
+
+@concurrency.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def concurrency_list(as_json):
+    """List label limits and the runs holding them."""
+    store = _open_store()
+    rows = [{"label": label, "limit": limit,
+             "running": ", ".join(map(str, store.limit_holders(label=label)))}
+            for label, limit in sorted(store.concurrency_limits("label").items())]
+    if as_json:
+        _echo_json(rows)
+        return
+    _table(rows, [("LABEL", "label"), ("LIMIT", "limit"), ("RUNNING", "running")])
+    if not rows:
+        click.echo("No concurrency limits.")
+
+
+@concurrency.command("delete")
+@click.argument("label")
+def concurrency_delete(label):
+    """Remove the limit of LABEL."""
+    try:
+        _open_store().delete_concurrency_limit(label)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(f"Removed the limit of label {label!r}.")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=4200, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--expose", is_flag=True, help="Listen on every interface (0.0.0.0).")
+@click.option("--label", "labels", multiple=True, help="Agent label. Repeatable.")
+@click.option("--no-hostname-label", is_flag=True, help="No host-name label on the agent.")
+@click.option("--limit", type=click.IntRange(1, 10000), default=None,
+              help="At most this many runs at once.")
+@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=1.0,
+              show_default=True, help="Seconds between the agent's looks for runs.")
+@click.option("--grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+              help="On SIGINT/SIGTERM, seconds to wait for running flow runs.")
+def up(host, port, expose, labels, no_hostname_label, limit, poll_interval, grace):
+    """Run everything in one process: API, scheduler, agent and reaper."""
+    from .up import Up
+
+    if expose:
+        host = "0.0.0.0"
+    store = _open_store()
+    try:
+        service = Up(store, host=host, port=port, labels=list(labels),
+                     hostname_label=not no_hostname_label, limit=limit,
+                     poll_interval=poll_interval, grace=grace)
+    except (OrchestratorError, OSError) as exc:
+        raise UserError(f"Cannot start: {exc}") from None
+    service.serve()
+
+
+@main.command()
 @click.option("--label", "labels", multiple=True, help="A label of runs to take. Repeatable.")
 @click.option("--no-hostname-label", is_flag=True,
               help="Do not add this host's name to the agent's labels.")

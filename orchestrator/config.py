@@ -39,6 +39,11 @@ DEFAULTS = {
     "flows": {
         "checkpointing": False,
     },
+    "services": {
+        "heartbeat_interval": 5.0,
+        "heartbeat_timeout": 60.0,
+        "cancel_grace": 10.0,
+    },
 }
 
 # Switches; `flows.use_local_secrets` may also be left unset (None): it then

@@ -46,13 +46,14 @@ def describe_exit(returncode):
 
 
 class _Child:
-    __slots__ = ("run_id", "process", "stderr_path", "started")
+    __slots__ = ("run_id", "process", "stderr_path", "started", "term_sent")
 
     def __init__(self, run_id, process, stderr_path):
         self.run_id = run_id
         self.process = process
         self.stderr_path = stderr_path
         self.started = time.time()
+        self.term_sent = None
 
 
 class Agent:
@@ -60,7 +61,7 @@ class Agent:
     host name unless `hostname_label=False`); `limit` caps concurrent runs."""
 
     def __init__(self, store, name=None, labels=(), hostname_label=True, limit=None,
-                 poll_interval=1.0, python=None):
+                 poll_interval=1.0, python=None, cancel_grace=10.0):
         if isinstance(labels, str):
             labels = [labels]
         labels = set(labels)
@@ -73,6 +74,7 @@ class Agent:
         self.labels = sorted(labels)
         self.limit = limit
         self.poll_interval = poll_interval
+        self.cancel_grace = cancel_grace
         self.python = python or sys.executable
         self.children = {}
         self.wake = threading.Event()
@@ -89,6 +91,7 @@ class Agent:
                                       os.getpid(), self.limit)
             self._registered = True
         self.reap()
+        self.stop_cancelled()
         free = (self.limit - len(self.children)) if self.limit else 50
         started = []
         if free > 0:
@@ -132,6 +135,21 @@ class Agent:
         self.children[run_id] = _Child(run_id, process, stderr_path)
         logger.info("Agent %s: started flow run %s (pid %s)", self.name, run_id, process.pid)
 
+    def stop_cancelled(self):
+        """SIGTERM the process group of each run asked to cancel; SIGKILL it
+        after the grace period. `reap` then records it Cancelled."""
+        for run_id, child in list(self.children.items()):
+            if child.process.poll() is not None:
+                continue
+            if child.term_sent is None:
+                if self.store.get_flow_run(run_id)["state"] != "Cancelling":
+                    continue
+                child.term_sent = time.monotonic()
+                _signal_group(child.process, signal.SIGTERM)
+                logger.info("Agent %s: cancelling flow run %s", self.name, run_id)
+            elif time.monotonic() - child.term_sent > self.cancel_grace:
+                _signal_group(child.process, signal.SIGKILL)
+
     def reap(self):
         """Collect children that ended; fail runs they left unfinished."""
         for run_id, child in list(self.children.items()):
@@ -141,6 +159,11 @@ class Agent:
             del self.children[run_id]
             state = self.store.get_flow_run(run_id)["state"]
             if state in TERMINAL_STATES or state in ("Scheduled", "Paused"):
+                continue
+            if state == "Cancelling" or child.term_sent is not None:
+                self.store.set_flow_run_state(
+                    run_id, "Cancelled", f"Cancelled on request; its process "
+                    f"{describe_exit(returncode)}.", end=True)
                 continue
             message = (f"Flow run process {describe_exit(returncode)} before recording "
                        f"a final state.{_tail(child.stderr_path)}")
@@ -156,6 +179,14 @@ class Agent:
             time.sleep(0.1)
         self.reap()
         return list(self.children)
+
+
+def _signal_group(process, signum):
+    """Signal the run's whole process group: the run and any child it started."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _tail(path, lines=STDERR_TAIL_LINES):

@@ -27,7 +27,7 @@ _RUN_FIELDS = (
     m.FlowRun.labels, m.FlowRun.state, m.FlowRun.message,
     m.FlowRun.scheduled_start_time, m.FlowRun.start_time, m.FlowRun.end_time,
     m.FlowRun.heartbeat, m.FlowRun.agent, m.FlowRun.pid, m.FlowRun.idempotency_key,
-    m.FlowRun.auto_scheduled, m.FlowRun.created, m.FlowRun.updated,
+    m.FlowRun.auto_scheduled, m.FlowRun.restarts, m.FlowRun.created, m.FlowRun.updated,
     m.Flow.name.alias("flow_name"), m.Flow.version.alias("flow_version"),
     m.Project.name.alias("project"),
 )
@@ -260,6 +260,30 @@ class Store(SchedulingQueries):
                                     time=now)
         return changed
 
+    def request_cancel(self, run_id):
+        """Cancel a run: at once if it has no process yet, else ask its agent
+        (state Cancelling). Returns the state it is in afterwards."""
+        now = time.time()
+        with self.db.atomic():
+            row = m.FlowRun.select(m.FlowRun.state).where(m.FlowRun.id == run_id).first()
+            if row is None:
+                raise NotFound(f"No flow run with id {run_id}; list runs with: "
+                               "orchestrator runs")
+            state = row.state
+            if state in TERMINAL_STATES or state == "Cancelling":
+                return state
+            new = "Cancelling" if state == "Running" else "Cancelled"
+            message = ("Cancel requested; stopping its process" if new == "Cancelling"
+                       else "Cancelled before it started")
+            values = {"state": new, "message": message, "updated": now}
+            if new == "Cancelled":
+                values["end_time"] = now
+            if m.FlowRun.update(**values).where(
+                    (m.FlowRun.id == run_id) & (m.FlowRun.state == state)).execute() != 1:
+                return self.request_cancel(run_id)  # it moved on meanwhile: decide again
+            m.StateEvent.create(flow_run=run_id, state=new, message=message, time=now)
+        return new
+
     def rename_flow_run(self, run_id, name):
         name = _check_name(name, "run")
         with self.db.atomic():
@@ -270,6 +294,36 @@ class Store(SchedulingQueries):
     def state_events(self, run_id):
         return list(m.StateEvent.select().where(m.StateEvent.flow_run == run_id)
                     .order_by(m.StateEvent.id).dicts())
+
+    # -- liveness -----------------------------------------------------------------
+    def heartbeat(self, run_id):
+        """Record that run `run_id` is alive; returns its state (to notice a cancel)."""
+        with self.db.atomic():
+            m.FlowRun.update(heartbeat=time.time()).where(
+                (m.FlowRun.id == run_id) & m.FlowRun.state.in_(["Running", "Cancelling"])
+            ).execute()
+            row = m.FlowRun.select(m.FlowRun.state).where(m.FlowRun.id == run_id).first()
+        return row.state if row else None
+
+    def active_runs(self, states=("Submitted", "Running", "Cancelling")):
+        """Runs that hold a process or a claim (indexed by state)."""
+        return [_run_row(r) for r in self._runs().where(m.FlowRun.state.in_(list(states)))
+                .order_by(m.FlowRun.id).dicts()]
+
+    def requeue_flow_run(self, run_id, message):
+        """Put a run that lost its process back to Scheduled (a restart)."""
+        now = time.time()
+        with self.db.atomic():
+            changed = m.FlowRun.update(
+                state="Scheduled", message=message, updated=now, pid=None, agent=None,
+                heartbeat=None, restarts=m.FlowRun.restarts + 1,
+                scheduled_start_time=now).where(
+                (m.FlowRun.id == run_id) & m.FlowRun.state.not_in(TERMINAL_STATES)
+            ).execute() == 1
+            if changed:
+                m.StateEvent.create(flow_run=run_id, state="Scheduled", message=message,
+                                    time=now)
+        return changed
 
     # -- agents and claims ------------------------------------------------------
     def register_agent(self, name, labels, host, pid, limit=None):
@@ -304,13 +358,15 @@ class Store(SchedulingQueries):
         # Read the candidates completely before writing: a claim begun while
         # this connection still holds the SELECT's read snapshot is refused at
         # once (a stale snapshot) instead of waiting for the lock.
-        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels)
+        label_limits = self.concurrency_limits("label")
+        flow_limits = {}
+        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow)
                           .where((m.FlowRun.state == "Scheduled")
                                  & (m.FlowRun.scheduled_start_time <= now))
                           .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
                           .limit(scan).tuples())
         claimed = []
-        for run_id, run_labels in candidates:
+        for run_id, run_labels, flow_id in candidates:
             if len(claimed) >= limit:
                 break
             run_labels = set(m.JSONField().python_value(run_labels)
@@ -319,7 +375,16 @@ class Store(SchedulingQueries):
                 continue
             if not run_labels and agent_labels:
                 continue
+            if flow_id not in flow_limits:
+                settings = m.Flow.select(m.Flow.settings).where(m.Flow.id == flow_id).scalar()
+                settings = m.JSONField().python_value(settings) if isinstance(
+                    settings, str) else (settings or {})
+                flow_limits[flow_id] = settings.get("max_concurrent_runs")
+            limited = flow_limits[flow_id] or any(l in label_limits for l in run_labels)
             with self.db.atomic():
+                if limited and self._limit_full(flow_id, flow_limits[flow_id], run_labels,
+                                                label_limits):
+                    continue
                 won = (m.FlowRun.update(state="Submitted", agent=agent, updated=time.time(),
                                         message=f"Submitted to agent {agent}")
                        .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
@@ -330,6 +395,55 @@ class Store(SchedulingQueries):
             if won:
                 claimed.append(run_id)
         return claimed
+
+    ACTIVE_STATES = ("Submitted", "Running", "Cancelling")
+
+    def _active_rows(self):
+        return [(fid, m.JSONField().python_value(labels) if isinstance(labels, str) else labels,
+                 rid) for rid, fid, labels in
+                m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow, m.FlowRun.labels)
+                .where(m.FlowRun.state.in_(list(self.ACTIVE_STATES))).tuples()]
+
+    def _limit_full(self, flow_id, flow_limit, run_labels, label_limits):
+        """Inside the claim's transaction: would this run exceed a limit?"""
+        active = self._active_rows()
+        if flow_limit and sum(1 for fid, _, _ in active if fid == flow_id) >= flow_limit:
+            return True
+        for label in run_labels:
+            if label in label_limits and sum(
+                    1 for _, labels, _ in active if label in labels) >= label_limits[label]:
+                return True
+        return False
+
+    def limit_holders(self, flow_id=None, label=None):
+        """Ids of active runs counting against a flow's or a label's limit."""
+        return [rid for fid, labels, rid in self._active_rows()
+                if (flow_id is not None and fid == flow_id)
+                or (label is not None and label in labels)]
+
+    def set_concurrency_limit(self, label, limit, kind="label"):
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise StoreError(f"Concurrency limit {limit!r} for {label!r} must be a whole "
+                             "number >= 0 (0 holds every run with the label)")
+        label = _check_name(label, "label")
+        with self.db.atomic():
+            (m.ConcurrencyLimit.insert(kind=kind, label=label, limit=limit, updated=time.time())
+             .on_conflict(conflict_target=[m.ConcurrencyLimit.kind, m.ConcurrencyLimit.label],
+                          update={m.ConcurrencyLimit.limit: limit,
+                                  m.ConcurrencyLimit.updated: time.time()})
+             .execute())
+
+    def delete_concurrency_limit(self, label, kind="label"):
+        with self.db.atomic():
+            if m.ConcurrencyLimit.delete().where(
+                    (m.ConcurrencyLimit.kind == kind)
+                    & (m.ConcurrencyLimit.label == label)).execute() != 1:
+                known = list(self.concurrency_limits(kind))
+                raise NotFound.named("concurrency limit", label, known)
+
+    def concurrency_limits(self, kind="label"):
+        return {r.label: r.limit for r in m.ConcurrencyLimit.select().where(
+            m.ConcurrencyLimit.kind == kind)}
 
     # -- task runs ------------------------------------------------------------
     _TASK_COLUMNS = ("task_slug", "task_name", "map_index", "state", "message",

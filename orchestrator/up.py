@@ -1,0 +1,151 @@
+"""`orchestrator up`: the API, scheduler, agent and reaper in one process.
+
+The main thread serves the WSGI app with waitress; the agent loops in a
+thread of its own; a service thread drives the reaper and the scheduler with
+a `schedule.Scheduler`. SIGINT or SIGTERM stop claiming runs, wait for
+running ones up to a grace period, and leave every run in a truthful state.
+"""
+
+import datetime as _dt
+import logging
+import signal
+import threading
+import time
+
+import schedule
+import waitress
+
+from .api import create_app
+from .config import home_dir, load_config
+from .services.agent import Agent
+from .services.reaper import Reaper
+
+logger = logging.getLogger(__name__)
+
+REAPER_EVERY = 5
+SCHEDULER_EVERY = 5
+
+
+class Up:
+    def __init__(self, store, host="127.0.0.1", port=4200, labels=(), hostname_label=True,
+                 limit=None, poll_interval=1.0, grace=30.0):
+        config = load_config()["services"]
+        self.store = store
+        self.grace = grace
+        self.agent = Agent(store, labels=labels, hostname_label=hostname_label, limit=limit,
+                           poll_interval=poll_interval, cancel_grace=config["cancel_grace"])
+        self.reaper = Reaper(store, heartbeat_timeout=config["heartbeat_timeout"])
+        self.scheduler = _make_scheduler(store)
+        self.stopping = threading.Event()
+        self.started = time.time()
+        self.ticks = {}
+        self.server = waitress.create_server(create_app(self.status), host=host, port=port,
+                                             threads=4, clear_untrusted_proxy_headers=True)
+        self.url = f"http://{host}:{self.server.effective_port}"
+
+    def status(self):
+        def tick(name):
+            when = self.ticks.get(name)
+            return {"alive": when is not None and time.time() - when < 60,
+                    "last_tick": _iso(when)}
+
+        return {
+            "status": "stopping" if self.stopping.is_set() else "ok",
+            "database": _safe_url(self.store.url), "started": _iso(self.started),
+            "agent": dict(tick("agent"), name=self.agent.name, labels=self.agent.labels,
+                          running=len(self.agent.children)),
+            "scheduler": dict(tick("scheduler"), leader=bool(self.scheduler and
+                                                             self.scheduler.is_leader()))
+            if self.scheduler else {"alive": False, "reason": "not available"},
+            "reaper": tick("reaper"),
+        }
+
+    def serve(self):
+        home = home_dir()
+        print(f"orchestrator up: database {_safe_url(self.store.url)}\n"
+              f"  flows:   {home / 'flows'}\n  results: {home / 'results'}\n"
+              f"  logs:    {home / 'logs'} (and `orchestrator logs RUN`)\n"
+              f"  agent:   {self.agent.name}, labels {', '.join(self.agent.labels) or 'none'}\n"
+              f"  API:     {self.url}/api/health\n"
+              "Stop with Ctrl-C.", flush=True)
+        self._tick("reaper", self.reaper.run_once)  # runs a crash left behind, at once
+        signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGTERM, self._request_stop)
+        threads = [threading.Thread(target=self._agent_loop, name="orchestrator-agent",
+                                    daemon=True),
+                   threading.Thread(target=self._service_loop, name="orchestrator-services",
+                                    daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            try:
+                self.server.run()
+            except OSError:
+                # Closing the listening socket from the signal handler ends
+                # waitress's select() with EBADF: that is the requested stop.
+                if not self.stopping.is_set():
+                    raise
+        finally:
+            self.stopping.set()
+            self.agent.wake.set()
+            for thread in threads:
+                thread.join(10)
+            left = self.agent.stop(self.grace)
+            print("orchestrator up: stopped" + (
+                f"; runs still going on in their own processes: {', '.join(map(str, left))}"
+                if left else "."), flush=True)
+
+    def _request_stop(self, signum, frame):
+        self.stopping.set()
+        self.agent.wake.set()
+        self.server.close()
+
+    def _agent_loop(self):
+        while not self.stopping.is_set():
+            self._tick("agent", self.agent.run_once)
+            self.agent.wake.wait(self.agent.poll_interval)
+            self.agent.wake.clear()
+
+    def _service_loop(self):
+        jobs = schedule.Scheduler()
+        jobs.every(REAPER_EVERY).seconds.do(self._tick, "reaper", self.reaper.run_once)
+        if self.scheduler is not None:
+            jobs.every(SCHEDULER_EVERY).seconds.do(self._tick, "scheduler",
+                                                   self._schedule_once)
+            self._tick("scheduler", self._schedule_once)
+        while not self.stopping.is_set():
+            jobs.run_pending()
+            self.stopping.wait(max(0.1, min(jobs.idle_seconds or 1.0, 1.0)))
+
+    def _schedule_once(self):
+        if self.scheduler.is_leader():
+            self.scheduler.run_once()
+
+    def _tick(self, name, step):
+        try:
+            step()
+            self.ticks[name] = time.time()
+        except Exception:  # a failed tick must not stop the service; say why
+            logger.exception("orchestrator up: the %s step failed; it runs again", name)
+
+
+def _make_scheduler(store):
+    try:
+        from .services.scheduler import Scheduler
+    except ImportError:
+        return None
+    return Scheduler(store)
+
+
+def _iso(epoch):
+    return None if epoch is None else _dt.datetime.fromtimestamp(
+        epoch, _dt.timezone.utc).isoformat()
+
+
+def _safe_url(url):
+    """A database URL without its password."""
+    if url and "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}"
+    return url
