@@ -44,10 +44,10 @@ def explain_flow_run(store, run_id, now=None):
                            "--no-hostname-label, or run the flow with --label.")
         else:
             matching.append(agent)
+    active = store.active_runs() if any(a["limit"] for a in matching) else []
     for agent in matching:
         if agent["limit"]:
-            busy = [rid for rid in store.limit_holders() if
-                    store.get_flow_run(rid)["agent"] == agent["name"]]
+            busy = [r["id"] for r in active if r["agent"] == agent["name"]]
             if len(busy) >= agent["limit"]:
                 reasons.append(f"Agent {agent['name']} is at its limit of {agent['limit']} "
                                f"runs (running: {', '.join(map(str, busy))}).")

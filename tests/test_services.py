@@ -1,0 +1,265 @@
+"""Reaper, cancellation, explain and concurrency limits, on a real store with
+real processes."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from orchestrator import service
+from orchestrator.explain import explain_flow_run
+from orchestrator.flow_files import load_flows_from_file
+from orchestrator.services.agent import Agent
+from orchestrator.services.reaper import NO_HEARTBEAT, Reaper
+from orchestrator.store import Store
+
+FLOWS = '''
+import os, subprocess, sys, time
+from orchestrator import Flow, Parameter, task
+from orchestrator.storage import Script
+
+@task
+def quick():
+    return 1
+
+@task
+def long_with_child(pidfile):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    with open(pidfile, "w") as fh:
+        fh.write(str(child.pid))
+    time.sleep(60)
+
+with Flow("quick", storage=Script(__file__)) as quick_flow:
+    quick()
+
+with Flow("limited", storage=Script(__file__), max_concurrent_runs=1, max_restarts=1) as lf:
+    quick()
+
+with Flow("long", storage=Script(__file__)) as long_flow:
+    long_with_child(Parameter("pidfile"))
+'''
+
+
+@pytest.fixture
+def store(home, tmp_path):
+    path = tmp_path / "service_flows.py"
+    path.write_text(FLOWS)
+    s = Store.open()
+    s.create_project("p")
+    for flow in load_flows_from_file(path).values():
+        service.register_flow(s, flow, "p")
+    yield s
+    s.close()
+
+
+def new_run(store, flow="quick", labels=(), **kwargs):
+    return service.create_flow_run(store, flow, labels=list(labels), **kwargs)["id"]
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- the reaper ----------------------------------------------------------------
+def test_a_running_run_whose_process_is_gone_is_failed_at_once_and_says_why(store):
+    run = new_run(store)
+    store.register_agent("a1", [], socket.gethostname(), os.getpid())
+    store.claim_runs("a1", [], 1)
+    store.set_flow_run_state(run, "Running", start=True, pid=dead_pid())
+
+    assert Reaper(store, heartbeat_timeout=3600).run_once() == [run]
+    stored = store.get_flow_run(run)
+    assert stored["state"] == "Failed"
+    assert stored["message"].startswith(NO_HEARTBEAT)
+    assert "is gone" in stored["message"]
+
+
+def test_a_run_with_an_old_heartbeat_is_failed_when_its_process_is_unknown(store):
+    run = new_run(store)
+    store.set_flow_run_state(run, "Running", start=True)  # started by hand: no agent
+    reaper = Reaper(store, heartbeat_timeout=60)
+
+    assert reaper.run_once(now=time.time() + 30) == []
+    assert reaper.run_once(now=time.time() + 120) == [run]
+    assert "the last heartbeat was" in store.get_flow_run(run)["message"]
+
+
+def test_a_heartbeat_keeps_a_run_alive(store):
+    run = new_run(store)
+    store.set_flow_run_state(run, "Running", start=True)
+    store.db.execute_sql("UPDATE flow_run SET heartbeat = ? WHERE id = ?",
+                         (time.time() + 100, run))
+    assert Reaper(store, heartbeat_timeout=60).run_once(now=time.time() + 120) == []
+
+
+def test_within_max_restarts_a_lost_run_is_scheduled_again_then_failed(store):
+    run = new_run(store, "limited")
+    store.register_agent("a1", [], socket.gethostname(), os.getpid())
+    reaper = Reaper(store, heartbeat_timeout=3600)
+    for expected in ("Scheduled", "Failed"):
+        assert store.claim_runs("a1", [], 1) == [run]
+        store.set_flow_run_state(run, "Running", start=True, pid=dead_pid())
+        reaper.run_once()
+        assert store.get_flow_run(run)["state"] == expected
+    assert store.get_flow_run(run)["restarts"] == 1
+
+
+def test_a_claimed_run_whose_agent_is_gone_is_failed(store):
+    run = new_run(store)
+    store.register_agent("gone", [], socket.gethostname(), dead_pid())
+    store.claim_runs("gone", [], 1)
+    Reaper(store).run_once()
+    assert "its agent gone" in store.get_flow_run(run)["message"]
+
+
+def test_the_reaper_never_touches_a_finished_run(store):
+    run = new_run(store)
+    store.set_flow_run_state(run, "Success", end=True)
+    assert Reaper(store, heartbeat_timeout=0).run_once(now=time.time() + 10**6) == []
+    assert store.get_flow_run(run)["state"] == "Success"
+
+
+# -- cancellation ----------------------------------------------------------------
+def test_cancelling_a_scheduled_run_ends_it_at_once(store):
+    run = new_run(store)
+    assert store.request_cancel(run) == "Cancelled"
+    assert store.claim_runs("a", [], 5) == []
+
+
+def test_cancelling_a_finished_run_changes_nothing(store):
+    run = new_run(store)
+    store.set_flow_run_state(run, "Success", end=True)
+    assert store.request_cancel(run) == "Success"
+
+
+def test_cancelling_a_running_run_stops_it_and_its_children(store, tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    run = new_run(store, "long", parameters={"pidfile": str(pidfile)})
+    agent = Agent(store, hostname_label=False, cancel_grace=1.0)
+    deadline = time.monotonic() + 20
+    while not pidfile.exists() and time.monotonic() < deadline:
+        agent.run_once()
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    assert store.get_flow_run(run)["state"] == "Running"
+
+    assert store.request_cancel(run) == "Cancelling"
+    while store.get_flow_run(run)["state"] == "Cancelling" and time.monotonic() < deadline:
+        agent.run_once()
+        time.sleep(0.05)
+
+    stored = store.get_flow_run(run)
+    assert stored["state"] == "Cancelled", stored
+    assert "Cancelled on request" in stored["message"]
+    for _ in range(40):  # the grandchild was in the run's process group
+        if not alive(grandchild):
+            break
+        time.sleep(0.05)
+    assert not alive(grandchild)
+
+
+def test_the_cancel_command_reports_what_happened(store, python):
+    run = new_run(store)
+    result = subprocess.run([python, "-m", "orchestrator", "cancel", str(run)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "is Cancelled" in result.stdout
+    again = subprocess.run([python, "-m", "orchestrator", "cancel", "999"],
+                           capture_output=True, text=True, timeout=30)
+    assert again.returncode == 2 and "No flow run with id 999" in again.stderr
+
+
+# -- concurrency limits ------------------------------------------------------------
+def test_a_flow_limit_lets_one_run_start_at_a_time(store):
+    first, second = new_run(store, "limited"), new_run(store, "limited")
+    assert store.claim_runs("a", [], 5) == [first]
+    assert store.claim_runs("a", [], 5) == []
+    store.set_flow_run_state(first, "Success", end=True)
+    assert store.claim_runs("a", [], 5) == [second]
+
+
+def test_a_label_limit_holds_runs_with_that_label_across_flows(store):
+    store.set_concurrency_limit("db", 1)
+    a = new_run(store, "quick", labels=["db"])
+    b = new_run(store, "limited", labels=["db"])
+    other = new_run(store, "quick", labels=["web"])
+    assert store.claim_runs("x", ["db", "web"], 5) == [a, other]
+    assert store.get_flow_run(b)["state"] == "Scheduled"
+    store.set_flow_run_state(a, "Failed", end=True)
+    assert store.claim_runs("x", ["db", "web"], 5) == [b]
+
+
+def test_a_label_limit_of_zero_holds_every_such_run(store):
+    store.set_concurrency_limit("frozen", 0)
+    new_run(store, labels=["frozen"])
+    assert store.claim_runs("x", ["frozen"], 5) == []
+
+
+def test_a_negative_limit_is_refused(store):
+    from orchestrator.store import StoreError
+
+    with pytest.raises(StoreError, match="whole number >= 0"):
+        store.set_concurrency_limit("db", -1)
+
+
+# -- explain -----------------------------------------------------------------------
+def test_explain_says_when_no_agent_is_running(store):
+    run = new_run(store, labels=["gpu"])
+    assert any("No agent is running" in r for r in explain_flow_run(store, run))
+
+
+def test_explain_shows_both_label_sets_when_they_do_not_match(store):
+    run = new_run(store, labels=["gpu"])
+    store.register_agent("cpu-box", ["cpu"], socket.gethostname(), os.getpid())
+    reasons = " ".join(explain_flow_run(store, run))
+    assert "['cpu']" in reasons and "['gpu']" in reasons and "lacks ['gpu']" in reasons
+
+
+def test_explain_says_a_run_without_labels_needs_an_agent_without_labels(store):
+    run = new_run(store)
+    store.register_agent("host-agent", ["vm"], socket.gethostname(), os.getpid())
+    assert any("--no-hostname-label" in r for r in explain_flow_run(store, run))
+
+
+def test_explain_says_when_a_run_is_scheduled_for_later(store):
+    run = new_run(store, scheduled_start_time=time.time() + 3600)
+    store.register_agent("a", [], socket.gethostname(), os.getpid())
+    assert any("scheduled for later" in r for r in explain_flow_run(store, run))
+
+
+def test_explain_names_the_runs_holding_a_full_limit(store):
+    store.set_concurrency_limit("db", 1)
+    holder = new_run(store, labels=["db"])
+    waiting = new_run(store, labels=["db"])
+    store.register_agent("a", ["db"], socket.gethostname(), os.getpid(), limit=5)
+    store.claim_runs("a", ["db"], 5)
+    reasons = " ".join(explain_flow_run(store, waiting))
+    assert f"Label 'db' allows 1 concurrent runs, and runs {holder} hold them" in reasons
+
+
+def test_explain_says_an_agent_is_at_its_limit(store):
+    running = new_run(store)
+    waiting = new_run(store)
+    store.register_agent("small", [], socket.gethostname(), os.getpid(), limit=1)
+    store.claim_runs("small", [], 1)
+    reasons = " ".join(explain_flow_run(store, waiting))
+    assert f"Agent small is at its limit of 1 runs (running: {running})" in reasons
+
+
+def test_explain_of_a_finished_run_says_it_will_not_start_again(store):
+    run = new_run(store)
+    store.set_flow_run_state(run, "Failed", "boom", end=True)
+    assert "will not start again" in explain_flow_run(store, run)[0]
