@@ -45,6 +45,8 @@ class StoreReporter(Reporter):
     def __init__(self, store, run_id):
         self.store = store
         self.run_id = run_id
+        self.tag_limits = store.concurrency_limits("tag")
+        self.limited_tags = frozenset(self.tag_limits)
         self._lock = threading.Lock()
         self._tasks = []
         self._logs = []
@@ -58,6 +60,22 @@ class StoreReporter(Reporter):
         self._thread = threading.Thread(target=self._write_loop, daemon=True,
                                         name=f"orchestrator-writer-{run_id}")
         self._thread.start()
+
+    def acquire_task_slots(self, tags, holder):
+        holder = f"{self.run_id}:{holder}"
+        limits = self.tag_limits
+        for tag in tags:
+            waited = 0.0
+            while not self.store.try_take_task_slot(tag, limits[tag], self.run_id, holder):
+                if waited == 0.0:
+                    logger.info("Waiting for a slot of tag %r (at most %d at once)", tag,
+                                limits[tag])
+                time.sleep(0.1)
+                waited += 0.1
+        return holder
+
+    def release_task_slots(self, token):
+        self.store.release_task_slots(token)
 
     # called from the run's threads: no I/O here
     def task_state(self, slug, task_name, map_index, state, run_count):

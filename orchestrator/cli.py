@@ -562,13 +562,18 @@ def concurrency():
 @concurrency.command("set")
 @click.argument("label")
 @click.argument("limit", type=int)
-def concurrency_set(label, limit):
+@click.option("--tag", is_flag=True,
+              help="LABEL is a task tag: at most LIMIT tasks with it run at once, across runs.")
+def concurrency_set(label, limit, tag):
     """At most LIMIT runs with LABEL at once (0 holds them all)."""
     try:
-        _open_store().set_concurrency_limit(label, limit)
+        _open_store().set_concurrency_limit(label, limit, kind="tag" if tag else "label")
     except OrchestratorError as exc:
         raise UserError(str(exc)) from None
-    click.echo(f"At most {limit} runs with label {label!r} run at once.")
+    if tag:
+        click.echo(f"At most {limit} tasks tagged {label!r} run at once.")
+    else:
+        click.echo(f"At most {limit} runs with label {label!r} run at once.")
 
 
 @concurrency.command("list")

@@ -263,3 +263,52 @@ def test_explain_of_a_finished_run_says_it_will_not_start_again(store):
     run = new_run(store)
     store.set_flow_run_state(run, "Failed", "boom", end=True)
     assert "will not start again" in explain_flow_run(store, run)[0]
+
+
+TAGGED = '''
+import time
+from orchestrator import Flow, Parameter, task, unmapped
+from orchestrator.executors import LocalDaskExecutor
+from orchestrator.storage import Script
+
+@task(tags=["db"])
+def query(i, out):
+    with open(out, "a") as fh:
+        fh.write(f"start {time.time()}\\n")
+    time.sleep(0.3)
+    with open(out, "a") as fh:
+        fh.write(f"end {time.time()}\\n")
+
+with Flow("tagged", storage=Script(__file__),
+          executor=LocalDaskExecutor("threads", num_workers=4)) as tagged_flow:
+    query.map([1, 2, 3], out=unmapped(Parameter("out")))
+'''
+
+
+def test_a_tag_limit_caps_tagged_tasks_across_runs(store, tmp_path, python):
+    flows = tmp_path / "tagged.py"
+    flows.write_text(TAGGED)
+    service.register_flow(store, load_flows_from_file(flows)["tagged"], "p")
+    out = tmp_path / "spans.txt"
+    set_limit = subprocess.run([python, "-m", "orchestrator", "concurrency", "set", "db", "2",
+                                "--tag"], capture_output=True, text=True, timeout=30)
+    assert set_limit.returncode == 0, set_limit.stderr
+    runs = [new_run(store, "tagged", parameters={"out": str(out)}) for _ in range(2)]
+
+    procs = [subprocess.Popen([python, "-m", "orchestrator", "execute", str(r)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for r in runs]
+    try:
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], errors
+    events = sorted((float(t), kind) for kind, t in
+                    (line.split() for line in out.read_text().splitlines()))
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert len(events) == 12  # 2 runs x 3 tasks, started and ended
+    assert peak == 2

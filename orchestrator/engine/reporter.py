@@ -16,5 +16,15 @@ class Reporter:
     def task_state(self, slug, task_name, map_index, state, run_count):
         """A task run (or mapped child; map_index None otherwise) entered `state`."""
 
+    limited_tags = frozenset()
+
+    def acquire_task_slots(self, tags, holder):
+        """Block until `holder` may run a task with these tags (tag limits);
+        returns a token for `release_task_slots`. Called only for tags in
+        `limited_tags`."""
+
+    def release_task_slots(self, token):
+        """Give back what `acquire_task_slots` took."""
+
     def flush(self):
         """Write everything buffered so far."""

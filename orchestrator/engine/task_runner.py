@@ -286,9 +286,18 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
                 state = _transition(plan, state, _RUNNING)
                 if not isinstance(state, Running):
                     return state
+            slots = None
             if plan.reporter is not None:
                 plan.reporter.task_state(plan.slug, plan.name, map_index, _RUNNING, run_count)
-            state = _call(plan, full_name, inputs)
+                limited = plan.tags & plan.reporter.limited_tags
+                if limited:
+                    slots = plan.reporter.acquire_task_slots(
+                        sorted(limited), f"{full_name}@{id(overlay)}")
+            try:
+                state = _call(plan, full_name, inputs)
+            finally:
+                if slots is not None:
+                    plan.reporter.release_task_slots(slots)
         except signals.ENDRUN as end:  # the task asked for this exact state
             return _transition(plan, _RUNNING, end.state) if handlers else end.state
         finally:

@@ -168,7 +168,7 @@ class TaskSlot(BaseModel):
     acquired = pw.DoubleField()
 
     class Meta:
-        indexes = ((("tag", "holder"), True), (("flow_run",), False))
+        indexes = ((("tag", "holder"), True), (("flow_run",), False), (("holder",), False))
 
 
 INITIAL_MODELS = [SchemaVersion, Project, Flow, FlowRun, TaskRun, StateEvent, Log, Secret]

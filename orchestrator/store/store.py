@@ -445,6 +445,23 @@ class Store(SchedulingQueries):
         return {r.label: r.limit for r in m.ConcurrencyLimit.select().where(
             m.ConcurrencyLimit.kind == kind)}
 
+    def try_take_task_slot(self, tag, limit, run_id, holder):
+        """Take a slot of `tag` for `holder` if fewer than `limit` are held by
+        runs still active; one IMMEDIATE transaction, so never over the limit."""
+        with self.db.atomic():
+            held = (m.TaskSlot.select().join(m.FlowRun)
+                    .where((m.TaskSlot.tag == tag)
+                           & m.FlowRun.state.in_(list(self.ACTIVE_STATES))).count())
+            if held >= limit:
+                return False
+            m.TaskSlot.insert(tag=tag, flow_run=run_id, holder=holder,
+                              acquired=time.time()).on_conflict_ignore().execute()
+            return True
+
+    def release_task_slots(self, holder):
+        with self.db.atomic():
+            m.TaskSlot.delete().where(m.TaskSlot.holder == holder).execute()
+
     # -- task runs ------------------------------------------------------------
     _TASK_COLUMNS = ("task_slug", "task_name", "map_index", "state", "message",
                      "result_location", "run_count", "start_time", "end_time")
