@@ -248,11 +248,16 @@ class Store(SchedulingQueries):
 
     def reschedule_flow_run(self, run_id, when, message):
         """Put a running run back to Scheduled at `when` (epoch seconds), to resume."""
+        return self._back_to_scheduled(run_id, message, scheduled_start_time=when)
+
+    def _back_to_scheduled(self, run_id, message, **values):
+        """Scheduled again, without a process or a claim, unless it is finished."""
         now = time.time()
+        values.setdefault("scheduled_start_time", now)
         with self.db.atomic():
             changed = m.FlowRun.update(
-                state="Scheduled", message=message, scheduled_start_time=when,
-                updated=now, pid=None, agent=None).where(
+                state="Scheduled", message=message, updated=now, pid=None, agent=None,
+                **values).where(
                 (m.FlowRun.id == run_id) & m.FlowRun.state.not_in(TERMINAL_STATES)
             ).execute() == 1
             if changed:
@@ -312,18 +317,8 @@ class Store(SchedulingQueries):
 
     def requeue_flow_run(self, run_id, message):
         """Put a run that lost its process back to Scheduled (a restart)."""
-        now = time.time()
-        with self.db.atomic():
-            changed = m.FlowRun.update(
-                state="Scheduled", message=message, updated=now, pid=None, agent=None,
-                heartbeat=None, restarts=m.FlowRun.restarts + 1,
-                scheduled_start_time=now).where(
-                (m.FlowRun.id == run_id) & m.FlowRun.state.not_in(TERMINAL_STATES)
-            ).execute() == 1
-            if changed:
-                m.StateEvent.create(flow_run=run_id, state="Scheduled", message=message,
-                                    time=now)
-        return changed
+        return self._back_to_scheduled(run_id, message, heartbeat=None,
+                                       restarts=m.FlowRun.restarts + 1)
 
     # -- agents and claims ------------------------------------------------------
     def register_agent(self, name, labels, host, pid, limit=None):
