@@ -243,20 +243,24 @@ def _restore_task_states(store, run_id, flow):
     return restored
 
 
-def execute_flow_run(store, run_id, load_flow):
+def execute_flow_run(store, run_id, load_flow, agent=None):
     """Run flow run `run_id` in this process; returns the final state name.
 
-    `load_flow(flow_record)` returns the Flow object (from its storage).
+    `load_flow(flow_record)` returns the Flow object (from its storage). An
+    agent passes its name: the run must be Submitted to it. By hand, the run
+    must be Scheduled.
     """
     run = store.get_flow_run(run_id)
     if run["state"] in TERMINAL_STATES:
         raise OrchestratorError(
             f"Flow run {run_id} ({run['name']}) already finished: {run['state']}. "
             f"Start a new run with: orchestrator run {run['project']}/{run['flow_name']}")
-    if not store.set_flow_run_state(run_id, "Running", "Running flow.", start=True,
-                                    pid=os.getpid()):
-        raise OrchestratorError(f"Flow run {run_id} could not be started: it finished "
-                                "in the meantime")
+    if not store.start_flow_run(run_id, os.getpid(), agent=agent):
+        run = store.get_flow_run(run_id)
+        holder = f" by agent {run['agent']}" if run["agent"] else ""
+        raise OrchestratorError(
+            f"Flow run {run_id} is {run['state']}{holder}, so it is not started here; see "
+            f"orchestrator explain {run_id}")
     flow_record = store.get_flow(run["flow_id"])
     try:
         flow = load_flow(flow_record)

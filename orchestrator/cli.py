@@ -236,20 +236,22 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
                "it up. To run it here instead: orchestrator execute " + str(run["id"]))
 
 
-def _execute(store, run_id):
+def _execute(store, run_id, agent=None):
     from . import backend, service
 
     try:
-        return backend.execute_flow_run(store, run_id, service.load_flow)
+        return backend.execute_flow_run(store, run_id, service.load_flow, agent=agent)
     except OrchestratorError as exc:
         raise UserError(str(exc)) from None
 
 
 @main.command(hidden=False)
 @click.argument("run_id", type=int)
-def execute(run_id):
+@click.option("--agent", "agent_name", hidden=True,
+              help="The agent that claimed the run (set by agents).")
+def execute(run_id, agent_name):
     """Execute flow run RUN_ID in this process (what an agent runs for each run)."""
-    state = _execute(_open_store(), run_id)
+    state = _execute(_open_store(), run_id, agent=agent_name)
     click.echo(f"Flow run {run_id}: {state}")
     sys.exit(EXIT_OK if state in ("Success", "Scheduled", "Paused") else EXIT_RUN_FAILED)
 
@@ -612,7 +614,7 @@ def concurrency_delete(label):
 @click.option("--no-hostname-label", is_flag=True, help="No host-name label on the agent.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=None,
               help="At most this many runs at once.")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=1.0,
+@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=0.25,
               show_default=True, help="Seconds between the agent's looks for runs.")
 @click.option("--grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
               help="On SIGINT/SIGTERM, seconds to wait for running flow runs.")
@@ -639,7 +641,7 @@ def up(host, port, expose, labels, no_hostname_label, limit, poll_interval, grac
 @click.option("--limit", type=click.IntRange(1, 10000), default=None,
               help="At most this many runs at once.")
 @click.option("--name", "agent_name", help="The agent's name (default: host-pid).")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=1.0,
+@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=0.25,
               show_default=True, help="Seconds between looks for new runs.")
 @click.option("--grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
               help="On SIGINT/SIGTERM, seconds to wait for running flow runs.")
@@ -671,3 +673,49 @@ def agent(labels, no_hostname_label, limit, agent_name, poll_interval, grace):
                    f"{', '.join(map(str, left))}.", err=True)
     else:
         click.echo(f"Agent {worker.name} stopped.", err=True)
+
+
+# -- schedules: orchestrator schedule pause|resume FLOW ---------------------------------
+@main.group("schedule")
+def schedule_group():
+    """Pause or resume a flow's schedule."""
+
+
+def _set_schedule_active(flow_ref, project_name, active):
+    store = _open_store()
+    try:
+        flow = store.get_flow(flow_ref, project=project_name)
+        name = f"{flow['project']}/{flow['name']}"
+        if not flow.get("schedule"):
+            raise UserError(
+                f"Flow {name} has no schedule to {'resume' if active else 'pause'}; give it "
+                "one with Flow(..., schedule=CronSchedule('0 6 * * *')) and register it again")
+        flow, deleted = store.set_schedule_active(flow["id"], active)
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        store.close()
+    return name, deleted
+
+
+@schedule_group.command("pause")
+@click.argument("flow_ref", metavar="FLOW")
+@click.option("--project", "-p", "project_name", help="The flow's project (when the name "
+              "is in several).")
+def schedule_pause(flow_ref, project_name):
+    """Stop scheduling FLOW and delete its future auto-scheduled runs."""
+    name, deleted = _set_schedule_active(flow_ref, project_name, False)
+    click.echo(f"Paused the schedule of {name}; deleted {deleted} future "
+               f"run{'' if deleted == 1 else 's'}. Resume it with: orchestrator schedule "
+               f"resume {name}")
+
+
+@schedule_group.command("resume")
+@click.argument("flow_ref", metavar="FLOW")
+@click.option("--project", "-p", "project_name", help="The flow's project (when the name "
+              "is in several).")
+def schedule_resume(flow_ref, project_name):
+    """Schedule FLOW again; the scheduler creates its next runs at its next tick."""
+    name, _ = _set_schedule_active(flow_ref, project_name, True)
+    click.echo(f"Resumed the schedule of {name}; the scheduler (orchestrator up) creates its "
+               "next runs within seconds.")

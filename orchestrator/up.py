@@ -28,7 +28,7 @@ SCHEDULER_EVERY = 5
 
 class Up:
     def __init__(self, store, host="127.0.0.1", port=4200, labels=(), hostname_label=True,
-                 limit=None, poll_interval=1.0, grace=30.0):
+                 limit=None, poll_interval=0.25, grace=30.0):
         config = load_config()["services"]
         self.store = store
         self.grace = grace

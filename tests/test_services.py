@@ -40,6 +40,9 @@ with Flow("limited", storage=Script(__file__), max_concurrent_runs=1, max_restar
 
 with Flow("long", storage=Script(__file__)) as long_flow:
     long_with_child(Parameter("pidfile"))
+
+with Flow("quiet", storage=Script(__file__), heartbeat=False) as quiet_flow:
+    quick()
 '''
 
 
@@ -103,6 +106,21 @@ def test_a_heartbeat_keeps_a_run_alive(store):
     store.db.execute_sql("UPDATE flow_run SET heartbeat = ? WHERE id = ?",
                          (time.time() + 100, run))
     assert Reaper(store, heartbeat_timeout=60).run_once(now=time.time() + 120) == []
+
+
+def test_a_flow_without_heartbeats_is_not_failed_for_being_silent(store):
+    run = new_run(store, "quiet")
+    store.set_flow_run_state(run, "Running", start=True)
+    assert Reaper(store, heartbeat_timeout=1).run_once(now=time.time() + 3600) == []
+    assert store.get_flow_run(run)["state"] == "Running"
+
+
+def test_a_live_local_process_keeps_its_run_alive_whatever_the_heartbeat(store):
+    run = new_run(store)
+    store.register_agent("a1", [], socket.gethostname(), os.getpid())
+    store.claim_runs("a1", [], 1)
+    store.set_flow_run_state(run, "Running", start=True, pid=os.getpid())
+    assert Reaper(store, heartbeat_timeout=1).run_once(now=time.time() + 3600) == []
 
 
 def test_within_max_restarts_a_lost_run_is_scheduled_again_then_failed(store):

@@ -26,6 +26,7 @@ from ..store import TERMINAL_STATES
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 10
+SEEN_EVERY = 5.0  # seconds between the agent's liveness writes
 
 
 def default_agent_name():
@@ -61,7 +62,7 @@ class Agent:
     host name unless `hostname_label=False`); `limit` caps concurrent runs."""
 
     def __init__(self, store, name=None, labels=(), hostname_label=True, limit=None,
-                 poll_interval=1.0, python=None, cancel_grace=10.0):
+                 poll_interval=0.25, python=None, cancel_grace=10.0):
         if isinstance(labels, str):
             labels = [labels]
         labels = set(labels)
@@ -79,6 +80,7 @@ class Agent:
         self.children = {}
         self.wake = threading.Event()
         self._registered = False
+        self._last_seen = 0.0
 
     def __repr__(self):
         return f"<Agent {self.name} labels={self.labels} limit={self.limit}>"
@@ -87,8 +89,13 @@ class Agent:
         """Reap finished children, then claim and start what fits. Returns the
         ids of the runs started."""
         if not self._registered:
+            started = time.time()
             self.store.register_agent(self.name, self.labels, socket.gethostname(),
                                       os.getpid(), self.limit)
+            for run_id in self.store.requeue_stale_claims(self.name, before=started):
+                logger.warning("Agent %s: run %s was claimed by an earlier process of "
+                               "this agent and never started; scheduled it again",
+                               self.name, run_id)
             self._registered = True
         self.reap()
         self.stop_cancelled()
@@ -98,7 +105,9 @@ class Agent:
             for run_id in self.store.claim_runs(self.name, self.labels, free, now=now):
                 self._start(run_id)
                 started.append(run_id)
-        self.store.agent_seen(self.name)
+        if time.monotonic() - self._last_seen > SEEN_EVERY:
+            self.store.agent_seen(self.name)  # a write: not on every short poll
+            self._last_seen = time.monotonic()
         return started
 
     def run(self, stop):
@@ -124,7 +133,8 @@ class Agent:
         try:
             with open(stderr_path, "wb") as stderr:
                 process = subprocess.Popen(
-                    [self.python, "-m", "orchestrator", "execute", str(run_id)],
+                    [self.python, "-m", "orchestrator", "execute", str(run_id),
+                     "--agent", self.name],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                     env=env, cwd=cwd, start_new_session=True)
         except OSError as exc:

@@ -66,12 +66,20 @@ class Reaper:
             if waited > self.submit_timeout and not local:
                 return f"it was claimed {waited:.0f} s ago and never started"
             return None
-        if local and run["pid"] and not process_alive(run["pid"]):
-            return f"its process (pid {run['pid']}) is gone"
+        if local and run["pid"]:
+            if not process_alive(run["pid"]):
+                return f"its process (pid {run['pid']}) is gone"
+            return None  # its process is here and alive: that beats any heartbeat
+        if not self._heartbeats(run["flow_id"]):
+            return None  # Flow(heartbeat=False): silence says nothing
         last = run["heartbeat"] or run["start_time"] or run["updated"]
         if now - last > self.heartbeat_timeout:
             return f"the last heartbeat was {now - last:.0f} s ago"
         return None
+
+    def _heartbeats(self, flow_id):
+        settings = self.store.get_flow(flow_id).get("settings") or {}
+        return settings.get("heartbeat", True)
 
     def _restart_or_fail(self, run, why):
         flow = self.store.get_flow(run["flow_id"])

@@ -246,6 +246,39 @@ class Store(SchedulingQueries):
                 m.StateEvent.create(flow_run=run_id, state=state, message=message, time=now)
         return changed
 
+    def start_flow_run(self, run_id, pid, agent=None):
+        """Mark a run Running for the process that will execute it.
+
+        With `agent`, only a run Submitted to that agent starts (a stale
+        process of an agent that restarted cannot start a run claimed again);
+        without, only a Scheduled run (by hand: no agent can claim it after).
+        Returns True when this process may run it.
+        """
+        now = time.time()
+        with self.db.atomic():
+            query = m.FlowRun.update(state="Running", message="Running flow.", start_time=now,
+                                     heartbeat=now, pid=pid, updated=now)
+            if agent is not None:
+                query = query.where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Submitted")
+                                    & (m.FlowRun.agent == agent))
+            else:
+                query = query.where((m.FlowRun.id == run_id)
+                                    & (m.FlowRun.state == "Scheduled"))
+            started = query.execute() == 1
+            if started:
+                m.StateEvent.create(flow_run=run_id, state="Running", message="Running flow.",
+                                    time=now)
+        return started
+
+    def requeue_stale_claims(self, agent, before):
+        """Runs Submitted to `agent` before `before` (a restart of that agent
+        lost them before starting them) go back to Scheduled."""
+        stale = [r.id for r in m.FlowRun.select(m.FlowRun.id).where(
+            (m.FlowRun.state == "Submitted") & (m.FlowRun.agent == agent)
+            & (m.FlowRun.updated < before))]
+        return [rid for rid in stale if self._back_to_scheduled(
+            rid, f"Its agent {agent} restarted before starting it")]
+
     def reschedule_flow_run(self, run_id, when, message):
         """Put a running run back to Scheduled at `when` (epoch seconds), to resume."""
         return self._back_to_scheduled(run_id, message, scheduled_start_time=when)

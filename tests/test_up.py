@@ -1,0 +1,286 @@
+"""`orchestrator up` as users run it: a real process on a free port, its health
+endpoint, runs created from the CLI, signals, a busy port, and runs a crash
+left behind."""
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from orchestrator import __version__, service
+from orchestrator.flow_files import load_flows_from_file
+from orchestrator.services.reaper import NO_HEARTBEAT
+from orchestrator.store import TERMINAL_STATES, Store
+
+FLOWS = '''
+import time
+from orchestrator import Flow, Parameter, task, context
+
+@task
+def record(out):
+    with open(out, "a") as fh:
+        fh.write(f"{context.flow_run_id}\\n")
+
+@task
+def nap(out):
+    with open(out, "a") as fh:
+        fh.write(f"start {context.flow_run_id} {time.time()}\\n")
+    time.sleep(1)
+    with open(out, "a") as fh:
+        fh.write(f"end {context.flow_run_id} {time.time()}\\n")
+
+with Flow("record") as record_flow:      # default storage: Local, host-name label
+    record(Parameter("out"))
+
+with Flow("nap") as nap_flow:
+    nap(Parameter("out"))
+'''
+
+API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:(\d+)/api/health)")
+
+
+def orchestrator(*args, timeout=60):
+    """Run an `orchestrator` command to completion; fails the test if it fails."""
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"orchestrator {' '.join(map(str, args))}:\n{proc.stderr}"
+    return proc.stdout
+
+
+class UpProcess:
+    """`orchestrator up` in a subprocess; its output goes to files we poll."""
+
+    def __init__(self, tmp_path, *args, name="up"):
+        self.out_path = tmp_path / f"{name}.stdout"
+        self.err_path = tmp_path / f"{name}.stderr"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", "up", "--port", "0",
+                 "--poll-interval", "0.1", *map(str, args)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        self.url = None
+        self.banner_seen = None
+
+    @property
+    def stdout(self):
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self):
+        return self.err_path.read_text()
+
+    def wait_for_banner(self, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = API_LINE.search(self.stdout)
+            if found:
+                self.url = found.group(1)
+                self.banner_seen = time.monotonic()
+                return self.url
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"orchestrator up printed no API line (exit code "
+                             f"{self.proc.poll()}):\n{self.stdout}\n{self.stderr}")
+
+    def health(self):
+        with urllib.request.urlopen(self.url, timeout=5) as resp:
+            return resp.status, resp.headers.get("Content-Type"), json.loads(resp.read())
+
+    def stop(self, signum=signal.SIGTERM, timeout=20):
+        self.proc.send_signal(signum)
+        return self.proc.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def up(tmp_path):
+    """Starts `orchestrator up` processes; kills any left at the end."""
+    started = []
+
+    def start(*args):
+        process = UpProcess(tmp_path, *args, name=f"up-{len(started)}")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def store(home, tmp_path):
+    path = tmp_path / "up_flows.py"
+    path.write_text(FLOWS)
+    s = Store.open()
+    s.create_project("p")
+    for flow in load_flows_from_file(path).values():
+        service.register_flow(s, flow, "p")
+    yield s
+    s.close()
+
+
+def wait_for_state(store, run_id, states, timeout):
+    deadline = time.monotonic() + timeout
+    run = store.get_flow_run(run_id)
+    while time.monotonic() < deadline:
+        run = store.get_flow_run(run_id)
+        if run["state"] in states:
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} is {run['state']} ({run['message']}) after "
+                         f"{timeout} s, not one of {states}")
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# -- starting ------------------------------------------------------------------
+def test_up_says_where_its_database_flows_and_logs_are(home, up):
+    process = up()
+    process.wait_for_banner()
+    out = process.stdout
+    assert str(home / "orchestrator.db") in out
+    assert re.search(r"flows:\s+" + re.escape(str(home / "flows")), out)
+    assert re.search(r"logs:\s+" + re.escape(str(home / "logs")), out)
+    assert "Ctrl-C" in out
+
+
+def test_the_health_endpoint_reports_version_database_and_live_services(home, up):
+    process = up()
+    process.wait_for_banner()
+    deadline = time.monotonic() + 10
+    while True:  # the agent's first tick may come a moment after the banner
+        status, content_type, body = process.health()
+        if body["agent"]["alive"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert status == 200
+    assert content_type.startswith("application/json")
+    assert body["status"] == "ok"
+    assert body["version"] == __version__
+    assert str(home / "orchestrator.db") in body["database"]
+    assert body["agent"]["alive"] is True
+    assert body["agent"]["labels"] == [socket.gethostname()]
+    assert body["reaper"]["alive"] is True  # it ran once at start-up
+
+
+def test_a_run_created_with_the_cli_runs_to_success_through_up(home, tmp_path, up):
+    flows = tmp_path / "cli_flows.py"
+    flows.write_text(FLOWS)
+    out = tmp_path / "executions.txt"
+    orchestrator("project", "create", "demo")
+    assert "registered version 1" in orchestrator("register", "-p", "demo", flows)
+    process = up()
+    process.wait_for_banner()
+
+    created = orchestrator("run", "demo/record", "--param", f"out={out}", "--json")
+    run_id = json.loads(created)["id"]
+
+    s = Store.open()
+    try:
+        run = wait_for_state(s, run_id, TERMINAL_STATES, timeout=10)
+    finally:
+        s.close()
+    assert run["state"] == "Success", run["message"]
+    assert out.read_text().split() == [str(run_id)]
+    assert process.proc.poll() is None  # up is still serving
+
+
+def test_a_busy_port_is_a_one_line_error_with_exit_code_2(home):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", "up", "--port", str(port)],
+                              capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: Cannot start: ")
+    assert "in use" in lines[0]
+
+
+# -- stopping ------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_up_cleanly(home, up, signum):
+    process = up()
+    process.wait_for_banner()
+    assert process.stop(signum) == 0
+    assert "stopped" in process.stdout
+    assert "Traceback" not in process.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_waits_for_a_running_run_within_the_grace_period(store, tmp_path, up,
+                                                                    signum):
+    out = tmp_path / "naps.txt"
+    process = up("--grace", "5")
+    process.wait_for_banner()
+    run_id = service.create_flow_run(store, "nap", parameters={"out": str(out)})["id"]
+    deadline = time.monotonic() + 10
+    while "start" not in (out.read_text() if out.exists() else ""):
+        assert time.monotonic() < deadline, "the nap task never started"
+        time.sleep(0.02)
+
+    assert process.stop(signum) == 0
+    stopped_at = time.time()
+    run = store.get_flow_run(run_id)
+    assert run["state"] == "Success", run["message"]
+    assert run["end_time"] <= stopped_at  # ended before up exited: it was waited for
+    assert "end" in out.read_text()
+    assert "stopped" in process.stdout
+    assert "still going on" not in process.stdout
+    assert "Traceback" not in process.stderr
+
+
+# -- what a crash left behind --------------------------------------------------
+def test_a_run_left_running_by_a_dead_process_is_failed_at_start_up(store, tmp_path, up):
+    host = socket.gethostname()
+    store.register_agent("crashed-agent", [host], host, dead_pid())
+    out = str(tmp_path / "executions.txt")
+    run_id = service.create_flow_run(store, "record", parameters={"out": out})["id"]
+    assert store.claim_runs("crashed-agent", [host], 1) == [run_id]
+    assert store.set_flow_run_state(run_id, "Running", "Running flow.", start=True,
+                                    pid=dead_pid())
+
+    process = up()
+    process.wait_for_banner()
+    # The periodic reaper first runs 5 s after start; this is the start-up pass.
+    run = wait_for_state(store, run_id, TERMINAL_STATES, timeout=4)
+    assert run["state"] == "Failed"
+    assert run["message"].startswith(NO_HEARTBEAT)
+    assert "is gone" in run["message"]
+    assert run["end_time"] is not None
+
+
+def test_a_run_a_dead_agent_claimed_but_never_started_is_failed_at_start_up(store, tmp_path,
+                                                                             up):
+    host = socket.gethostname()
+    store.register_agent("crashed-agent", [host], host, dead_pid())
+    out = tmp_path / "executions.txt"
+    run_id = service.create_flow_run(store, "record", parameters={"out": str(out)})["id"]
+    assert store.claim_runs("crashed-agent", [host], 1) == [run_id]
+
+    process = up()
+    process.wait_for_banner()
+    # max_restarts is 0 by default: the run is not started again, it is failed.
+    run = wait_for_state(store, run_id, TERMINAL_STATES, timeout=4)
+    assert run["state"] == "Failed"
+    assert run["message"].startswith(NO_HEARTBEAT)
+    assert "crashed-agent" in run["message"]
+    assert "is gone" in run["message"]
