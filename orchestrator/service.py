@@ -61,6 +61,13 @@ def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
         current = None
     if current is not None and current["fingerprint"] == identity:
         return current, False
+    if flow.schedule is not None:
+        shape = {"name": flow.name, "parameters": parameter_specs(flow)}
+        for clock in flow.schedule.clocks:
+            try:
+                check_run_parameters(shape, dict(clock.parameter_defaults or {}))
+            except ParameterError as exc:
+                raise ParameterError(f"A clock of the schedule of {flow.name!r}: {exc}") from None
     version = store.next_flow_version(project, flow.name)
     storage.add_flow(flow, project, version)
     return store.register_flow(

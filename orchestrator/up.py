@@ -61,6 +61,9 @@ class Up:
         }
 
     def serve(self):
+        # Handlers first: a signal that arrives while starting up stops it cleanly.
+        signal.signal(signal.SIGINT, self._request_stop)
+        signal.signal(signal.SIGTERM, self._request_stop)
         home = home_dir()
         print(f"orchestrator up: database {_safe_url(self.store.url)}\n"
               f"  flows:   {home / 'flows'}\n  results: {home / 'results'}\n"
@@ -69,8 +72,6 @@ class Up:
               f"  API:     {self.url}/api/health\n"
               "Stop with Ctrl-C.", flush=True)
         self._tick("reaper", self.reaper.run_once)  # runs a crash left behind, at once
-        signal.signal(signal.SIGINT, self._request_stop)
-        signal.signal(signal.SIGTERM, self._request_stop)
         threads = [threading.Thread(target=self._agent_loop, name="orchestrator-agent",
                                     daemon=True),
                    threading.Thread(target=self._service_loop, name="orchestrator-services",

@@ -868,8 +868,10 @@ def test_fingerprint_changes_with_keyword_constants_and_the_schedule():
 
     assert flow_fingerprint(build(2)) == flow_fingerprint(build(2))
     assert flow_fingerprint(build(2)) != flow_fingerprint(build(3))
-    assert flow_fingerprint(build(2, schedule="0 * * * *")) != flow_fingerprint(
-        build(2, schedule="5 * * * *"))
+    from orchestrator.schedules import CronSchedule
+
+    assert flow_fingerprint(build(2, schedule=CronSchedule("0 * * * *"))) != flow_fingerprint(
+        build(2, schedule=CronSchedule("5 * * * *")))
 
 
 def test_fingerprint_ignores_object_addresses():

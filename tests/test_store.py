@@ -259,9 +259,10 @@ def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(h
     with old.bind_ctx(models.INITIAL_MODELS):
         old.create_tables(models.INITIAL_MODELS)
         models.SchemaVersion.create(version=1, applied=0)
+    old.execute_sql("DROP INDEX flow_run_flow_id_auto_scheduled_state_scheduled_start_time")
+    old.execute_sql("DROP INDEX flow_archived_schedule_active")
     old.execute_sql('ALTER TABLE "flow" DROP COLUMN "schedule_active"')
     old.execute_sql('ALTER TABLE "flow_run" DROP COLUMN "restarts"')
-    old.execute_sql("DROP INDEX flow_run_flow_id_auto_scheduled_state_scheduled_start_time")
     old.close()
 
     store = Store.open()

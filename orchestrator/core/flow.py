@@ -50,6 +50,10 @@ class Flow:
         if not isinstance(name, str) or not name.strip():
             raise FlowValidationError(f"A flow needs a non-empty name, got {name!r}")
         self.name = name
+        if schedule is not None and not hasattr(schedule, "to_ref"):
+            raise FlowValidationError(
+                f"Flow {name!r}: schedule={schedule!r} is not a schedule; use one from "
+                "orchestrator.schedules, e.g. schedule=CronSchedule('0 6 * * *')")
         self.schedule = schedule
         # How the services treat this flow's runs (see `orchestrator up`).
         if late_runs not in LATE_RUN_POLICIES:

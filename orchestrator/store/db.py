@@ -149,10 +149,17 @@ def _add_scheduling_and_limits(db):
     db.create_tables([models.ConcurrencyLimit, models.TaskSlot])
 
 
+def _index_scheduled_flows(db):
+    migrator = (PostgresqlMigrator(db) if isinstance(db, pw.PostgresqlDatabase)
+                else SqliteMigrator(db))
+    migrate_columns(migrator.add_index("flow", ("archived", "schedule_active"), False))
+
+
 MIGRATIONS = [
     (1, _create_initial_tables),
     (2, _add_agents),
     (3, _add_scheduling_and_limits),
+    (4, _index_scheduled_flows),
 ]
 
 

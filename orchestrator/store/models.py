@@ -58,6 +58,7 @@ class Flow(BaseModel):
             (("project", "name", "version"), True),
             (("project", "name", "archived"), False),
             (("name", "archived"), False),
+            (("archived", "schedule_active"), False),
         )
 
 

@@ -1,8 +1,367 @@
 """Store queries of the scheduler: schedules, auto-scheduled runs, late runs.
 
-A mixin of `Store` (see store.py), kept in its own module.
+A mixin of `Store` (see store.py), kept in its own module. The queries are
+served by indexes: the flow run index (flow, auto_scheduled, state,
+scheduled_start_time) for a flow's auto-scheduled runs, the unique index on
+idempotency_key for creating runs, the (project, name, version) index for a
+flow's versions. (`scheduled_flows` still reads the flow table whole: it
+needs an index on flow (archived, schedule_active).) Bulk changes run in bounded batches, each one short
+transaction, so 100,000 late runs never hold the database for long.
+
+An auto-scheduled run's idempotency key names the flow's version group
+(project/name, not the version id) and its time, e.g.
+``auto:etl/daily:2024-05-01T06:00:00Z``: two schedulers, or a scheduler
+before and after a flow is registered again, cannot create the same run twice.
 """
+
+import hashlib
+import json
+import time
+import uuid
+
+import peewee as pw
+
+from . import models as m
+
+# Rows per multi-row statement: far below SQLite's bound-parameter limit.
+_CHUNK = 50
+_ID_CHUNK = 500
+
+
+def auto_run_key(project, name, when, variant=None):
+    """The idempotency key of the auto-scheduled run of `project/name` at epoch `when`.
+
+    Two clock events at one instant with different parameters or labels are two
+    runs: `variant` (JSON, e.g. the clock's parameters and labels) tells them
+    apart with a digest at the end of the key.
+    """
+    group = f"{project}/{name}"
+    # Keys live in a 255-character column; and "a/b" + "c" must not read like
+    # "a" + "b/c": such groups go by a digest (which has no "/").
+    if len(group) > 120 or "/" in project:
+        group = hashlib.sha256(json.dumps([project, name]).encode()).hexdigest()[:32]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(when // 1)))
+    fraction = round((when - when // 1) * 1_000_000)
+    if fraction >= 1_000_000:  # rounding carried into the next second
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(when // 1) + 1))
+        fraction = 0
+    if fraction:
+        stamp += f".{fraction:06d}"
+    key = f"auto:{group}:{stamp}Z"
+    if variant:
+        extra = json.dumps(variant, sort_keys=True)
+        key += ":" + hashlib.sha256(extra.encode()).hexdigest()[:12]
+    return key
+
+
+def _json(value):
+    return m.JSONField().python_value(value) if isinstance(value, str) else value
 
 
 class SchedulingQueries:
     """Mixed into Store; uses `self.db` and the models."""
+
+    # -- which flows ------------------------------------------------------------
+    def scheduled_flows(self):
+        """The current version of every flow with an active schedule, as dicts:
+        id, project, name, version, schedule (its ref), settings, labels, parameters."""
+        query = (m.Flow.select(m.Flow.id, m.Flow.name, m.Flow.version, m.Flow.schedule,
+                               m.Flow.settings, m.Flow.labels, m.Flow.parameters,
+                               m.Project.name.alias("project"))
+                 .join(m.Project, on=(m.Flow.project == m.Project.id))
+                 .where((m.Flow.archived == False)  # noqa: E712
+                        & (m.Flow.schedule_active == True)  # noqa: E712
+                        & m.Flow.schedule.is_null(False))
+                 .order_by(m.Flow.id))
+        rows = []
+        for row in query.dicts():
+            for key in ("schedule", "settings", "labels", "parameters"):
+                row[key] = _json(row[key])
+            row["settings"] = row["settings"] or {}
+            rows.append(row)
+        return rows
+
+    def _group_ids(self, flow_id):
+        """A subquery of the ids of every version of `flow_id`'s flow."""
+        this = m.Flow.alias("this")
+        return (m.Flow.select(m.Flow.id)
+                .join(this, on=((this.project == m.Flow.project) & (this.name == m.Flow.name)))
+                .where(this.id == flow_id))
+
+    def _auto_scheduled(self, flow_id, state="Scheduled"):
+        return ((m.FlowRun.flow == flow_id) & (m.FlowRun.auto_scheduled == True)  # noqa: E712
+                & (m.FlowRun.state == state))
+
+    # -- what exists ------------------------------------------------------------
+    def latest_auto_scheduled_time(self, flow_id):
+        """The latest start time of the flow's auto-scheduled runs that are still
+        Scheduled (epoch seconds), or None."""
+        return (m.FlowRun.select(pw.fn.MAX(m.FlowRun.scheduled_start_time))
+                .where(self._auto_scheduled(flow_id)).scalar())
+
+    def count_future_auto_runs(self, flow_id, now):
+        """How many of the flow's auto-scheduled runs are Scheduled after `now`."""
+        return (m.FlowRun.select(pw.fn.COUNT(m.FlowRun.id))
+                .where(self._auto_scheduled(flow_id)
+                       & (m.FlowRun.scheduled_start_time > now)).scalar())
+
+    def auto_run_summary(self, flow_id, now):
+        """One round trip for the scheduler's tick: of the flow's Scheduled
+        auto runs, how many start after `now` and the latest of those, and the
+        earliest start time of any (to notice late runs)."""
+        def build(flow_id, now):
+            future = self._auto_scheduled(flow_id) & (m.FlowRun.scheduled_start_time > now)
+            count = m.FlowRun.select(pw.fn.COUNT(m.FlowRun.id)).where(future)
+            latest = m.FlowRun.select(pw.fn.MAX(m.FlowRun.scheduled_start_time)).where(future)
+            oldest = (m.FlowRun.select(pw.fn.MIN(m.FlowRun.scheduled_start_time))
+                      .where(self._auto_scheduled(flow_id)))
+            return pw.Select(columns=[count, latest, oldest])
+
+        # The scheduler asks this for every flow at every tick: build the SQL once.
+        row = _prepared(self.db, "auto_run_summary", build).execute(flow_id, now).fetchone()
+        return {"future": row[0] or 0, "latest": row[1], "oldest": row[2]}
+
+    # -- creating runs ----------------------------------------------------------
+    def create_auto_runs(self, flow_id, runs, now=None, group=None):
+        """Create auto-scheduled runs of flow `flow_id`; returns the new run ids.
+
+        `runs`: dicts with scheduled_start_time (epoch), parameters, labels and
+        a `variant` for events that share a time (see `auto_run_key`). A
+        run whose key exists already (another scheduler made it, or an earlier
+        version of the flow ran at that time) is skipped, not duplicated: one
+        INSERT ... ON CONFLICT DO NOTHING, the same on SQLite and PostgreSQL.
+        `group` is the flow's (project, name) when the caller knows it.
+        """
+        from .store import default_run_name  # store.py imports this module
+
+        if not runs:
+            return []
+        now = time.time() if now is None else now
+        project, name = group or (m.Flow.select(m.Project.name, m.Flow.name)
+                                  .join(m.Project, on=(m.Flow.project == m.Project.id))
+                                  .where(m.Flow.id == flow_id).tuples().get())
+        # Rows this call inserted carry its marker as their name until they are
+        # named: a conflict that skipped a row leaves no marker behind.
+        marker = f"~scheduling-{uuid.uuid4().hex}"
+        rows, keys = [], []
+        for run in runs:
+            key = auto_run_key(project, name, run["scheduled_start_time"], run.get("variant"))
+            keys.append(key)
+            rows.append({
+                m.FlowRun.flow: flow_id, m.FlowRun.name: marker,
+                m.FlowRun.parameters: run.get("parameters") or {},
+                m.FlowRun.labels: sorted(set(run.get("labels") or ())),
+                m.FlowRun.state: "Scheduled",
+                m.FlowRun.scheduled_start_time: run["scheduled_start_time"],
+                m.FlowRun.idempotency_key: key, m.FlowRun.auto_scheduled: True,
+                m.FlowRun.created: now, m.FlowRun.updated: now,
+            })
+        created = []
+        with self.db.atomic():
+            for i in range(0, len(rows), _CHUNK):
+                m.FlowRun.insert_many(rows[i:i + _CHUNK]).on_conflict(
+                    action="nothing").as_rowcount().execute()
+            for i in range(0, len(keys), _ID_CHUNK):
+                created.extend(
+                    run_id for run_id, in m.FlowRun.select(m.FlowRun.id)
+                    .where(m.FlowRun.idempotency_key.in_(keys[i:i + _ID_CHUNK])
+                           & (m.FlowRun.name == marker)).tuples())
+            created.sort()
+            for i in range(0, len(created), _CHUNK):
+                chunk = created[i:i + _CHUNK]
+                (m.FlowRun.update(name=pw.Case(m.FlowRun.id, [
+                    (run_id, default_run_name(run_id)) for run_id in chunk]))
+                 .where(m.FlowRun.id.in_(chunk)).execute())
+                m.StateEvent.insert_many([
+                    {m.StateEvent.flow_run: run_id, m.StateEvent.state: "Scheduled",
+                     m.StateEvent.message: "Scheduled by the flow's schedule",
+                     m.StateEvent.time: now} for run_id in chunk]).execute()
+        return created
+
+    # -- pausing and new versions -----------------------------------------------
+    def set_schedule_active(self, flow_ref, active, project=None, now=None):
+        """Pause (active=False) or resume a flow's schedule.
+
+        Pausing deletes the future auto-scheduled runs of every version of the
+        flow that are still Scheduled; resuming lets the next scheduler tick
+        create them again. Returns (flow, runs deleted).
+        """
+        flow = self.get_flow(flow_ref, project=project)
+        now = time.time() if now is None else now
+        with self.db.atomic():
+            (m.Flow.update(schedule_active=bool(active))
+             .where(m.Flow.id.in_(self._group_ids(flow["id"]))).execute())
+        deleted = 0 if active else self.delete_future_auto_runs(flow["id"], now)
+        return dict(flow, schedule_active=bool(active)), deleted
+
+    def schedule_active(self, flow_id):
+        return bool(m.Flow.select(m.Flow.schedule_active).where(m.Flow.id == flow_id).scalar())
+
+    def delete_future_auto_runs(self, flow_id, now, batch=5000):
+        """Delete the Scheduled auto runs after `now` of every version of the flow,
+        in batches; returns how many."""
+        total = 0
+        for version_id in self._version_ids(flow_id):
+            while True:
+                ids = self._auto_run_ids(version_id, after=now, limit=batch)
+                if ids:
+                    with self.db.atomic():
+                        total += self._delete_scheduled(ids)
+                if len(ids) < batch:
+                    break
+        return total
+
+    def _version_ids(self, flow_id):
+        return [row[0] for row in self._group_ids(flow_id).tuples()]
+
+    def _auto_run_ids(self, flow_id, after=None, before=None, limit=1000):
+        query = m.FlowRun.select(m.FlowRun.id).where(self._auto_scheduled(flow_id))
+        if after is not None:
+            query = query.where(m.FlowRun.scheduled_start_time > after)
+        if before is not None:
+            query = query.where(m.FlowRun.scheduled_start_time <= before)
+        return [row[0] for row in query.order_by(m.FlowRun.scheduled_start_time)
+                .limit(limit).tuples()]
+
+    def _delete_scheduled(self, ids):
+        deleted = 0
+        for i in range(0, len(ids), _ID_CHUNK):
+            deleted += m.FlowRun.delete().where(
+                m.FlowRun.id.in_(ids[i:i + _ID_CHUNK])
+                & (m.FlowRun.state == "Scheduled")).execute()
+        return deleted
+
+    def adopt_auto_runs_of_other_versions(self, flow_id, now, limit=5000):
+        """After a flow is registered again: its older versions' auto runs that
+        are still Scheduled are deleted when they lie in the future (the new
+        version's schedule makes its own) and handed to the new version when
+        they are due or late (so they run its code, and its late-run policy
+        applies). At most `limit` runs per call; returns (adopted, deleted):
+        fewer than `limit` each means nothing is left."""
+        adopted = deleted = 0
+        for version_id in self._version_ids(flow_id):
+            if version_id == flow_id:
+                continue
+            room = limit - max(adopted, deleted)
+            if room <= 0:
+                break
+            future = self._auto_run_ids(version_id, after=now, limit=room)
+            due = self._auto_run_ids(version_id, before=now, limit=room)
+            if not future and not due:
+                continue
+            with self.db.atomic():
+                if future:
+                    deleted += self._delete_scheduled(future)
+                for i in range(0, len(due), _ID_CHUNK):
+                    adopted += m.FlowRun.update(flow=flow_id, updated=now).where(
+                        m.FlowRun.id.in_(due[i:i + _ID_CHUNK])
+                        & (m.FlowRun.state == "Scheduled")).execute()
+        return adopted, deleted
+
+    # -- late runs --------------------------------------------------------------
+    def late_auto_runs(self, flow_id, before, limit=1000):
+        """The flow's auto runs still Scheduled to start before `before`, oldest
+        first: at most `limit` dicts with id and scheduled_start_time."""
+        return [{"id": run_id, "scheduled_start_time": when} for run_id, when in
+                m.FlowRun.select(m.FlowRun.id, m.FlowRun.scheduled_start_time)
+                .where(self._auto_scheduled(flow_id)
+                       & (m.FlowRun.scheduled_start_time < before))
+                .order_by(m.FlowRun.scheduled_start_time).limit(limit).tuples()]
+
+    def skip_late_auto_runs(self, flow_id, before, message, now=None, limit=1000,
+                            keep_latest=False):
+        """Mark Skipped, with `message`, up to `limit` of the flow's auto runs still
+        Scheduled before `before`, oldest first, in one short transaction.
+
+        In `message`, ``{late}`` becomes each run's lateness in whole seconds
+        (computed by the database: one UPDATE for the batch, never a row at a
+        time) and ``{latest}`` the id of the run kept by `keep_latest`, which
+        spares the latest late run. Returns (runs skipped, id kept or None).
+        """
+        now = time.time() if now is None else now
+        with self.db.atomic():
+            kept = None
+            if keep_latest:
+                latest = (m.FlowRun.select(m.FlowRun.id, m.FlowRun.scheduled_start_time)
+                          .where(self._auto_scheduled(flow_id)
+                                 & (m.FlowRun.scheduled_start_time < before))
+                          .order_by(m.FlowRun.scheduled_start_time.desc()).limit(1)
+                          .tuples().first())
+                if latest is None:
+                    return 0, None
+                kept, before = latest
+                message = message.replace("{latest}", str(kept))
+            query = (m.FlowRun.select(m.FlowRun.id)
+                     .where(self._auto_scheduled(flow_id)
+                            & (m.FlowRun.scheduled_start_time < before))
+                     .order_by(m.FlowRun.scheduled_start_time).limit(limit))
+            if self.db.for_update:  # PostgreSQL: hold the rows against a racing claim
+                query = query.for_update()
+            ids = [row[0] for row in query.tuples()]
+            text = _message_expression(message, now)
+            for i in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[i:i + _ID_CHUNK]
+                (m.FlowRun.update(state="Skipped", message=text, end_time=now, updated=now)
+                 .where(m.FlowRun.id.in_(chunk) & (m.FlowRun.state == "Scheduled"))
+                 .execute())
+                # The rows are this transaction's alone (SQLite's write lock, or
+                # PostgreSQL's row locks): every id in the chunk was changed.
+                m.StateEvent.insert_from(
+                    m.FlowRun.select(m.FlowRun.id, pw.Value("Skipped"), m.FlowRun.message,
+                                     pw.Value(now))
+                    .where(m.FlowRun.id.in_(chunk)),
+                    [m.StateEvent.flow_run, m.StateEvent.state, m.StateEvent.message,
+                     m.StateEvent.time]).execute()
+        return len(ids), kept
+
+
+class _Prepared:
+    """A peewee query built once, run many times with new values.
+
+    The query is built with sentinel arguments; each call puts its own values
+    where the sentinels were. Saves the query-building cost (most of the time
+    of a one-row indexed query) on the scheduler's per-flow queries.
+    """
+
+    def __init__(self, db, build, arity):
+        self.db = db
+        sentinels = [_Sentinel(i) for i in range(arity)]
+        self.sql, params = db.get_sql_context().sql(build(*sentinels)).query()
+        self.slots = [(p.index if isinstance(p, _Sentinel) else None, p) for p in params]
+
+    def execute(self, *values):
+        params = [p if i is None else values[i] for i, p in self.slots]
+        return self.db.execute_sql(self.sql, params)
+
+
+class _Sentinel:
+    """Stands for argument `index` while a prepared query is built."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+
+_PREPARED = {}
+
+
+def _prepared(db, name, build):
+    key = (id(db), name)
+    query = _PREPARED.get(key)
+    if query is None or query.db is not db:
+        import inspect
+
+        query = _PREPARED[key] = _Prepared(db, build,
+                                           len(inspect.signature(build).parameters))
+    return query
+
+
+def _message_expression(template, now):
+    """`template` as an SQL text expression, ``{late}`` as each row's lateness."""
+    parts = template.split("{late}")
+    expression = pw.Value(parts[0])
+    for part in parts[1:]:
+        lateness = pw.Cast(pw.Value(now) - m.FlowRun.scheduled_start_time, "INTEGER")
+        expression = expression.concat(lateness).concat(pw.Value(part))
+    return expression

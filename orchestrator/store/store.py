@@ -107,6 +107,8 @@ class Store(SchedulingQueries):
             if latest is not None and not latest.archived and latest.fingerprint == fingerprint:
                 return self._flow(latest, project_row.name), False
             number = version if version is not None else (latest.version + 1 if latest else 1)
+            # A paused schedule stays paused when the flow is registered again.
+            schedule_active = latest.schedule_active if latest is not None else True
             (m.Flow.update(archived=True)
              .where((m.Flow.project == project_row) & (m.Flow.name == name)
                     & (m.Flow.archived == False))  # noqa: E712
@@ -115,7 +117,11 @@ class Store(SchedulingQueries):
                 project=project_row, name=name, version=number, fingerprint=fingerprint,
                 storage=storage, run_config=run_config, schedule=schedule,
                 parameters=parameters, labels=sorted(set(labels)),
-                settings=settings or {}, created=time.time())
+                settings=settings or {}, schedule_active=schedule_active,
+                created=time.time())
+            if schedule is None and latest is not None and latest.schedule is not None:
+                # The new version has no schedule: its old future runs go too.
+                self.delete_future_auto_runs(row.id, time.time())
         return self._flow(row, project_row.name), True
 
     def next_flow_version(self, project, name):
@@ -168,6 +174,7 @@ class Store(SchedulingQueries):
             "storage": row.storage, "run_config": row.run_config,
             "schedule": row.schedule, "parameters": row.parameters,
             "labels": row.labels, "settings": row.settings,
+            "schedule_active": row.schedule_active,
             "archived": row.archived, "created": row.created,
         }
 
