@@ -120,7 +120,9 @@ class Up:
 
     def _schedule_once(self):
         if self.scheduler.is_leader():
-            self.scheduler.run_once()
+            summary = self.scheduler.run_once()
+            if summary and summary.get("created"):
+                self.agent.wake.set()  # runs due now start without waiting for a poll
 
     def _tick(self, name, step):
         try:

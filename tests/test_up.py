@@ -284,3 +284,41 @@ def test_a_run_a_dead_agent_claimed_but_never_started_is_failed_at_start_up(stor
     assert run["message"].startswith(NO_HEARTBEAT)
     assert "crashed-agent" in run["message"]
     assert "is gone" in run["message"]
+
+
+SCHEDULED = '''
+import datetime as dt
+from orchestrator import Flow, Parameter, task, context
+from orchestrator.schedules import IntervalSchedule
+
+@task
+def tick(out):
+    with open(out, "a") as fh:
+        fh.write(f"{context.flow_run_id}\\n")
+
+with Flow("ticker", schedule=IntervalSchedule(dt.timedelta(seconds=1))) as flow:
+    tick(Parameter("out", default=OUT))
+'''
+
+
+def test_a_scheduled_flow_runs_by_itself_under_up(home, tmp_path, up):
+    out = tmp_path / "ticks.txt"
+    flows = tmp_path / "ticker.py"
+    flows.write_text(SCHEDULED.replace("OUT", repr(str(out))))
+    orchestrator("project", "create", "demo")
+    orchestrator("register", "-p", "demo", flows)
+    process = up()
+    process.wait_for_banner()
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(out.read_text().split()
+                                                 if out.exists() else []) < 2:
+        time.sleep(0.2)
+    executed = out.read_text().split() if out.exists() else []
+    assert len(executed) >= 2, process.stderr
+    assert len(set(executed)) == len(executed)  # each scheduled run once
+    s = Store.open()
+    try:
+        assert all(s.get_flow_run(int(r))["auto_scheduled"] for r in executed)
+    finally:
+        s.close()
