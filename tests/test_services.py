@@ -330,3 +330,35 @@ def test_a_tag_limit_caps_tagged_tasks_across_runs(store, tmp_path, python):
         peak = max(peak, running)
     assert len(events) == 12  # 2 runs x 3 tasks, started and ended
     assert peak == 2
+
+
+def test_an_agent_leaves_a_late_run_of_a_skip_policy_flow_to_the_scheduler(home, tmp_path):
+    path = tmp_path / "late.py"
+    path.write_text(
+        "from orchestrator import Flow, task\n"
+        "from orchestrator.storage import Script\n"
+        "@task\n"
+        "def noop():\n"
+        "    return 1\n"
+        "with Flow('skipper', storage=Script(__file__), late_runs='skip') as skipper:\n"
+        "    noop()\n"
+        "with Flow('runner', storage=Script(__file__)) as runner:\n"
+        "    noop()\n")
+    store = Store.open()
+    store.create_project("late")
+    flows = load_flows_from_file(path)
+    ids = {}
+    for name in ("skipper", "runner"):
+        record, _ = service.register_flow(store, flows[name], "late")
+        ids[name] = record["id"]
+    an_hour_ago = time.time() - 3600
+    late = {name: store.create_flow_run(ids[name], labels=[], auto_scheduled=True,
+                                        scheduled_start_time=an_hour_ago)["id"]
+            for name in ids}
+    by_hand = store.create_flow_run(ids["skipper"], labels=[],
+                                    scheduled_start_time=an_hour_ago)["id"]
+
+    claimed = store.claim_runs("a", [], 10)
+
+    assert late["skipper"] not in claimed  # the scheduler will skip it, saying why
+    assert sorted(claimed) == sorted([late["runner"], by_hand])

@@ -395,13 +395,16 @@ class Store(SchedulingQueries):
         # once (a stale snapshot) instead of waiting for the lock.
         label_limits = self.concurrency_limits("label")
         flow_limits = {}
-        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow)
+        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
+                                           m.FlowRun.auto_scheduled,
+                                           m.FlowRun.scheduled_start_time)
                           .where((m.FlowRun.state == "Scheduled")
                                  & (m.FlowRun.scheduled_start_time <= now))
                           .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
                           .limit(scan).tuples())
         claimed = []
-        for run_id, run_labels, flow_id in candidates:
+        flow_lateness = {}
+        for run_id, run_labels, flow_id, auto, scheduled in candidates:
             if len(claimed) >= limit:
                 break
             run_labels = set(m.JSONField().python_value(run_labels)
@@ -415,6 +418,10 @@ class Store(SchedulingQueries):
                 settings = m.JSONField().python_value(settings) if isinstance(
                     settings, str) else (settings or {})
                 flow_limits[flow_id] = settings.get("max_concurrent_runs")
+                flow_lateness[flow_id] = _late_limit(settings)
+            if auto and flow_lateness[flow_id] is not None \
+                    and now - scheduled > flow_lateness[flow_id]:
+                continue  # too late for its flow's policy: the scheduler skips it
             limited = flow_limits[flow_id] or any(l in label_limits for l in run_labels)
             with self.db.atomic():
                 if limited and self._limit_full(flow_id, flow_limits[flow_id], run_labels,
@@ -590,6 +597,18 @@ class Store(SchedulingQueries):
 
     def secret_names(self):
         return [s.name for s in m.Secret.select(m.Secret.name).order_by(m.Secret.name)]
+
+
+LATE_AFTER_SECONDS = 60.0  # as the scheduler's late_after
+
+
+def _late_limit(settings):
+    """How late an auto-scheduled run of a flow may start, or None for any."""
+    if settings.get("max_lateness") is not None:
+        return float(settings["max_lateness"])
+    if settings.get("late_runs") == "skip":
+        return LATE_AFTER_SECONDS
+    return None
 
 
 def default_run_name(run_id):
