@@ -10,44 +10,16 @@ rebuilt with `RunConfig.from_ref(ref)`.
 """
 
 import os
-import warnings
 from collections.abc import Mapping
 
 from .exceptions import OrchestratorError
+from .labels import check_labels
 
 __all__ = ["RunConfigError", "RunConfig", "LocalRun"]
 
 
 class RunConfigError(OrchestratorError, ValueError):
     """A run config was given a value it cannot use; the message names it."""
-
-
-def _labels(labels, owner):
-    if labels is None:
-        return []
-    if isinstance(labels, str):
-        warnings.warn(
-            f"{owner}: labels={labels!r} is a string; it is taken as one label "
-            f"[{labels!r}], not one per character. Pass a list: labels=[{labels!r}]",
-            UserWarning, stacklevel=3)
-        labels = [labels]
-    if not isinstance(labels, (list, tuple, set, frozenset)):
-        raise RunConfigError(
-            f"{owner}(labels={labels!r}): labels must be a list of strings, not "
-            f"{type(labels).__name__}; e.g. labels=['prod']"
-        )
-    for label in labels:
-        if not isinstance(label, str):
-            raise RunConfigError(
-                f"{owner}(labels={labels!r}): label {label!r} is a "
-                f"{type(label).__name__}, not a string; write it as {str(label)!r}"
-            )
-        if not label.strip():
-            raise RunConfigError(
-                f"{owner}(labels={labels!r}): labels cannot be empty or blank; remove "
-                f"{label!r}"
-            )
-    return sorted(set(labels))
 
 
 def _env(env, owner):
@@ -127,7 +99,7 @@ class LocalRun(RunConfig):
     """
 
     def __init__(self, labels=None, env=None, working_dir=None):
-        self.labels = _labels(labels, "LocalRun")
+        self.labels = check_labels(labels, "LocalRun", RunConfigError)
         self.env = _env(env, "LocalRun")
         if working_dir is not None:
             if not isinstance(working_dir, (str, os.PathLike)) or not os.fspath(working_dir):

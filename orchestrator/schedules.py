@@ -45,13 +45,13 @@ import datetime as _dt
 import hashlib
 import heapq
 import json
-import warnings
 import zoneinfo
 
 from croniter import croniter
 from croniter import CroniterError
 
 from .exceptions import OrchestratorError
+from .labels import check_labels
 
 __all__ = ["ScheduleError", "ClockEvent", "Clock", "IntervalClock", "CronClock",
            "DatesClock", "Schedule", "IntervalSchedule", "CronSchedule"]
@@ -178,27 +178,6 @@ def _parameter_defaults(value, owner):
     return {key: value[key] for key in sorted(value)}
 
 
-def _labels(value, owner):
-    if value is None:
-        return []
-    if isinstance(value, str):
-        warnings.warn(
-            f"{owner}: labels={value!r} is a string; it is taken as one label "
-            f"[{value!r}], not one per character. Pass a list: labels=[{value!r}]",
-            UserWarning, stacklevel=4)
-        value = [value]
-    if not isinstance(value, (list, tuple, set, frozenset)):
-        raise ScheduleError(
-            f"{owner} labels={value!r}: must be a list of strings, not "
-            f"{type(value).__name__}; e.g. labels=['prod']")
-    for label in value:
-        if not isinstance(label, str) or not label.strip():
-            raise ScheduleError(
-                f"{owner} labels={list(value)!r}: label {label!r} is not a non-empty "
-                "string; e.g. labels=['prod']")
-    return sorted(set(value))
-
-
 def _iso(value):
     return None if value is None else value.isoformat()
 
@@ -305,7 +284,7 @@ class Clock:
                 f"{self.start_date.isoformat()}, so it would never fire; move end_date "
                 "later or drop it")
         self.parameter_defaults = _parameter_defaults(parameter_defaults, owner)
-        self.labels = _labels(labels, owner)
+        self.labels = check_labels(labels, owner, ScheduleError, stacklevel=4)
 
     def events(self, after=None):
         """Events strictly after `after` (an aware datetime; now when None), in time order."""
