@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from .exceptions import OrchestratorError
 from .labels import check_labels
+from .refs import Referable
 
 __all__ = ["RunConfigError", "RunConfig", "LocalRun"]
 
@@ -44,7 +45,7 @@ def _env(env, owner):
     return {key: env[key] for key in sorted(env)}
 
 
-class RunConfig:
+class RunConfig(Referable):
     """What a run needs from its agent: `labels`, plus a subclass's own settings.
 
     Subclasses define `to_ref()` and `_from_ref(ref)`; `RunConfig.from_ref`
@@ -52,33 +53,12 @@ class RunConfig:
     """
 
     _types = {}
+    _kind = "run config"
+    _error = RunConfigError
     labels = ()
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        RunConfig._types[cls.__name__] = cls
 
     def validate(self):
         """Check what can only be checked where the run starts; raise RunConfigError."""
-
-    def to_ref(self):
-        raise NotImplementedError
-
-    @classmethod
-    def from_ref(cls, ref):
-        """The run config described by `ref` (a dict made by `to_ref()`)."""
-        if not isinstance(ref, dict) or not isinstance(ref.get("type"), str):
-            raise RunConfigError(
-                f"Run config reference {ref!r} is not a dict with a 'type' key; pass "
-                "the dict that run_config.to_ref() returned"
-            )
-        kind = RunConfig._types.get(ref["type"])
-        if kind is None:
-            raise RunConfigError(
-                f"Unknown run config type {ref['type']!r} in {ref!r}; known types: "
-                f"{', '.join(sorted(RunConfig._types))}"
-            )
-        return kind._from_ref(ref)
 
     @classmethod
     def _from_ref(cls, ref):

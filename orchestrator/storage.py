@@ -43,6 +43,7 @@ from . import __version__
 from .config import home_dir
 from .core.flow import Flow
 from .exceptions import OrchestratorError
+from .refs import Referable
 from .flow_files import FlowFileError, load_flows_from_file, pick_flow
 
 __all__ = ["StorageError", "Storage", "Local", "Script", "Module", "Git",
@@ -63,7 +64,7 @@ def _minor(version):
     return ".".join(str(version).split(".")[:2])
 
 
-class Storage:
+class Storage(Referable):
     """Where a registered flow lives. Subclasses implement the four methods.
 
     `add_flow` runs at registration and records what `get_flow` needs;
@@ -72,10 +73,9 @@ class Storage:
     """
 
     _types = {}
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        Storage._types[cls.__name__] = cls
+    _kind = "storage"
+    _error = StorageError
+    _fix = "register the flow again"
 
     @property
     def labels(self):
@@ -89,38 +89,6 @@ class Storage:
     def get_flow(self, flow_name):
         """The flow called `flow_name`, loaded now; raises StorageError."""
         raise NotImplementedError
-
-    def to_ref(self):
-        """A JSON-able dict with everything `from_ref` needs to rebuild this storage."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_ref(cls, ref):
-        """The storage described by `ref` (a dict made by `to_ref()`)."""
-        if not isinstance(ref, dict) or not isinstance(ref.get("type"), str):
-            raise StorageError(
-                f"Storage reference {ref!r} is not a dict with a 'type' key; "
-                "pass the dict that storage.to_ref() returned"
-            )
-        kind = Storage._types.get(ref["type"])
-        if kind is None:
-            raise StorageError(
-                f"Unknown storage type {ref['type']!r} in {ref!r}; known types: "
-                f"{', '.join(sorted(Storage._types))}. Register the flow again with "
-                "one of them"
-            )
-        if cls is not Storage and not issubclass(kind, cls):
-            raise StorageError(
-                f"Storage reference of type {ref['type']!r} cannot be loaded as "
-                f"{cls.__name__}; use Storage.from_ref"
-            )
-        try:
-            return kind._from_ref(ref)
-        except (KeyError, TypeError) as exc:
-            raise StorageError(
-                f"{ref['type']} storage reference {ref!r} is incomplete or malformed "
-                f"({type(exc).__name__}: {exc}); register the flow again"
-            ) from None
 
     @classmethod
     def _from_ref(cls, ref):
