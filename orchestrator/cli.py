@@ -4,6 +4,7 @@ Exit codes scripts can rely on: 0 ok, 1 the run failed (when waited on),
 2 bad input (with a one-line message, and nothing stored).
 """
 
+import contextlib
 import datetime as _dt
 import json
 import sys
@@ -21,6 +22,15 @@ class UserError(click.ClickException):
     """A bad input: printed as one line, exit code 2."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """A domain error inside the block becomes a one-line message and exit code 2."""
+    try:
+        yield
+    except OrchestratorError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _parse_params(pairs, params_file):
@@ -74,13 +84,11 @@ def run_file(path, flow_name, params, params_file, executor, as_json):
     from .flow_files import load_flows_from_file, pick_flow
 
     values = _parse_params(params, params_file)
-    try:
+    with _user_errors():
         flow = pick_flow(load_flows_from_file(path), flow_name, path)
         chosen = {"local": LocalExecutor, "threads": lambda: LocalDaskExecutor("threads"),
                   "processes": lambda: LocalDaskExecutor("processes")}.get(executor)
         state = flow.run(parameters=values, executor=chosen() if chosen else None)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     rows = []
     for t in flow.sorted_tasks():
         s = state.result.get(t) if isinstance(state.result, dict) else None
@@ -104,10 +112,8 @@ def run_file(path, flow_name, params, params_file, executor, as_json):
 def _open_store():
     from .store import Store
 
-    try:
+    with _user_errors():
         return Store.open()
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
 
 
 def _when(epoch):
@@ -159,10 +165,8 @@ def project():
 def project_create(name):
     """Create project NAME (nothing happens if it exists)."""
     store = _open_store()
-    try:
+    with _user_errors():
         _, created = store.create_project(name)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     click.echo(f"Created project {name!r}." if created else f"Project {name!r} already exists.")
 
 
@@ -177,7 +181,7 @@ def register(project_name, path, flow_name, labels):
     from .flow_files import load_flows_from_file, pick_flow
 
     store = _open_store()
-    try:
+    with _user_errors():
         store.get_project(project_name)
         flows = load_flows_from_file(path)
         chosen = [pick_flow(flows, flow_name, path)] if flow_name else list(flows.values())
@@ -187,8 +191,6 @@ def register(project_name, path, flow_name, labels):
             click.echo(f"Flow {record['project']}/{record['name']}: {what} version "
                        f"{record['version']} (id {record['id']}, labels "
                        f"{', '.join(record['labels']) or 'none'})")
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
 
 
 @main.command("run")
@@ -210,13 +212,11 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
 
     values = _parse_params(params, params_file)
     store = _open_store()
-    try:
+    with _user_errors():
         run = service.create_flow_run(store, flow_ref, project=project_name,
                                       parameters=values, name=run_name,
                                       labels=list(labels) if labels else None,
                                       idempotency_key=idempotency_key)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     if as_json and not (local or watch):
         _echo_json(_run_json(run))
         return
@@ -239,10 +239,8 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
 def _execute(store, run_id, agent=None):
     from . import backend, service
 
-    try:
+    with _user_errors():
         return backend.execute_flow_run(store, run_id, service.load_flow, agent=agent)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
 
 
 @main.command(hidden=False)
@@ -321,12 +319,10 @@ def _run_json(run):
 def flows(project_name, include_archived, as_json):
     """List registered flows."""
     store = _open_store()
-    try:
+    with _user_errors():
         if project_name:
             store.get_project(project_name)
         rows = store.list_flows(project=project_name, include_archived=include_archived)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     if as_json:
         _echo_json([{k: r[k] for k in ("id", "project", "name", "version", "labels",
                                         "parameters", "archived")} for r in rows])
@@ -380,10 +376,8 @@ def runs(flow_ref, states, limit, as_json):
 def show(run_id, as_json):
     """Show a flow run with its task runs."""
     store = _open_store()
-    try:
+    with _user_errors():
         run = store.get_flow_run(run_id)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     task_runs = store.task_runs(run["id"])
     if as_json:
         data = _run_json(run)
@@ -423,10 +417,8 @@ def logs(run_id, follow, level, as_json):
     from .store import TERMINAL_STATES
 
     store = _open_store()
-    try:
+    with _user_errors():
         run = store.get_flow_run(run_id)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     after, min_level = 0, _LEVELS[level.upper()]
     while True:
         rows = store.logs(run["id"], after_id=after, min_level=min_level)
@@ -452,10 +444,8 @@ def show_config(as_json):
     """Print the effective configuration and where each value came from."""
     from .config import home_dir, load_config
 
-    try:
+    with _user_errors():
         config = load_config()
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     rows = [{"setting": f"{section}.{key}", "value": json.dumps(value), "source": source}
             for section, key, value, source in config.items_with_sources()]
     if as_json:
@@ -483,10 +473,8 @@ def secret_set(name):
     if not value:
         raise UserError(f"Secret {name!r} would be empty; pipe the value on standard input")
     store = _open_store()
-    try:
+    with _user_errors():
         store.set_secret(name, value)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     click.echo(f"Secret {name!r} set.")
 
 
@@ -501,10 +489,8 @@ def secret_list():
 @click.argument("name")
 def secret_delete(name):
     """Delete secret NAME."""
-    try:
+    with _user_errors():
         _open_store().delete_secret(name)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     click.echo(f"Secret {name!r} deleted.")
 
 
@@ -517,11 +503,9 @@ def cancel(run_id, wait_seconds):
     from .store import TERMINAL_STATES
 
     store = _open_store()
-    try:
+    with _user_errors():
         run = store.get_flow_run(run_id)
         state = store.request_cancel(run["id"])
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     if state in TERMINAL_STATES and state != "Cancelled":
         raise UserError(f"Flow run {run['id']} already finished: {state}; nothing to cancel")
     deadline = time.monotonic() + (wait_seconds or 0)
@@ -543,11 +527,9 @@ def explain(run_id, as_json):
     from .explain import explain_flow_run
 
     store = _open_store()
-    try:
+    with _user_errors():
         reasons = explain_flow_run(store, run_id)
         run = store.get_flow_run(run_id)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     if as_json:
         _echo_json({"id": run["id"], "state": run["state"], "reasons": reasons})
         return
@@ -568,10 +550,8 @@ def concurrency():
               help="LABEL is a task tag: at most LIMIT tasks with it run at once, across runs.")
 def concurrency_set(label, limit, tag):
     """At most LIMIT runs with LABEL at once (0 holds them all)."""
-    try:
+    with _user_errors():
         _open_store().set_concurrency_limit(label, limit, kind="tag" if tag else "label")
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     if tag:
         click.echo(f"At most {limit} tasks tagged {label!r} run at once.")
     else:
@@ -598,10 +578,8 @@ def concurrency_list(as_json):
 @click.argument("label")
 def concurrency_delete(label):
     """Remove the limit of LABEL."""
-    try:
+    with _user_errors():
         _open_store().delete_concurrency_limit(label)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
     click.echo(f"Removed the limit of label {label!r}.")
 
 
@@ -684,15 +662,15 @@ def schedule_group():
 def _set_schedule_active(flow_ref, project_name, active):
     store = _open_store()
     try:
-        flow = store.get_flow(flow_ref, project=project_name)
-        name = f"{flow['project']}/{flow['name']}"
-        if not flow.get("schedule"):
-            raise UserError(
-                f"Flow {name} has no schedule to {'resume' if active else 'pause'}; give it "
-                "one with Flow(..., schedule=CronSchedule('0 6 * * *')) and register it again")
-        flow, deleted = store.set_schedule_active(flow["id"], active)
-    except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
+        with _user_errors():
+            flow = store.get_flow(flow_ref, project=project_name)
+            name = f"{flow['project']}/{flow['name']}"
+            if not flow.get("schedule"):
+                raise UserError(
+                    f"Flow {name} has no schedule to {'resume' if active else 'pause'}; "
+                    "give it one with Flow(..., schedule=CronSchedule('0 6 * * *')) and "
+                    "register it again")
+            flow, deleted = store.set_schedule_active(flow["id"], active)
     finally:
         store.close()
     return name, deleted

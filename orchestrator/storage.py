@@ -100,6 +100,18 @@ class Storage(Referable):
     __hash__ = None
 
 
+def _bind_source_flow(storage, flow, project, version, what):
+    """Registration for storage that loads flows from source (Script, Module):
+    check the flow can be found there, and remember its name."""
+    _check_registration(flow, project, version)
+    if storage.flow_name is not None and storage.flow_name != flow.name:
+        raise StorageError(
+            f"{what} is set to flow {storage.flow_name!r} but was given flow "
+            f"{flow.name!r}; use one {type(storage).__name__} storage per flow")
+    storage.get_flow(flow.name)
+    storage.flow_name = flow.name
+
+
 def _check_registration(flow, project, version):
     if not isinstance(flow, Flow):
         raise StorageError(
@@ -379,14 +391,7 @@ class Script(Storage):
         return f"Script(path={self.path!r}, flow_name={self.flow_name!r})"
 
     def add_flow(self, flow, project, version):
-        _check_registration(flow, project, version)
-        if self.flow_name is not None and self.flow_name != flow.name:
-            raise StorageError(
-                f"Script storage for {self.path} is set to flow {self.flow_name!r} but was "
-                f"given flow {flow.name!r}; use one Script storage per flow"
-            )
-        self.get_flow(flow.name)
-        self.flow_name = flow.name
+        _bind_source_flow(self, flow, project, version, f"Script storage for {self.path}")
 
     def get_flow(self, flow_name=None):
         name = flow_name if flow_name is not None else self.flow_name
@@ -426,14 +431,8 @@ class Module(Storage):
         return f"Module(module={self.module!r}, flow_name={self.flow_name!r})"
 
     def add_flow(self, flow, project, version):
-        _check_registration(flow, project, version)
-        if self.flow_name is not None and self.flow_name != flow.name:
-            raise StorageError(
-                f"Module storage for {self.module!r} is set to flow {self.flow_name!r} but "
-                f"was given flow {flow.name!r}; use one Module storage per flow"
-            )
-        self.get_flow(flow.name)
-        self.flow_name = flow.name
+        _bind_source_flow(self, flow, project, version,
+                          f"Module storage for {self.module!r}")
 
     def _import(self):
         try:
