@@ -127,3 +127,28 @@ def postgres_url(postgres_server):
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
     return f"{postgres_server}/{name}"
+
+
+@pytest.fixture
+def registered_store(home, tmp_path):
+    """`registered_store(source)`: a Store whose project "p" holds every flow
+    defined in the flow file `source` (written to tmp_path)."""
+    from orchestrator import service
+    from orchestrator.flow_files import load_flows_from_file
+    from orchestrator.store import Store
+
+    opened = []
+
+    def make(source, filename="flows_under_test.py"):
+        path = tmp_path / filename
+        path.write_text(source)
+        store = Store.open()
+        store.create_project("p")
+        for flow in load_flows_from_file(path).values():
+            service.register_flow(store, flow, "p")
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()

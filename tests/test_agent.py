@@ -9,9 +9,7 @@ import time
 import pytest
 
 from orchestrator import service
-from orchestrator.flow_files import load_flows_from_file
 from orchestrator.services.agent import Agent
-from orchestrator.store import Store
 
 FLOWS = '''
 import os, sys, time
@@ -60,18 +58,11 @@ with Flow("nap", storage=Script(__file__)) as nap_flow:
 
 
 @pytest.fixture
-def store(home, tmp_path, monkeypatch):
+def store(registered_store, tmp_path, monkeypatch):
     workdir = tmp_path / "workdir"
     workdir.mkdir()
     monkeypatch.setenv("ORCH_TEST_WORKDIR", str(workdir))
-    path = tmp_path / "agent_flows.py"
-    path.write_text(FLOWS)
-    s = Store.open()
-    s.create_project("p")
-    for flow in load_flows_from_file(path).values():
-        service.register_flow(s, flow, "p")
-    yield s
-    s.close()
+    return registered_store(FLOWS, "agent_flows.py")
 
 
 def make_run(store, flow, labels=(), **params):

@@ -47,15 +47,8 @@ with Flow("quiet", storage=Script(__file__), heartbeat=False) as quiet_flow:
 
 
 @pytest.fixture
-def store(home, tmp_path):
-    path = tmp_path / "service_flows.py"
-    path.write_text(FLOWS)
-    s = Store.open()
-    s.create_project("p")
-    for flow in load_flows_from_file(path).values():
-        service.register_flow(s, flow, "p")
-    yield s
-    s.close()
+def store(registered_store):
+    return registered_store(FLOWS, "service_flows.py")
 
 
 def new_run(store, flow="quick", labels=(), **kwargs):

@@ -269,7 +269,7 @@ def test_success_signal_gives_success_and_skips_the_rest_of_the_task():
 
     def succeeds():
         raise SUCCESS("early exit")
-        after.append(1)  # noqa: unreachable on purpose
+        after.append(1)  # unreachable on purpose
 
     flow_state, state = _run_one(succeeds)
 

@@ -14,7 +14,6 @@ import urllib.request
 import pytest
 
 from orchestrator import __version__, service
-from orchestrator.flow_files import load_flows_from_file
 from orchestrator.services.reaper import NO_HEARTBEAT
 from orchestrator.store import TERMINAL_STATES, Store
 
@@ -119,15 +118,8 @@ def up(tmp_path):
 
 
 @pytest.fixture
-def store(home, tmp_path):
-    path = tmp_path / "up_flows.py"
-    path.write_text(FLOWS)
-    s = Store.open()
-    s.create_project("p")
-    for flow in load_flows_from_file(path).values():
-        service.register_flow(s, flow, "p")
-    yield s
-    s.close()
+def store(registered_store):
+    return registered_store(FLOWS, "up_flows.py")
 
 
 def wait_for_state(store, run_id, states, timeout):
