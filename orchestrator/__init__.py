@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 from . import (cache_validators, executors, results, serializers, signals,  # noqa: E402
                states, triggers)
+from .client import Client  # noqa: E402
 from .core.context import context  # noqa: E402
 from .core.control_flow import case, ifelse, merge, switch  # noqa: E402
 from .core.edge import Edge, flatten, mapped, unmapped  # noqa: E402
@@ -28,5 +29,5 @@ __all__ = [
     "Flow", "Task", "task", "Parameter", "DateTimeParameter", "Edge", "unmapped",
     "mapped", "flatten", "case", "merge", "ifelse", "switch", "context", "get_logger",
     "signals", "states", "triggers", "executors", "results", "serializers",
-    "cache_validators", "OrchestratorError", "__version__",
+    "cache_validators", "OrchestratorError", "Client", "__version__",
 ]

@@ -613,6 +613,55 @@ def up(host, port, expose, labels, no_hostname_label, limit, poll_interval, grac
 
 
 @main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=4200, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--expose", is_flag=True, help="Listen on every interface (0.0.0.0).")
+def server(host, port, expose):
+    """Serve the REST API alone (agents and the scheduler run elsewhere)."""
+    import signal
+    import threading
+
+    from .up import ApiServer, _safe_url
+
+    if expose:
+        host = "0.0.0.0"
+    store = _open_store()
+    try:
+        api = ApiServer(store, host=host, port=port)
+    except (OrchestratorError, OSError) as exc:
+        raise UserError(f"Cannot start: {exc}") from None
+    stopping = threading.Event()
+
+    def request_stop(signum, frame):
+        stopping.set()
+        api.close()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    click.echo(f"orchestrator server: database {_safe_url(store.url)}\n"
+               f"  API:     {api.url}/api/health\n"
+               f"  token:   {api.token_path} (send as Authorization: Bearer)\n"
+               "Stop with Ctrl-C.")
+    api.run(stopping)
+    click.echo("orchestrator server: stopped.")
+
+
+@main.command()
+@click.option("--rotate", is_flag=True, help="Replace the token (restart running servers).")
+def token(rotate):
+    """Print the REST API's token (made at the first server start)."""
+    from .config import api_token, rotate_api_token
+
+    with _user_errors():
+        value = rotate_api_token() if rotate else api_token(create=True)
+    click.echo(value)
+    if rotate:
+        click.echo("A new token is in place; restart `orchestrator up` or `orchestrator "
+                   "server` for it to take effect.", err=True)
+
+
+@main.command()
 @click.option("--label", "labels", multiple=True, help="A label of runs to take. Repeatable.")
 @click.option("--no-hostname-label", is_flag=True,
               help="Do not add this host's name to the agent's labels.")

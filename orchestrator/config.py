@@ -24,7 +24,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-__all__ = ["DEFAULTS", "Config", "home_dir", "load_config", "log_formatter"]
+__all__ = ["DEFAULTS", "Config", "home_dir", "load_config", "log_formatter", "api_token",
+           "rotate_api_token", "api_url"]
 
 ENV_PREFIX = "ORCHESTRATOR__"
 
@@ -211,3 +212,61 @@ def log_formatter(settings):
             "conversion such as 's', and a literal percent sign as %%"
         ) from None
     return formatter
+
+
+# -- the API's token and address -------------------------------------------------
+API_TOKEN_FILE = "api-token"
+API_URL_FILE = "api-url"
+DEFAULT_API_URL = "http://127.0.0.1:4200"
+
+
+def api_token(home=None, create=False):
+    """The REST API's bearer token from `$ORCHESTRATOR_HOME/api-token`.
+
+    With `create`, a missing token file is made first (32 random bytes,
+    URL-safe, mode 0600, created exclusively so two starting servers agree on
+    one token). Returns None when there is no token and `create` is false.
+    """
+    import secrets
+
+    path = (Path(home) if home else home_dir()) / API_TOKEN_FILE
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it a moment ago: use theirs
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the API token {path}: {exc}; check the file's "
+                          "owner and mode (it should be 0600 and yours)") from None
+    if create and not token:
+        raise ConfigError(f"The API token file {path} is empty; delete it and start the "
+                          "server again to make a new one")
+    return token or None
+
+
+def rotate_api_token(home=None):
+    """Replace the token with a new one (running servers must be restarted)."""
+    path = (Path(home) if home else home_dir()) / API_TOKEN_FILE
+    path.unlink(missing_ok=True)
+    return api_token(home, create=True)
+
+
+def api_url(home=None):
+    """Where a client finds the API: ORCHESTRATOR_API_URL, else the address the
+    running server wrote to `$ORCHESTRATOR_HOME/api-url`, else port 4200."""
+    url = os.environ.get("ORCHESTRATOR_API_URL")
+    if url:
+        return url.rstrip("/")
+    try:
+        written = ((Path(home) if home else home_dir()) / API_URL_FILE).read_text().strip()
+    except OSError:
+        written = ""
+    return written.rstrip("/") or DEFAULT_API_URL

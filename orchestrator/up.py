@@ -1,4 +1,5 @@
-"""`orchestrator up`: the API, scheduler, agent and reaper in one process.
+"""`orchestrator up`: the API, scheduler, agent and reaper in one process;
+`orchestrator server`: the API alone (`ApiServer`), for hosts that split them.
 
 The main thread serves the WSGI app with waitress; the agent loops in a
 thread of its own; a service thread drives the reaper and the scheduler with
@@ -15,8 +16,8 @@ import time
 import schedule
 import waitress
 
-from .api import create_app
-from .config import home_dir, load_config
+from .api import MAX_BODY_BYTES, create_app
+from .config import API_URL_FILE, api_token, home_dir, load_config
 from .services.agent import Agent
 from .services.reaper import Reaper
 
@@ -24,6 +25,51 @@ logger = logging.getLogger(__name__)
 
 REAPER_EVERY = 5
 SCHEDULER_EVERY = 5
+
+
+class ApiServer:
+    """The REST API on waitress; writes where it listens to `$ORCHESTRATOR_HOME/api-url`
+    so `orchestrator.Client()` finds it, and removes that when it stops."""
+
+    def __init__(self, store, host="127.0.0.1", port=4200, status=None, on_run_created=None,
+                 threads=4):
+        self.store = store
+        self.started = time.time()
+        self.token_path = home_dir() / "api-token"
+        token = api_token(create=True)
+        self.app = create_app(store, token, status=status or self.status,
+                              on_run_created=on_run_created)
+        self.server = waitress.create_server(
+            self.app, host=host, port=port, threads=threads, ident="orchestrator",
+            clear_untrusted_proxy_headers=True, max_request_body_size=MAX_BODY_BYTES * 2)
+        local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        self.url = f"http://{local}:{self.server.effective_port}"
+        self.url_path = home_dir() / API_URL_FILE
+
+    def status(self):
+        return {"status": "ok", "database": _safe_url(self.store.url),
+                "started": _iso(self.started), "agent": {"alive": False,
+                                                         "reason": "not in this process"}}
+
+    def run(self, stopping):
+        """Serve until `close()` (from a signal handler) ends waitress's loop."""
+        self.url_path.write_text(self.url + "\n")
+        try:
+            self.server.run()
+        except OSError:
+            # Closing the listening socket from the signal handler ends
+            # waitress's select() with EBADF: that is the requested stop.
+            if not stopping.is_set():
+                raise
+        finally:
+            try:
+                if self.url_path.read_text().strip() == self.url:
+                    self.url_path.unlink()
+            except OSError:
+                pass
+
+    def close(self):
+        self.server.close()
 
 
 class Up:
@@ -39,9 +85,12 @@ class Up:
         self.stopping = threading.Event()
         self.started = time.time()
         self.ticks = {}
-        self.server = waitress.create_server(create_app(self.status), host=host, port=port,
-                                             threads=4, clear_untrusted_proxy_headers=True)
-        self.url = f"http://{host}:{self.server.effective_port}"
+        self.api = ApiServer(store, host, port, status=self.status,
+                             on_run_created=lambda run: self.agent.wake.set())
+        self.server = self.api.server
+        self.url = self.api.url
+        # Runs reach this API (library tasks such as create_flow_run use it).
+        self.agent.env["ORCHESTRATOR_API_URL"] = self.url
 
     def status(self):
         def tick(name):
@@ -70,6 +119,7 @@ class Up:
               f"  logs:    {home / 'logs'} (and `orchestrator logs RUN`)\n"
               f"  agent:   {self.agent.name}, labels {', '.join(self.agent.labels) or 'none'}\n"
               f"  API:     {self.url}/api/health\n"
+              f"  token:   {self.api.token_path} (send as Authorization: Bearer)\n"
               "Stop with Ctrl-C.", flush=True)
         self._tick("reaper", self.reaper.run_once)  # runs a crash left behind, at once
         threads = [threading.Thread(target=self._agent_loop, name="orchestrator-agent",
@@ -79,13 +129,7 @@ class Up:
         for thread in threads:
             thread.start()
         try:
-            try:
-                self.server.run()
-            except OSError:
-                # Closing the listening socket from the signal handler ends
-                # waitress's select() with EBADF: that is the requested stop.
-                if not self.stopping.is_set():
-                    raise
+            self.api.run(self.stopping)
         finally:
             self.stopping.set()
             self.agent.wake.set()

@@ -1,26 +1,121 @@
-"""The HTTP API (falcon, served by waitress). For now: the health endpoint that
-`orchestrator up` serves; the REST resources come with the API itself."""
+"""The REST API: a falcon WSGI app over one Store, served by waitress.
 
+    app = create_app(store, token=api_token(create=True), status=up.status,
+                     on_run_created=lambda run: agent.wake.set())
+
+Every path under /api but /api/health needs `Authorization: Bearer <token>`
+(the token is in `$ORCHESTRATOR_HOME/api-token`). Errors are JSON
+`{"error": {"code", "message", "field"}}` with a 4xx status; an unexpected
+failure is a 500 whose body says no more than that (the log has the rest).
+The OpenAPI 3.1 description of every operation is at /api/openapi.json.
+"""
+
+import hmac
 import json
+import logging
 
 import falcon
 
-from .. import __version__
+from ..exceptions import OrchestratorError
+from ..store import Conflict, NotFound
+from . import resources
+from .openapi import openapi_document
+from .render import MAX_BODY_BYTES, ApiError, error_document
+
+__all__ = ["create_app", "MAX_BODY_BYTES"]
+
+logger = logging.getLogger(__name__)
+
+_ID = "{%s:int(min=1, max=9223372036854775807)}"
+_PUBLIC = ("/api/health",)
 
 
-class Health:
-    """GET /api/health: version, database, and whether the services are alive."""
+class TokenAuth:
+    """Middleware: a request under /api needs the bearer token (constant-time check)."""
 
-    def __init__(self, status):
-        self.status = status
+    def __init__(self, token):
+        if not token:
+            raise OrchestratorError("The API needs a token; start it with "
+                                    "orchestrator up or orchestrator server, which make one")
+        self.token = token.encode()
 
-    def on_get(self, req, resp):
-        resp.text = json.dumps(dict(self.status(), version=__version__))
-        resp.content_type = falcon.MEDIA_JSON
+    def process_request(self, req, resp):
+        path = req.path
+        if not (path == "/api" or path.startswith("/api/")) or path in _PUBLIC:
+            return
+        scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode("utf-8", "replace"), self.token):
+            raise ApiError(falcon.HTTP_401, "A valid API token is required: send "
+                           "Authorization: Bearer <the token in $ORCHESTRATOR_HOME/api-token>",
+                           headers={"WWW-Authenticate": "Bearer"})
 
 
-def create_app(status):
-    """The WSGI app; `status()` returns the services' state as a dict."""
-    app = falcon.App()
-    app.add_route("/api/health", Health(status))
+def _serialize_error(req, resp, exc):
+    document = error_document(exc)
+    if not isinstance(exc, ApiError):
+        status = document["error"]["code"]
+        if status == "not_found":
+            document["error"]["message"] = (f"No such path: {req.path}; the API's paths "
+                                            "are listed at /api/openapi.json")
+        elif status == "method_not_allowed":
+            allowed = (exc.headers or {}).get("Allow", "")
+            document["error"]["message"] = (f"{req.method} is not allowed on {req.path}; "
+                                            f"use {allowed or 'another method'}")
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(document)
+
+
+def _domain_error(req, resp, exc, params):
+    field = getattr(exc, "field", None)
+    if isinstance(exc, NotFound):
+        raise ApiError(falcon.HTTP_404, str(exc), field)
+    if isinstance(exc, Conflict):
+        raise ApiError(falcon.HTTP_409, str(exc), field)
+    raise ApiError(falcon.HTTP_400, str(exc), field or _field_of(exc))
+
+
+def _field_of(exc):
+    from ..exceptions import ParameterError
+
+    return "parameters" if isinstance(exc, ParameterError) else None
+
+
+def _unexpected_error(req, resp, exc, params):
+    logger.error("API %s %s failed", req.method, req.path, exc_info=exc)
+    raise ApiError(falcon.HTTP_500, "The server failed to answer this request; its log "
+                   "says why")
+
+
+def create_app(store, token, status=None, on_run_created=None):
+    """The WSGI app. `status()` returns the services' state for /api/health;
+    `on_run_created(run)` is called after the API creates a run (to wake an agent)."""
+    app = falcon.App(middleware=[TokenAuth(token)])
+    app.req_options.auto_parse_qs_csv = False
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.secure_cookies_by_default = True
+    app.set_error_serializer(_serialize_error)
+    app.add_error_handler(OrchestratorError, _domain_error)
+    app.add_error_handler(Exception, _unexpected_error)  # HTTPError keeps its own handler
+
+    app.add_route("/api/health", resources.Health(status or (lambda: {"status": "ok"})))
+    app.add_route("/api/openapi.json", resources.OpenApi(openapi_document()))
+    app.add_route("/api/flows", resources.Flows(store))
+    flow = resources.Flow(store)
+    app.add_route("/api/flows/" + _ID % "flow_id", flow)
+    app.add_route("/api/flows/" + _ID % "flow_id" + "/schedule/pause", flow, suffix="pause")
+    app.add_route("/api/flows/" + _ID % "flow_id" + "/schedule/resume", flow, suffix="resume")
+    app.add_route("/api/flow_runs", resources.FlowRuns(store, on_run_created))
+    run = resources.FlowRun(store)
+    one_run = "/api/flow_runs/" + _ID % "run_id"
+    app.add_route(one_run, run)
+    for part in ("cancel", "explain", "task_runs", "states", "logs"):
+        app.add_route(f"{one_run}/{part}", run, suffix=part)
+    app.add_route("/api/agents", resources.Agents(store))
+    limits = resources.ConcurrencyLimits(store)
+    app.add_route("/api/concurrency_limits", limits)
+    app.add_route("/api/concurrency_limits/{kind}/{label}", limits, suffix="one")
+    secrets = resources.Secrets(store)
+    app.add_route("/api/secrets", secrets)
+    app.add_route("/api/secrets/{name}", secrets, suffix="one")
     return app

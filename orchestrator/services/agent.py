@@ -79,6 +79,7 @@ class Agent:
         self.python = python or sys.executable
         self.children = {}
         self.wake = threading.Event()
+        self.env = {}  # set for every run's process (e.g. ORCHESTRATOR_API_URL under up)
         self._registered = False
         self._last_seen = 0.0
 
@@ -124,7 +125,7 @@ class Agent:
         run = self.store.get_flow_run(run_id)
         flow = self.store.get_flow(run["flow_id"])
         config = flow.get("run_config") or {}
-        env = dict(os.environ)
+        env = dict(os.environ, **self.env)
         env.update(config.get("env") or {})
         cwd = config.get("working_dir") or None
         logs = home_dir() / "logs"

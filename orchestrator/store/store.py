@@ -10,6 +10,7 @@ overwritten: state changes are conditional UPDATEs.
 """
 
 import itertools
+import json
 import time
 
 import peewee as pw
@@ -17,7 +18,7 @@ import peewee as pw
 from . import models as m
 from .db import database_url, open_database
 from .errors import Conflict, NotFound, StoreError
-from .scheduling import SchedulingQueries
+from .scheduling import SchedulingQueries, _prepared
 
 TERMINAL_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
                    "TriggerFailed", "Cached")
@@ -33,12 +34,24 @@ _RUN_FIELDS = (
 )
 
 
+_RUN_KEYS = tuple(getattr(f, "_alias", None) or f.name for f in _RUN_FIELDS)
+_FLOW_COLUMNS = ("id", "project_id", "name", "version", "fingerprint", "storage", "run_config",
+                 "schedule", "parameters", "labels", "settings", "archived",
+                 "schedule_active", "created")
+_FLOW_JSON = ("storage", "run_config", "schedule", "parameters", "labels", "settings")
+
+
 def _run_row(row):
     row["flow_id"] = row.pop("flow")
     for key in ("parameters", "labels"):
         if isinstance(row.get(key), str):
             row[key] = m.JSONField().python_value(row[key])
+    row["auto_scheduled"] = bool(row["auto_scheduled"])
     return row
+
+
+def _loads(text):
+    return None if text is None else m.JSONField().python_value(text)
 
 
 class Store(SchedulingQueries):
@@ -47,6 +60,7 @@ class Store(SchedulingQueries):
     def __init__(self, db, url=None):
         self.db = db
         self.url = url
+        self._returning = isinstance(db, pw.PostgresqlDatabase)
 
     @classmethod
     def open(cls, home=None, url=None):
@@ -140,6 +154,17 @@ class Store(SchedulingQueries):
             return self._flow(row, row.project.name)
         if project is None and "/" in ref:
             project, ref = ref.split("/", 1)
+        if project is not None:
+            # The API's hot path (every run created by name): one prepared query.
+            found = _prepared(self.db, "current_flow", lambda project, name: (
+                m.Flow.select(*[getattr(m.Flow, c) for c in _FLOW_COLUMNS], m.Project.name)
+                .join(m.Project)
+                .where((m.Project.name == pw.Value(project, converter=False))
+                       & (m.Flow.name == pw.Value(name, converter=False))
+                       & (m.Flow.archived == False))  # noqa: E712
+            )).execute(project, ref).fetchone()
+            if found is not None:
+                return self._flow_from_tuple(found)
         query = query.where((m.Flow.name == ref) & (m.Flow.archived == False))  # noqa: E712
         if project is not None:
             self.get_project(project)
@@ -167,6 +192,17 @@ class Store(SchedulingQueries):
         return [self._flow(row, row.project.name) for row in query]
 
     @staticmethod
+    def _flow_from_tuple(values):
+        flow = dict(zip(_FLOW_COLUMNS, values))
+        for key in _FLOW_JSON:
+            flow[key] = _loads(flow[key])
+        flow.pop("project_id")
+        flow["project"] = values[-1]
+        flow["archived"] = bool(flow["archived"])
+        flow["schedule_active"] = bool(flow["schedule_active"])
+        return flow
+
+    @staticmethod
     def _flow(row, project_name):
         return {
             "id": row.id, "project": project_name, "name": row.name,
@@ -182,27 +218,39 @@ class Store(SchedulingQueries):
     def create_flow_run(self, flow_id, parameters=None, name=None, labels=None,
                         scheduled_start_time=None, idempotency_key=None,
                         state="Scheduled", auto_scheduled=False):
+        # Hand-written SQL: the REST API creates runs at hundreds per second, and
+        # building these statements with the ORM took most of each request.
         now = time.time()
+        p = self.db.param
         with self.db.atomic():
             if idempotency_key is not None:
-                existing = m.FlowRun.get_or_none(m.FlowRun.idempotency_key == idempotency_key)
+                existing = _prepared(self.db, "run_by_key", lambda key: (
+                    m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow)
+                    .where(m.FlowRun.idempotency_key == pw.Value(key, converter=False)))
+                ).execute(idempotency_key).fetchone()
                 if existing is not None:
-                    if existing.flow_id != flow_id:
+                    if existing[1] != flow_id:
                         raise Conflict(
                             f"Idempotency key {idempotency_key!r} was already used for a "
-                            f"run of another flow (run {existing.id}); use a new key")
-                    return self.get_flow_run(existing.id)
-            row = m.FlowRun.create(
-                flow=flow_id, name=name or "", parameters=parameters or {},
-                labels=sorted(set(labels or ())), state=state,
-                scheduled_start_time=scheduled_start_time or now,
-                idempotency_key=idempotency_key, auto_scheduled=auto_scheduled,
-                created=now, updated=now)
+                            f"run of another flow (run {existing[0]}); use a new key")
+                    return self.get_flow_run(existing[0])
+            values = [flow_id, name or "", json.dumps(parameters or {}, sort_keys=True),
+                      json.dumps(sorted(set(labels or ()))), state,
+                      scheduled_start_time or now, idempotency_key, bool(auto_scheduled), 0,
+                      now, now]
+            sql = (f"INSERT INTO flow_run (flow_id, name, parameters, labels, state, "
+                   f"scheduled_start_time, idempotency_key, auto_scheduled, restarts, "
+                   f"created, updated) VALUES ({', '.join([p] * len(values))})")
+            if self._returning:
+                run_id = self.db.execute_sql(sql + " RETURNING id", values).fetchone()[0]
+            else:
+                run_id = self.db.execute_sql(sql, values).lastrowid
             if not name:
-                row.name = default_run_name(row.id)
-                row.save(only=[m.FlowRun.name])
-            m.StateEvent.create(flow_run=row.id, state=state, message=None, time=now)
-        return self.get_flow_run(row.id)
+                self.db.execute_sql(f"UPDATE flow_run SET name = {p} WHERE id = {p}",
+                                    [default_run_name(run_id), run_id])
+            self.db.execute_sql(f"INSERT INTO state_event (flow_run_id, state, time) "
+                                f"VALUES ({p}, {p}, {p})", [run_id, state, now])
+        return self.get_flow_run(run_id)
 
     def _runs(self):
         return (m.FlowRun.select(*_RUN_FIELDS)
@@ -211,16 +259,27 @@ class Store(SchedulingQueries):
 
     def get_flow_run(self, run_id):
         run_id = _check_run_id(run_id)
-        row = self._runs().where(m.FlowRun.id == run_id).dicts().first()
+        row = _prepared(self.db, "run_by_id", lambda run_id: self._runs().where(
+            m.FlowRun.id == pw.Value(run_id, converter=False))).execute(run_id).fetchone()
         if row is None:
             raise NotFound(f"No flow run with id {run_id}; list runs with: orchestrator runs")
-        return _run_row(row)
+        return _run_row(dict(zip(_RUN_KEYS, row)))
 
-    def list_flow_runs(self, flow_id=None, state=None, limit=50, before_id=None):
-        """Newest first; `before_id` continues a listing (cursor pagination)."""
+    def list_flow_runs(self, flow_id=None, state=None, limit=50, before_id=None,
+                       all_versions=False, since=None, until=None):
+        """Newest first; `before_id` continues a listing (cursor pagination).
+
+        `all_versions` includes runs of every version of `flow_id`'s flow;
+        `since`/`until` bound the scheduled start time (epoch seconds).
+        """
         query = self._runs()
         if flow_id is not None:
-            query = query.where(m.FlowRun.flow == flow_id)
+            query = query.where(m.FlowRun.flow.in_(self._group_ids(flow_id)) if all_versions
+                                else m.FlowRun.flow == flow_id)
+        if since is not None:
+            query = query.where(m.FlowRun.scheduled_start_time >= since)
+        if until is not None:
+            query = query.where(m.FlowRun.scheduled_start_time < until)
         if state is not None:
             states = [state] if isinstance(state, str) else list(state)
             query = query.where(m.FlowRun.state.in_(states))
@@ -499,6 +558,13 @@ class Store(SchedulingQueries):
             m.TaskSlot.insert(tag=tag, flow_run=run_id, holder=holder,
                               acquired=time.time()).on_conflict_ignore().execute()
             return True
+
+    def tag_slot_holders(self, tag):
+        """Ids of active runs holding slots of task tag `tag`."""
+        return sorted({rid for (rid,) in m.TaskSlot.select(m.TaskSlot.flow_run)
+                       .join(m.FlowRun).where((m.TaskSlot.tag == tag)
+                                              & m.FlowRun.state.in_(list(self.ACTIVE_STATES)))
+                       .tuples()})
 
     def release_task_slots(self, holder):
         with self.db.atomic():

@@ -1,0 +1,267 @@
+"""What goes in and out of the API: request bodies and query strings read
+and checked field by field, and store records turned into JSON documents
+(times as ISO 8601 strings with their UTC offset).
+
+Every check raises `ApiError` naming the field, the problem and the fix, so
+a bad input is a 4xx with a message, never a 500.
+"""
+
+import datetime as _dt
+import json
+
+import falcon
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_ID = 2 ** 63 - 1
+MAX_PAGE = 500
+LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+RUN_STATES = ("Scheduled", "Submitted", "Running", "Cancelling", "Success", "Failed",
+              "Cancelled", "TimedOut", "Skipped", "TriggerFailed", "Cached", "Pending",
+              "Retrying", "Paused", "Looped", "Mapped")
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
+          411: "length_required", 413: "payload_too_large", 415: "unsupported_media_type",
+          422: "invalid", 429: "too_many_requests", 500: "internal", 503: "unavailable"}
+
+
+class ApiError(falcon.HTTPError):
+    """An error answered as `{"error": {"code", "message", "field"}}`."""
+
+    def __init__(self, status, message, field=None, code=None, headers=None):
+        super().__init__(status, title=message, headers=headers)
+        self.message = message
+        self.field = field
+        self.error_code = code
+
+
+def bad_request(message, field=None):
+    return ApiError(falcon.HTTP_400, message, field=field)
+
+
+def error_document(exc):
+    """The JSON body for any falcon HTTPError (ours or falcon's own)."""
+    status = exc.status_code if hasattr(exc, "status_code") else int(str(exc.status)[:3])
+    message = getattr(exc, "message", None) or exc.description or exc.title or "Error"
+    if exc.description and exc.title and not isinstance(exc, ApiError):
+        message = f"{exc.title}: {exc.description}"
+    return {"error": {"code": getattr(exc, "error_code", None) or _CODES.get(
+        status, "error"), "message": message, "field": getattr(exc, "field", None)}}
+
+
+# -- reading requests ----------------------------------------------------------------
+def read_body(req, max_bytes=MAX_BODY_BYTES):
+    """The request's JSON object, at most `max_bytes` long."""
+    if req.content_length is not None and req.content_length > max_bytes:
+        raise ApiError(falcon.HTTP_413, f"The request body is {req.content_length} bytes; "
+                       f"the limit is {max_bytes} bytes. Send less data per request.")
+    raw = req.bounded_stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise ApiError(falcon.HTTP_413, f"The request body is over {max_bytes} bytes; "
+                       "send less data per request.")
+    if not raw.strip():
+        raise bad_request("The request has no body; send a JSON object with "
+                          "Content-Type: application/json")
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise bad_request("The request body is not UTF-8 text; send UTF-8 encoded JSON")
+    except ValueError as exc:
+        raise bad_request(f"The request body is not valid JSON ({exc}); send a JSON object")
+    if not isinstance(body, dict):
+        raise bad_request(f"The request body is a JSON {type(body).__name__}, not an object; "
+                          'send an object such as {"flow": "project/name"}')
+    check_text(body, "body")
+    return body
+
+
+def check_text(value, field):
+    """Strings anywhere in `value` must be storable: no NUL, no lone surrogate."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise bad_request(f"{field} contains a NUL character; remove it", field)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request(f"{field} contains invalid Unicode (a lone surrogate); send "
+                              "valid UTF-8 text", field) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, field)
+            check_text(item, f"{field}.{key}" if field != "body" else key)
+    elif isinstance(value, list):
+        for item in value:
+            check_text(item, field)
+    return value
+
+
+def only_fields(body, allowed):
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise bad_request(f"Unknown field {unknown[0]!r}; the fields are "
+                          f"{', '.join(sorted(allowed))}", unknown[0])
+
+
+def optional_string(body, field, max_length=200, required=False):
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise bad_request(f"Field {field!r} is required", field)
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        raise bad_request(f"{field} {value!r} is not valid: give a non-empty string of at "
+                          f"most {max_length} characters", field)
+    return value
+
+
+def optional_labels(body, field="labels"):
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and v.strip() and len(v) <= 200 for v in value):
+        raise bad_request(f"{field} {value!r} is not valid: give a list of label strings, "
+                          'e.g. ["etl", "gpu"]', field)
+    return value
+
+
+def parse_time(value, field):
+    """An ISO 8601 string with a UTC offset -> epoch seconds."""
+    if not isinstance(value, str):
+        raise bad_request(f"{field} {value!r} is not a time; give ISO 8601 with an offset, "
+                          "e.g. 2024-05-01T06:00:00+00:00", field)
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise bad_request(f"{field} {value!r} is not an ISO 8601 time; give e.g. "
+                          "2024-05-01T06:00:00+00:00", field) from None
+    if when.tzinfo is None:
+        raise bad_request(f"{field} {value!r} has no UTC offset; add one, e.g. "
+                          f"{text}+00:00", field)
+    try:
+        return when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise bad_request(f"{field} {value!r} is out of range", field) from None
+
+
+def query_int(req, name, default, low, high):
+    raw = req.get_param(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise bad_request(f"Query parameter {name}={raw!r} is not valid: give a whole "
+                          f"number from {low} to {high}", name)
+    return value
+
+
+def query_time(req, name):
+    raw = req.get_param(name)
+    return None if raw is None else parse_time(raw, name)
+
+
+def query_states(req):
+    """`?state=A&state=B` or `?state=A,B`; each must be a state name."""
+    values = req.get_param_as_list("state") or []
+    states = [s.strip() for v in values for s in v.split(",") if s.strip()]
+    for state in states:
+        if state not in RUN_STATES:
+            raise bad_request(f"State {state!r} is not a state; use one of "
+                              f"{', '.join(RUN_STATES)}", "state")
+    return states or None
+
+
+def query_level(req):
+    raw = req.get_param("level")
+    if raw is None:
+        return 0
+    if raw.upper() in LEVELS:
+        return LEVELS[raw.upper()]
+    if raw.isdigit() and int(raw) <= 100:
+        return int(raw)
+    raise bad_request(f"Log level {raw!r} is not valid; use one of "
+                      f"{', '.join(LEVELS)} (or a number up to 100)", "level")
+
+
+def path_name(value, what):
+    check_text(value, what)
+    if not value.strip() or len(value) > 200 or "\n" in value:
+        raise bad_request(f"{what.capitalize()} name {value!r} is not valid: use 1 to 200 "
+                          "characters on one line", what)
+    return value
+
+
+# -- writing responses ---------------------------------------------------------------
+def iso(epoch):
+    if epoch is None:
+        return None
+    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat()
+
+
+def flow_document(flow):
+    return {
+        "id": flow["id"], "project": flow["project"], "name": flow["name"],
+        "full_name": f"{flow['project']}/{flow['name']}", "version": flow["version"],
+        "labels": flow["labels"], "parameters": flow["parameters"],
+        "schedule": flow["schedule"], "schedule_active": bool(flow["schedule_active"]),
+        "settings": flow["settings"] or {}, "storage": flow["storage"],
+        "run_config": flow["run_config"], "archived": bool(flow["archived"]),
+        "created": iso(flow["created"]),
+    }
+
+
+def run_document(run):
+    return {
+        "id": run["id"], "name": run["name"], "flow_id": run["flow_id"],
+        "flow": f"{run['project']}/{run['flow_name']}", "project": run["project"],
+        "flow_name": run["flow_name"], "flow_version": run["flow_version"],
+        "parameters": run["parameters"], "labels": run["labels"], "state": run["state"],
+        "message": run["message"],
+        "scheduled_start_time": iso(run["scheduled_start_time"]),
+        "start_time": iso(run["start_time"]), "end_time": iso(run["end_time"]),
+        "heartbeat": iso(run["heartbeat"]), "agent": run["agent"], "pid": run["pid"],
+        "idempotency_key": run["idempotency_key"],
+        "auto_scheduled": bool(run["auto_scheduled"]), "restarts": run["restarts"],
+        "created": iso(run["created"]), "updated": iso(run["updated"]),
+    }
+
+
+def task_run_document(row):
+    return {
+        "id": row["id"], "task_slug": row["task_slug"], "task_name": row["task_name"],
+        "map_index": None if row["map_index"] is None or row["map_index"] < 0
+        else row["map_index"],
+        "state": row["state"], "message": row["message"], "run_count": row["run_count"],
+        "start_time": iso(row["start_time"]), "end_time": iso(row["end_time"]),
+        "result_location": row["result_location"],
+    }
+
+
+def log_document(row):
+    level = row["level"]
+    name = next((n for n, v in sorted(LEVELS.items(), key=lambda kv: -kv[1]) if level >= v),
+                "NOTSET")
+    return {
+        "id": row["id"], "time": iso(row["time"]), "level": level, "level_name": name,
+        "logger": row["logger"], "message": row["message"], "task_slug": row["task_slug"],
+        "map_index": row["map_index"],
+    }
+
+
+def state_document(row):
+    return {"state": row["state"], "message": row["message"], "time": iso(row["time"])}
+
+
+def agent_document(row, running, now, alive_seconds):
+    return {
+        "name": row["name"], "labels": row["labels"], "host": row["host"], "pid": row["pid"],
+        "limit": row["limit"], "started": iso(row["started"]),
+        "last_seen": iso(row["last_seen"]), "alive": now - row["last_seen"] < alive_seconds,
+        "running": running,
+    }

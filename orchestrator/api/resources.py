@@ -1,0 +1,332 @@
+"""REST resources: each handler parses, calls the store or `service`, renders.
+
+Domain errors (NotFound, Conflict, bad parameters) become 4xx JSON in
+`orchestrator.api` (see `create_app`), not here.
+"""
+
+import json
+import os
+import time
+
+import falcon
+
+from .. import __version__, service
+from ..explain import AGENT_ALIVE_SECONDS, explain_flow_run
+from ..store import TERMINAL_STATES, Conflict
+from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, bad_request, check_text,
+                     flow_document, log_document, only_fields, optional_labels,
+                     optional_string, parse_time, path_name, query_int, query_level,
+                     query_states, query_time, read_body, run_document, state_document,
+                     task_run_document)
+
+
+def _json(resp, document, status=falcon.HTTP_200):
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.text = json.dumps(document)
+
+
+def _cursor(req):
+    raw = req.get_param("cursor")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
+        raise bad_request(f"cursor {raw!r} is not valid; pass back the next_cursor of the "
+                          "previous page", "cursor")
+    return int(raw)
+
+
+class Health:
+    """GET /api/health: version, database, and whether the services are alive."""
+
+    def __init__(self, status):
+        self.status = status
+
+    def on_get(self, req, resp):
+        _json(resp, dict(self.status(), version=__version__))
+
+
+class OpenApi:
+    def __init__(self, document):
+        self.text = json.dumps(document)
+
+    def on_get(self, req, resp):
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = self.text
+
+
+# -- flows ---------------------------------------------------------------------------
+_REST_STORAGE = ("Script", "Module", "Git")
+
+
+class Flows:
+    """/api/flows: list current flows; register one from Script, Module or Git storage."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def on_get(self, req, resp):
+        project = req.get_param("project")
+        archived = req.get_param_as_bool("archived", default=False)
+        flows = self.store.list_flows(project=project, include_archived=archived)
+        _json(resp, {"flows": [flow_document(f) for f in flows]})
+
+    def on_post(self, req, resp):
+        from ..storage import Storage
+
+        body = read_body(req)
+        only_fields(body, ("project", "storage", "flow_name", "labels"))
+        project = optional_string(body, "project", required=True)
+        flow_name = optional_string(body, "flow_name")
+        labels = optional_labels(body)
+        ref = body.get("storage")
+        if not isinstance(ref, dict) or ref.get("type") not in _REST_STORAGE:
+            raise bad_request(
+                f"storage {ref!r} is not valid: give a Script, Module or Git reference, e.g. "
+                '{"type": "Script", "path": "/srv/flows/etl.py"}; pickled (Local) flows '
+                "cannot be registered over the API", "storage")
+        _check_storage_ref(ref)
+        self.store.get_project(project)
+        storage = Storage.from_ref(dict(ref, flow_name=flow_name) if ref["type"] != "Git"
+                                   else ref)
+        flow = storage.get_flow(flow_name)
+        flow.storage = storage
+        record, new = service.register_flow(self.store, flow, project, labels=labels)
+        _json(resp, flow_document(record), falcon.HTTP_201 if new else falcon.HTTP_200)
+
+
+def _check_storage_ref(ref):
+    """Storage references from the network: known keys, no way out of a checkout."""
+    allowed = {"Script": ("type", "path", "flow_name"),
+               "Module": ("type", "module", "flow_name"),
+               "Git": ("type", "repo", "path", "ref")}[ref["type"]]
+    unknown = sorted(set(ref) - set(allowed))
+    if unknown:
+        raise bad_request(f"storage field {unknown[0]!r} is not accepted for "
+                          f"{ref['type']} storage; its fields are {', '.join(allowed)}",
+                          f"storage.{unknown[0]}")
+    for key in allowed[1:]:
+        if key in ref and ref[key] is not None and not isinstance(ref[key], str):
+            raise bad_request(f"storage.{key} {ref[key]!r} must be a string", f"storage.{key}")
+    path = ref.get("path")
+    if ref["type"] == "Script":
+        if not path or not os.path.isabs(path) or not path.endswith(".py") \
+                or ".." in path.replace("\\", "/").split("/"):
+            raise bad_request(f"storage.path {path!r} is not valid: give the absolute path "
+                              "of a .py file on the server, without '..'", "storage.path")
+        if not os.path.isfile(path):
+            raise bad_request(f"storage.path {path!r} is not a file on the server",
+                              "storage.path")
+    if ref["type"] == "Git":
+        if not path or os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+            raise bad_request(f"storage.path {path!r} is not valid: give the flow file's "
+                              "path inside the repository, e.g. flows/etl.py, without '..'",
+                              "storage.path")
+
+
+class Flow:
+    """/api/flows/{flow_id}: one flow (any version) with its parameters and schedule."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def on_get(self, req, resp, flow_id):
+        _json(resp, flow_document(self.store.get_flow(flow_id)))
+
+    def on_post_pause(self, req, resp, flow_id):
+        self._set_active(resp, flow_id, False)
+
+    def on_post_resume(self, req, resp, flow_id):
+        self._set_active(resp, flow_id, True)
+
+    def _set_active(self, resp, flow_id, active):
+        flow = self.store.get_flow(flow_id)
+        if not flow.get("schedule"):
+            raise ApiError(falcon.HTTP_409, f"Flow {flow['project']}/{flow['name']} has no "
+                           "schedule; give it one and register it again")
+        flow, deleted = self.store.set_schedule_active(flow["id"], active)
+        _json(resp, dict(flow_document(flow), deleted_runs=deleted))
+
+
+# -- flow runs -----------------------------------------------------------------------
+class FlowRuns:
+    """/api/flow_runs: create a run; list runs newest first, one page at a time."""
+
+    def __init__(self, store, on_run_created=None):
+        self.store = store
+        self.on_run_created = on_run_created
+
+    def on_post(self, req, resp):
+        started = time.time()
+        body = read_body(req)
+        only_fields(body, ("flow", "parameters", "name", "labels", "scheduled_start_time",
+                           "idempotency_key"))
+        flow = body.get("flow")
+        if isinstance(flow, bool) or not (
+                isinstance(flow, int) and 0 < flow <= MAX_ID
+                or isinstance(flow, str) and flow.strip() and len(flow) <= 401):
+            raise bad_request(f"flow {flow!r} is not valid: give 'project/name' or a flow id",
+                              "flow")
+        parameters = body.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise bad_request(f"parameters {parameters!r} is not an object; give e.g. "
+                              '{"day": "2024-05-01"}', "parameters")
+        when = body.get("scheduled_start_time")
+        run = service.create_flow_run(
+            self.store, flow, parameters=parameters, name=optional_string(body, "name"),
+            labels=optional_labels(body),
+            scheduled_start_time=None if when is None
+            else parse_time(when, "scheduled_start_time"),
+            idempotency_key=optional_string(body, "idempotency_key"))
+        replay = run["idempotency_key"] is not None and run["created"] < started
+        if not replay and self.on_run_created is not None:
+            self.on_run_created(run)
+        _json(resp, run_document(run), falcon.HTTP_200 if replay else falcon.HTTP_201)
+
+    def on_get(self, req, resp):
+        limit = query_int(req, "limit", 50, 1, MAX_PAGE)
+        flow_ref = req.get_param("flow")
+        flow_id = None
+        if flow_ref is not None:
+            check_text(flow_ref, "flow")
+            flow_id = self.store.get_flow(flow_ref)["id"]
+        rows = self.store.list_flow_runs(
+            flow_id=flow_id, all_versions=True, state=query_states(req), limit=limit,
+            before_id=_cursor(req), since=query_time(req, "since"),
+            until=query_time(req, "until"))
+        _json(resp, {"flow_runs": [run_document(r) for r in rows],
+                     "next_cursor": str(rows[-1]["id"]) if len(rows) == limit else None})
+
+
+class FlowRun:
+    """/api/flow_runs/{run_id} and its actions and parts."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def on_get(self, req, resp, run_id):
+        _json(resp, run_document(self.store.get_flow_run(run_id)))
+
+    def on_patch(self, req, resp, run_id):
+        body = read_body(req)
+        only_fields(body, ("name",))
+        name = optional_string(body, "name", required=True)
+        self.store.get_flow_run(run_id)
+        self.store.rename_flow_run(run_id, name)
+        _json(resp, run_document(self.store.get_flow_run(run_id)))
+
+    def on_post_cancel(self, req, resp, run_id):
+        run = self.store.get_flow_run(run_id)
+        state = self.store.request_cancel(run["id"])
+        if state in TERMINAL_STATES and state != "Cancelled":
+            raise Conflict(f"Flow run {run_id} already finished: {state}; nothing to cancel")
+        _json(resp, run_document(self.store.get_flow_run(run_id)))
+
+    def on_get_explain(self, req, resp, run_id):
+        run = self.store.get_flow_run(run_id)
+        _json(resp, {"id": run["id"], "state": run["state"],
+                     "reasons": explain_flow_run(self.store, run_id)})
+
+    def on_get_task_runs(self, req, resp, run_id):
+        self.store.get_flow_run(run_id)
+        _json(resp, {"task_runs": [task_run_document(t) for t in self.store.task_runs(run_id)]})
+
+    def on_get_states(self, req, resp, run_id):
+        self.store.get_flow_run(run_id)
+        _json(resp, {"states": [state_document(e) for e in self.store.state_events(run_id)
+                                if e["task_slug"] is None]})
+
+    def on_get_logs(self, req, resp, run_id):
+        run = self.store.get_flow_run(run_id)
+        after = _cursor(req) or 0
+        limit = query_int(req, "limit", 1000, 1, 10000)
+        rows = self.store.logs(run_id, after_id=after, min_level=query_level(req), limit=limit)
+        _json(resp, {"logs": [log_document(r) for r in rows],
+                     "next_cursor": str(rows[-1]["id"] if rows else after),
+                     "run_state": run["state"]})
+
+
+# -- agents, limits, secrets ---------------------------------------------------------
+class Agents:
+    def __init__(self, store):
+        self.store = store
+
+    def on_get(self, req, resp):
+        now = time.time()
+        running = {}
+        for run in self.store.active_runs():
+            if run["agent"]:
+                running.setdefault(run["agent"], []).append(run["id"])
+        _json(resp, {"agents": [
+            agent_document(a, running.get(a["name"], []), now, AGENT_ALIVE_SECONDS)
+            for a in self.store.list_agents()]})
+
+
+_KINDS = ("label", "tag")
+
+
+class ConcurrencyLimits:
+    """/api/concurrency_limits[/{kind}/{label}]: run limits per label, task limits per tag."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def on_get(self, req, resp):
+        limits = []
+        for kind in _KINDS:
+            for label, limit in sorted(self.store.concurrency_limits(kind).items()):
+                holders = (self.store.limit_holders(label=label) if kind == "label"
+                           else self.store.tag_slot_holders(label))
+                limits.append({"kind": kind, "label": label, "limit": limit,
+                               "holders": holders})
+        _json(resp, {"concurrency_limits": limits})
+
+    def on_put_one(self, req, resp, kind, label):
+        kind, label = self._key(kind, label)
+        body = read_body(req)
+        only_fields(body, ("limit",))
+        limit = body.get("limit")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 100000:
+            raise bad_request(f"limit {limit!r} is not valid: give a whole number from 0 to "
+                              "100000 (0 holds every run with the label)", "limit")
+        self.store.set_concurrency_limit(label, limit, kind=kind)
+        holders = (self.store.limit_holders(label=label) if kind == "label"
+                   else self.store.tag_slot_holders(label))
+        _json(resp, {"kind": kind, "label": label, "limit": limit, "holders": holders})
+
+    def on_delete_one(self, req, resp, kind, label):
+        kind, label = self._key(kind, label)
+        self.store.delete_concurrency_limit(label, kind=kind)
+        resp.status = falcon.HTTP_204
+
+    @staticmethod
+    def _key(kind, label):
+        if kind not in _KINDS:
+            raise ApiError(falcon.HTTP_404, f"Limit kind {kind!r} is not known; use "
+                           "label or tag", "kind")
+        return kind, path_name(label, "label")
+
+
+class Secrets:
+    """/api/secrets[/{name}]: names can be listed; values are written, never read."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def on_get(self, req, resp):
+        _json(resp, {"secrets": [{"name": n} for n in self.store.secret_names()]})
+
+    def on_put_one(self, req, resp, name):
+        name = path_name(name, "secret")
+        body = read_body(req)
+        only_fields(body, ("value",))
+        value = body.get("value")
+        if not isinstance(value, str):
+            raise bad_request("value must be a string (encode other data as JSON text)",
+                              "value")
+        self.store.set_secret(name, value)
+        resp.status = falcon.HTTP_204
+
+    def on_delete_one(self, req, resp, name):
+        self.store.delete_secret(path_name(name, "secret"))
+        resp.status = falcon.HTTP_204
