@@ -13,6 +13,7 @@ The OpenAPI 3.1 description of every operation is at /api/openapi.json.
 import hmac
 import json
 import logging
+import re
 
 import falcon
 
@@ -49,6 +50,31 @@ class TokenAuth:
             raise ApiError(falcon.HTTP_401, "A valid API token is required: send "
                            "Authorization: Bearer <the token in $ORCHESTRATOR_HOME/api-token>",
                            headers={"WWW-Authenticate": "Bearer"})
+
+
+class KnownQueryParameters:
+    """Middleware: a query parameter the operation does not have is an error, so a
+    typo (`?stat=Failed`) is not silently ignored. The OpenAPI document is the list."""
+
+    def __init__(self, document):
+        self.allowed = {}
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                self.allowed[(path, method.upper())] = {
+                    p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"}
+
+    def process_resource(self, req, resp, resource, params):
+        if not req.query_string:
+            return
+        template = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", req.uri_template or "")
+        allowed = self.allowed.get((template, req.method))
+        if allowed is None:
+            return
+        for name in req.params:
+            if name not in allowed:
+                raise ApiError(falcon.HTTP_400, f"Unknown query parameter {name!r}; this "
+                               f"operation takes {', '.join(sorted(allowed)) or 'none'}",
+                               name)
 
 
 def _serialize_error(req, resp, exc):
@@ -90,7 +116,8 @@ def _unexpected_error(req, resp, exc, params):
 def create_app(store, token, status=None, on_run_created=None):
     """The WSGI app. `status()` returns the services' state for /api/health;
     `on_run_created(run)` is called after the API creates a run (to wake an agent)."""
-    app = falcon.App(middleware=[TokenAuth(token)])
+    document = openapi_document()
+    app = falcon.App(middleware=[TokenAuth(token), KnownQueryParameters(document)])
     app.req_options.auto_parse_qs_csv = False
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = True
@@ -99,7 +126,7 @@ def create_app(store, token, status=None, on_run_created=None):
     app.add_error_handler(Exception, _unexpected_error)  # HTTPError keeps its own handler
 
     app.add_route("/api/health", resources.Health(status or (lambda: {"status": "ok"})))
-    app.add_route("/api/openapi.json", resources.OpenApi(openapi_document()))
+    app.add_route("/api/openapi.json", resources.OpenApi(document))
     app.add_route("/api/flows", resources.Flows(store))
     flow = resources.Flow(store)
     app.add_route("/api/flows/" + _ID % "flow_id", flow)

@@ -240,7 +240,10 @@ def openapi_document():
         "/api/flow_runs/{run_id}/logs": {"get": _op(
             "get_flow_run_logs", "Log lines after a cursor, oldest first", _ok("LogPage"), [
                 _RUN_ID, _CURSOR,
-                _param("level", schema={"type": "string", "enum": list(LEVELS)}),
+                _param("level", schema={"anyOf": [
+                    {"type": "string", "enum": list(LEVELS)},
+                    {"type": "integer", "minimum": 0, "maximum": 100}]},
+                    description="Lines at this level or above"),
                 _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 10000})])},
         "/api/agents": {"get": _op("list_agents", "Agents with their running runs",
                                    _ok("AgentList"))},

@@ -8,6 +8,7 @@ a bad input is a 4xx with a message, never a 500.
 
 import datetime as _dt
 import json
+import re
 
 import falcon
 
@@ -102,6 +103,17 @@ def only_fields(body, allowed):
                           f"{', '.join(sorted(allowed))}", unknown[0])
 
 
+def whole_number(value):
+    """`value` as an int when JSON Schema calls it an integer (3 or 3.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def optional_string(body, field, max_length=200, required=False):
     value = body.get(field)
     if value is None:
@@ -181,9 +193,9 @@ def query_level(req):
     raw = req.get_param("level")
     if raw is None:
         return 0
-    if raw.upper() in LEVELS:
-        return LEVELS[raw.upper()]
-    if raw.isdigit() and int(raw) <= 100:
+    if raw in LEVELS:
+        return LEVELS[raw]
+    if re.fullmatch(r"[0-9]{1,3}", raw) and int(raw) <= 100:
         return int(raw)
     raise bad_request(f"Log level {raw!r} is not valid; use one of "
                       f"{', '.join(LEVELS)} (or a number up to 100)", "level")

@@ -6,6 +6,7 @@ Domain errors (NotFound, Conflict, bad parameters) become 4xx JSON in
 
 import json
 import os
+import re
 import time
 
 import falcon
@@ -17,7 +18,7 @@ from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, bad_request, ch
                      flow_document, log_document, only_fields, optional_labels,
                      optional_string, parse_time, path_name, query_int, query_level,
                      query_states, query_time, read_body, run_document, state_document,
-                     task_run_document)
+                     task_run_document, whole_number)
 
 
 def _json(resp, document, status=falcon.HTTP_200):
@@ -30,10 +31,10 @@ def _cursor(req):
     raw = req.get_param("cursor")
     if raw is None:
         return None
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
+    if not re.fullmatch(r"[0-9]{1,19}", raw):
         raise bad_request(f"cursor {raw!r} is not valid; pass back the next_cursor of the "
                           "previous page", "cursor")
-    return int(raw)
+    return min(int(raw), MAX_ID)
 
 
 class Health:
@@ -115,8 +116,8 @@ def _check_storage_ref(ref):
             raise bad_request(f"storage.path {path!r} is not valid: give the absolute path "
                               "of a .py file on the server, without '..'", "storage.path")
         if not os.path.isfile(path):
-            raise bad_request(f"storage.path {path!r} is not a file on the server",
-                              "storage.path")
+            raise ApiError(falcon.HTTP_404, f"storage.path {path!r} is not a file on the "
+                           "server; give the path of the flow file there", "storage.path")
     if ref["type"] == "Git":
         if not path or os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
             raise bad_request(f"storage.path {path!r} is not valid: give the flow file's "
@@ -162,8 +163,9 @@ class FlowRuns:
         only_fields(body, ("flow", "parameters", "name", "labels", "scheduled_start_time",
                            "idempotency_key"))
         flow = body.get("flow")
-        if isinstance(flow, bool) or not (
-                isinstance(flow, int) and 0 < flow <= MAX_ID
+        if whole_number(flow) is not None:
+            flow = whole_number(flow)
+        if not (isinstance(flow, int) and 0 < flow <= MAX_ID
                 or isinstance(flow, str) and flow.strip() and len(flow) <= 401):
             raise bad_request(f"flow {flow!r} is not valid: give 'project/name' or a flow id",
                               "flow")
@@ -285,9 +287,9 @@ class ConcurrencyLimits:
         kind, label = self._key(kind, label)
         body = read_body(req)
         only_fields(body, ("limit",))
-        limit = body.get("limit")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 100000:
-            raise bad_request(f"limit {limit!r} is not valid: give a whole number from 0 to "
+        limit = whole_number(body.get("limit"))
+        if limit is None or not 0 <= limit <= 100000:
+            raise bad_request(f"limit {body.get('limit')!r} is not valid: give a whole number from 0 to "
                               "100000 (0 holds every run with the label)", "limit")
         self.store.set_concurrency_limit(label, limit, kind=kind)
         holders = (self.store.limit_holders(label=label) if kind == "label"
