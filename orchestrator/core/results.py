@@ -55,7 +55,7 @@ class Result:
         self.location = location
         self.serializer = serializer or PickleSerializer()
 
-    def format_location(self, template, **values):
+    def format_location(self, template, /, **values):
         template = template if template is not None else "{flow_run_id}/{task_slug}{map_suffix}.result"
         try:
             return string.Formatter().vformat(template, (), _Missing(values))
@@ -65,14 +65,14 @@ class Result:
                 f"Available names: {', '.join(sorted(values))}"
             ) from None
 
-    def write(self, value, **values):
+    def write(self, value, /, **values):
         """Serialize `value` to this result's location; returns the location."""
         raise NotImplementedError
 
     def read(self, location):
         raise NotImplementedError
 
-    def exists(self, location, **values):
+    def exists(self, location, /, **values):
         raise NotImplementedError
 
     def __repr__(self):
@@ -110,7 +110,7 @@ class LocalResult(Result):
         path = Path(location)
         return path if path.is_absolute() else self.dir / path
 
-    def write(self, value, **values):
+    def write(self, value, /, **values):
         location = self.format_location(values.pop("_target", None) or self.location,
                                         **values)
         try:
@@ -143,7 +143,7 @@ class LocalResult(Result):
             raise ResultError(f"Cannot read result {path}: {exc.strerror}") from None
         return self.serializer.deserialize(data)
 
-    def exists(self, location, **values):
+    def exists(self, location, /, **values):
         return self.path_for(self.format_location(location, **values)).exists()
 
 
@@ -186,7 +186,7 @@ class PackedResult(Result):
                                             threading.Lock()]
             return entry
 
-    def write(self, value, **values):
+    def write(self, value, /, **values):
         run_id = str(values.get("flow_run_id") or "results").replace(os.sep, "_")
         try:
             data = self.serializer.serialize(value)
@@ -236,7 +236,7 @@ class PackedResult(Result):
             raise ResultError(f"Result {location} is cut short; the file was truncated")
         return self.serializer.deserialize(data)
 
-    def exists(self, location, **values):
+    def exists(self, location, /, **values):
         try:
             self.read(location)
         except ResultError:
