@@ -54,7 +54,7 @@ from .exceptions import OrchestratorError
 from .labels import check_labels
 
 __all__ = ["ScheduleError", "ClockEvent", "Clock", "IntervalClock", "CronClock",
-           "DatesClock", "Schedule", "IntervalSchedule", "CronSchedule"]
+           "DatesClock", "Schedule", "IntervalSchedule", "CronSchedule", "describe_schedule"]
 
 UTC = _dt.timezone.utc
 _DAY = _dt.timedelta(days=1)
@@ -803,3 +803,76 @@ def CronSchedule(cron, start_date=None, end_date=None, day_or=True):
     """A schedule of one CronClock."""
     return Schedule(clocks=[CronClock(cron, start_date=start_date, end_date=end_date,
                                       day_or=day_or)])
+
+
+# -- in words ----------------------------------------------------------------------
+
+_DAY_NAMES = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+_UNITS = ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second"))
+
+
+def describe_schedule(ref):
+    """A stored schedule (`Schedule.to_ref()`) in words, for people:
+    "every weekday at 06:00 Europe/Berlin; every 1 hour"."""
+    if not isinstance(ref, dict):
+        return None
+    clocks = ref.get("clocks") or []
+    return "; ".join(_describe_clock(c) for c in clocks) or "no clocks"
+
+
+def _describe_clock(ref):
+    kind = ref.get("type")
+    if kind == "IntervalClock":
+        seconds = float(ref.get("interval") or 0)
+        for size, unit in _UNITS:
+            if seconds >= size and seconds % size == 0:
+                count = int(seconds // size)
+                return f"every {count} {unit}{'' if count == 1 else 's'}"
+        return f"every {seconds:g} seconds"
+    if kind == "CronClock":
+        return _describe_cron(ref.get("cron", ""), ref.get("timezone") or "UTC")
+    if kind == "DatesClock":
+        dates = ref.get("dates") or []
+        if len(dates) == 1:
+            return f"once, at {dates[0]}"
+        return f"at {len(dates)} set times, the last {dates[-1]}" if dates else "never"
+    return f"a {kind} clock"
+
+
+def _describe_cron(cron, zone):
+    expression = _CRON_ALIASES.get(cron.lower(), cron).split()
+    fallback = f"cron '{cron}' ({zone})"
+    if len(expression) != 5:
+        return fallback
+    minute, hour, dom, month, dow = expression
+    if month != "*" or dom != "*":
+        return fallback
+    if minute.startswith("*/") and hour == "*" and dow == "*" and minute[2:].isdigit():
+        return f"every {int(minute[2:])} minutes"
+    if minute == "*" and hour == "*" and dow == "*":
+        return "every minute"
+    if not minute.isdigit():
+        return fallback
+    if hour == "*" and dow == "*":
+        return f"every hour at :{int(minute):02d}"
+    if not hour.isdigit():
+        return fallback
+    days = _describe_dow(dow)
+    if days is None:
+        return fallback
+    return f"{days} at {int(hour):02d}:{int(minute):02d} {zone}"
+
+
+def _describe_dow(dow):
+    if dow in ("*", "0-6", "1-7"):
+        return "every day"
+    if dow in ("1-5", "mon-fri", "MON-FRI"):
+        return "every weekday"
+    if dow in ("0,6", "6,0", "sat,sun", "SAT,SUN"):
+        return "every weekend day"
+    names = []
+    for part in dow.split(","):
+        if not part.isdigit() or int(part) > 7:
+            return None
+        names.append(_DAY_NAMES[int(part) % 7])
+    return "every " + ", ".join(names)

@@ -52,7 +52,9 @@ SCHEMAS = {
         "schedule": {"type": ["object", "null"]}, "schedule_active": {"type": "boolean"},
         "settings": {"type": "object"}, "storage": {"type": "object"},
         "run_config": {"type": ["object", "null"]}, "archived": {"type": "boolean"},
-        "created": _TIME}),
+        "created": _TIME, "schedule_description": _STRING_OR_NULL, "next_run": _TIME_OR_NULL,
+        "recent_runs": {"type": "array", "maxItems": 10, "items": _object({
+            "id": _ID, "state": {"type": "string", "enum": list(RUN_STATES)}})}}),
     "FlowList": _object({"flows": {"type": "array", "items": _ref("Flow")}}),
     "RegisterFlow": _object({
         "project": _NAME,

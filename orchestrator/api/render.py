@@ -12,6 +12,8 @@ import re
 
 import falcon
 
+from ..schedules import describe_schedule
+
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ID = 2 ** 63 - 1
 MAX_PAGE = 500
@@ -216,8 +218,13 @@ def iso(epoch):
     return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat()
 
 
-def flow_document(flow):
+def flow_document(flow, summary=None):
+    """A flow; with `summary` (Store.flow_run_summary) its recent runs and next run."""
+    summary = summary or {"recent_runs": [], "next_run": None}
     return {
+        "schedule_description": describe_schedule(flow["schedule"]),
+        "next_run": iso(summary["next_run"]),
+        "recent_runs": [{"id": rid, "state": state} for rid, state in summary["recent_runs"]],
         "id": flow["id"], "project": flow["project"], "name": flow["name"],
         "full_name": f"{flow['project']}/{flow['name']}", "version": flow["version"],
         "labels": flow["labels"], "parameters": flow["parameters"],

@@ -70,7 +70,8 @@ class Flows:
         project = req.get_param("project")
         archived = req.get_param_as_bool("archived", default=False)
         flows = self.store.list_flows(project=project, include_archived=archived)
-        _json(resp, {"flows": [flow_document(f) for f in flows]})
+        _json(resp, {"flows": [flow_document(f, self.store.flow_run_summary(f["id"]))
+                               for f in flows]})
 
     def on_post(self, req, resp):
         from ..storage import Storage
@@ -132,7 +133,8 @@ class Flow:
         self.store = store
 
     def on_get(self, req, resp, flow_id):
-        _json(resp, flow_document(self.store.get_flow(flow_id)))
+        _json(resp, flow_document(self.store.get_flow(flow_id),
+                                  self.store.flow_run_summary(flow_id)))
 
     def on_post_pause(self, req, resp, flow_id):
         self._set_active(resp, flow_id, False)
@@ -146,7 +148,8 @@ class Flow:
             raise ApiError(falcon.HTTP_409, f"Flow {flow['project']}/{flow['name']} has no "
                            "schedule; give it one and register it again")
         flow, deleted = self.store.set_schedule_active(flow["id"], active)
-        _json(resp, dict(flow_document(flow), deleted_runs=deleted))
+        _json(resp, dict(flow_document(flow, self.store.flow_run_summary(flow["id"])),
+                         deleted_runs=deleted))
 
 
 # -- flow runs -----------------------------------------------------------------------

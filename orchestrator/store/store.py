@@ -214,6 +214,20 @@ class Store(SchedulingQueries):
             "archived": row.archived, "created": row.created,
         }
 
+    def flow_run_summary(self, flow_id, recent=10):
+        """Of every version of a flow: its last `recent` runs as (id, state), newest
+        first, and the earliest start time of its Scheduled runs (or None)."""
+        group = self._group_ids(flow_id)
+        runs = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.state)
+                    .where(m.FlowRun.flow.in_(group))
+                    .order_by(m.FlowRun.id.desc()).limit(recent).tuples())
+        # auto_scheduled IN (both) lets the (flow, auto_scheduled, state, time) index serve.
+        next_start = (m.FlowRun.select(pw.fn.MIN(m.FlowRun.scheduled_start_time))
+                      .where(m.FlowRun.flow.in_(group)
+                             & m.FlowRun.auto_scheduled.in_([False, True])
+                             & (m.FlowRun.state == "Scheduled")).scalar())
+        return {"recent_runs": runs, "next_run": next_start}
+
     # -- flow runs ------------------------------------------------------------
     def create_flow_run(self, flow_id, parameters=None, name=None, labels=None,
                         scheduled_start_time=None, idempotency_key=None,
