@@ -125,6 +125,9 @@ def create_app(store, token, status=None, on_run_created=None):
     app.add_error_handler(OrchestratorError, _domain_error)
     app.add_error_handler(Exception, _unexpected_error)  # HTTPError keeps its own handler
 
+    web = resources.WebPage()
+    app.add_route("/", web)
+    app.add_route("/static/{name}", web, suffix="file")
     app.add_route("/api/health", resources.Health(status or (lambda: {"status": "ok"})))
     app.add_route("/api/openapi.json", resources.OpenApi(document))
     app.add_route("/api/flows", resources.Flows(store))

@@ -47,6 +47,43 @@ class Health:
         _json(resp, dict(self.status(), version=__version__))
 
 
+class WebPage:
+    """The web page: a few static files from the package, read once, served with
+    a Content-Security-Policy that allows no request beyond this server."""
+
+    FILES = {"index.html": "text/html; charset=utf-8",
+             "app.js": "text/javascript; charset=utf-8",
+             "app.css": "text/css; charset=utf-8"}
+    HEADERS = {
+        "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+                                   "connect-src 'self'; img-src 'self' data:; "
+                                   "base-uri 'none'; form-action 'none'; "
+                                   "frame-ancestors 'none'",
+        "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+    def __init__(self):
+        folder = os.path.join(os.path.dirname(__file__), "web")
+        self.files = {}
+        for name in self.FILES:
+            with open(os.path.join(folder, name), "rb") as f:
+                self.files[name] = f.read()
+
+    def on_get(self, req, resp):
+        self._send(resp, "index.html")
+
+    def on_get_file(self, req, resp, name):
+        if name not in self.files:
+            raise ApiError(falcon.HTTP_404, f"No such file: /static/{name}")
+        self._send(resp, name)
+
+    def _send(self, resp, name):
+        resp.content_type = self.FILES[name]
+        resp.data = self.files[name]
+        resp.set_headers(self.HEADERS)
+
+
 class OpenApi:
     def __init__(self, document):
         self.text = json.dumps(document)
