@@ -641,7 +641,8 @@ def server(host, port, expose):
     signal.signal(signal.SIGTERM, request_stop)
     click.echo(f"orchestrator server: database {_safe_url(store.url)}\n"
                f"  API:     {api.url}/api/health\n"
-               f"  token:   {api.token_path} (send as Authorization: Bearer)\n"
+               f"  web:     {api.url}/\n"
+               f"  token:   {api.token_path} (print it with: orchestrator token)\n"
                "Stop with Ctrl-C.")
     api.run(stopping)
     click.echo("orchestrator server: stopped.")

@@ -119,7 +119,8 @@ class Up:
               f"  logs:    {home / 'logs'} (and `orchestrator logs RUN`)\n"
               f"  agent:   {self.agent.name}, labels {', '.join(self.agent.labels) or 'none'}\n"
               f"  API:     {self.url}/api/health\n"
-              f"  token:   {self.api.token_path} (send as Authorization: Bearer)\n"
+              f"  web:     {self.url}/\n"
+              f"  token:   {self.api.token_path} (print it with: orchestrator token)\n"
               "Stop with Ctrl-C.", flush=True)
         self._tick("reaper", self.reaper.run_once)  # runs a crash left behind, at once
         threads = [threading.Thread(target=self._agent_loop, name="orchestrator-agent",
