@@ -41,7 +41,10 @@ class ApiServer:
                               on_run_created=on_run_created)
         self.server = waitress.create_server(
             self.app, host=host, port=port, threads=threads, ident="orchestrator",
-            clear_untrusted_proxy_headers=True, max_request_body_size=MAX_BODY_BYTES * 2)
+            clear_untrusted_proxy_headers=True,
+            # Far above the API's own 1 MiB limit, so an oversize body gets the API's
+            # JSON 413 rather than waitress's plain-text one; waitress spools it to disk.
+            max_request_body_size=MAX_BODY_BYTES * 64)
         local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
         self.url = f"http://{local}:{self.server.effective_port}"
         self.url_path = home_dir() / API_URL_FILE

@@ -66,9 +66,11 @@ def read_body(req, max_bytes=MAX_BODY_BYTES):
         raise bad_request("The request has no body; send a JSON object with "
                           "Content-Type: application/json")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise bad_request("The request body is not UTF-8 text; send UTF-8 encoded JSON")
+    except RecursionError:
+        raise bad_request("The request body is nested too deeply; flatten it") from None
     except ValueError as exc:
         raise bad_request(f"The request body is not valid JSON ({exc}); send a JSON object")
     if not isinstance(body, dict):
@@ -76,6 +78,10 @@ def read_body(req, max_bytes=MAX_BODY_BYTES):
                           'send an object such as {"flow": "project/name"}')
     check_text(body, "body")
     return body
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a JSON number; send null or a string instead")
 
 
 def check_text(value, field):
@@ -156,9 +162,12 @@ def parse_time(value, field):
         raise bad_request(f"{field} {value!r} has no UTC offset; add one, e.g. "
                           f"{text}+00:00", field)
     try:
-        return when.timestamp()
+        epoch = when.timestamp()
+        _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc)  # shown back in UTC later
+        return epoch
     except (OverflowError, ValueError, OSError):
-        raise bad_request(f"{field} {value!r} is out of range", field) from None
+        raise bad_request(f"{field} {value!r} is out of range: give a time between years "
+                          "1 and 9999 in UTC", field) from None
 
 
 def query_int(req, name, default, low, high):

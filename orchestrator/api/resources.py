@@ -126,8 +126,10 @@ class Flows:
                 "cannot be registered over the API", "storage")
         _check_storage_ref(ref)
         self.store.get_project(project)
-        storage = Storage.from_ref(dict(ref, flow_name=flow_name) if ref["type"] != "Git"
-                                   else ref)
+        if ref["type"] != "Git":
+            flow_name = flow_name or ref.get("flow_name") or None
+            ref = dict(ref, flow_name=flow_name)
+        storage = Storage.from_ref(ref)
         flow = storage.get_flow(flow_name)
         flow.storage = storage
         record, new = service.register_flow(self.store, flow, project, labels=labels)
@@ -205,7 +207,7 @@ class FlowRuns:
         flow = body.get("flow")
         if whole_number(flow) is not None:
             flow = whole_number(flow)
-        if not (isinstance(flow, int) and 0 < flow <= MAX_ID
+        if isinstance(flow, bool) or not (isinstance(flow, int) and 0 < flow <= MAX_ID
                 or isinstance(flow, str) and flow.strip() and len(flow) <= 401):
             raise bad_request(f"flow {flow!r} is not valid: give 'project/name' or a flow id",
                               "flow")

@@ -243,7 +243,7 @@ class Store(SchedulingQueries):
                     .where(m.FlowRun.idempotency_key == pw.Value(key, converter=False)))
                 ).execute(idempotency_key).fetchone()
                 if existing is not None:
-                    if existing[1] != flow_id:
+                    if existing[1] != flow_id and not self._same_flow(existing[1], flow_id):
                         raise Conflict(
                             f"Idempotency key {idempotency_key!r} was already used for a "
                             f"run of another flow (run {existing[0]}); use a new key")
@@ -265,6 +265,12 @@ class Store(SchedulingQueries):
             self.db.execute_sql(f"INSERT INTO state_event (flow_run_id, state, time) "
                                 f"VALUES ({p}, {p}, {p})", [run_id, state, now])
         return self.get_flow_run(run_id)
+
+    def _same_flow(self, flow_id, other_id):
+        """Are two flow ids versions of one flow (same project and name)?"""
+        rows = list(m.Flow.select(m.Flow.project, m.Flow.name)
+                    .where(m.Flow.id.in_([flow_id, other_id])).tuples())
+        return len(rows) == 2 and rows[0] == rows[1]
 
     def _runs(self):
         return (m.FlowRun.select(*_RUN_FIELDS)
