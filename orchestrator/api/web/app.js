@@ -200,8 +200,12 @@ function flowCard(flow, redraw) {
                                 onclick: async (e) => {
       e.target.disabled = true;
       try {
-        await api(`/api/flows/${flow.id}/schedule/${paused ? "resume" : "pause"}`, "POST");
-        await redraw();
+        // Redraw this card from the answer: the list may hold an open run form elsewhere.
+        const updated = await api(`/api/flows/${flow.id}/schedule/${paused ? "resume" : "pause"}`, "POST");
+        const fresh = flowCard(updated, redraw);
+        card.replaceWith(fresh);
+        const again = fresh.querySelector(`button[data-action=${paused ? "pause" : "resume"}]`);
+        if (again) again.focus();
       } catch (err) { e.target.disabled = false; alertIn(card, err); }
     }}, paused ? "Resume schedule" : "Pause schedule"));
   }
@@ -265,7 +269,13 @@ function alertIn(el, err) {
 
 // -- runs -------------------------------------------------------------------------------
 async function runsView(view, params) {
-  const {flows} = await api("/api/flows");
+  const query = new URLSearchParams();
+  for (const key of ["flow", "state", "since", "until"]) if (params.get(key)) query.set(key, params.get(key));
+  let shown = 50;
+  const pageQuery = () => { const q = new URLSearchParams(query); q.set("limit", String(shown)); return q; };
+  // Both at once: the filter's flow list and the first page of runs.
+  const [{flows}, firstPage] = await Promise.all([
+    api("/api/flows"), api("/api/flow_runs?" + pageQuery())]);
   if (!view.live()) return;
   const flowSelect = h("select", {id: "f-flow", name: "flow"}, h("option", {value: ""}, "any flow"),
     flows.map((f) => h("option", {value: f.full_name, selected: params.get("flow") === f.full_name},
@@ -303,14 +313,9 @@ async function runsView(view, params) {
       h("thead", {}, h("tr", {}, ["Run", "Flow", "State", "Scheduled", "Started", "Duration",
                                   "Labels"].map((c) => h("th", {scope: "col"}, c)))), body)),
     count, more);
-  const query = new URLSearchParams();
-  for (const key of ["flow", "state", "since", "until"]) if (params.get(key)) query.set(key, params.get(key));
-  let shown = 50;
   let cursor = null;
-  const fill = async () => {
-    const q = new URLSearchParams(query);
-    q.set("limit", String(shown));
-    const page = await api("/api/flow_runs?" + q);
+  const fill = async (ready) => {
+    const page = ready || await api("/api/flow_runs?" + pageQuery());
     if (!view.live()) return;
     body.replaceChildren(...page.flow_runs.map(runRow));
     cursor = page.next_cursor;
@@ -319,12 +324,12 @@ async function runsView(view, params) {
   };
   more.addEventListener("click", async () => {
     shown = Math.min(shown + 50, 500);
-    await fill().catch((err) => failed(view.main, err));
+    await fill(null).catch((err) => failed(view.main, err));
   });
-  await fill();
+  await fill(firstPage);
   document.body.dataset.rendered = "runs";
   performance.mark("runs-rendered");
-  every(3000, view, fill);
+  every(3000, view, () => fill(null));
 }
 
 function localInput(iso) {
@@ -367,9 +372,21 @@ async function runView(view, id) {
 
   let logCursor = "0";
   let finished = false;
-  level.addEventListener("change", () => { logCursor = "0"; logs.replaceChildren(); tailLogs(); });
+  let tailing = null;  // one tail at a time, or lines would be shown twice
+  level.addEventListener("change", () => {
+    (tailing || Promise.resolve()).then(() => {
+      logCursor = "0";
+      logs.replaceChildren();
+      return tailLogs();
+    }).catch((err) => failed(view.main, err));
+  });
 
-  async function tailLogs() {
+  function tailLogs() {
+    if (!tailing) tailing = tailOnce().finally(() => { tailing = null; });
+    return tailing;
+  }
+
+  async function tailOnce() {
     const levelNow = level.value;
     for (let pages = 0; pages < 20; pages++) {
       const page = await api(`/api/flow_runs/${id}/logs?cursor=${logCursor}&level=${levelNow}`);
@@ -386,10 +403,10 @@ async function runView(view, id) {
   }
 
   async function refresh() {
-    const run = await api(`/api/flow_runs/${id}`);
-    if (!view.live()) return;
-    const [tasks, history] = await Promise.all([
-      api(`/api/flow_runs/${id}/task_runs`), api(`/api/flow_runs/${id}/states`)]);
+    // One round trip's worth of waiting: the run, its parts and new log lines at once.
+    const [run, tasks, history] = await Promise.all([
+      api(`/api/flow_runs/${id}`), api(`/api/flow_runs/${id}/task_runs`),
+      api(`/api/flow_runs/${id}/states`), tailLogs()]);
     if (!view.live()) return;
     drawHead(run);
     params.textContent = JSON.stringify(run.parameters, null, 2);
@@ -405,7 +422,6 @@ async function runView(view, id) {
     } else {
       explain.replaceChildren();
     }
-    await tailLogs();
     document.body.dataset.rendered = "run";
     if (FINISHED.includes(run.state) && !finished) {
       finished = true;
