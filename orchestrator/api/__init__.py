@@ -28,11 +28,13 @@ __all__ = ["create_app", "MAX_BODY_BYTES"]
 logger = logging.getLogger(__name__)
 
 _ID = "{%s:int(min=1, max=9223372036854775807)}"
-_PUBLIC = ("/api/health",)
+_PUBLIC = ("/", "/api/health")
 
 
 class TokenAuth:
-    """Middleware: a request under /api needs the bearer token (constant-time check)."""
+    """Middleware: every request needs the bearer token (constant-time check) but
+    the health check and the web page's static files. Deny by default: a path
+    that only looks public to a prefix test (`//api/flows`) is not let through."""
 
     def __init__(self, token):
         if not token:
@@ -42,7 +44,7 @@ class TokenAuth:
 
     def process_request(self, req, resp):
         path = req.path
-        if not (path == "/api" or path.startswith("/api/")) or path in _PUBLIC:
+        if path in _PUBLIC or (path.startswith("/static/") and "/" not in path[8:]):
             return
         scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
