@@ -27,20 +27,23 @@ own; every server it starts is stopped at the end.
 import argparse
 import http.client
 import json
-import math
 import multiprocessing
 import os
 import platform
-import re
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import textwrap
 import time
-import urllib.request
-from pathlib import Path
+
+from benchkit import (
+    ServiceProcess,
+    forget_outside_api,
+    new_home,
+    open_store,
+    percentile,
+    print_log_problems,
+    proc_rss_mb,
+    write_json,
+)
 
 FLOWS = textwrap.dedent('''
     from orchestrator import Flow, Parameter, task
@@ -53,8 +56,8 @@ FLOWS = textwrap.dedent('''
         noop(Parameter("n"))
 ''')
 FLOW = "p/api-bench"
+HOME_PREFIX = "orchestrator-bench-api-"
 
-API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:\d+/api/health)")
 MAX_DISTINCT_ERRORS = 5
 IDLE_SECONDS = 2.0
 
@@ -70,94 +73,6 @@ CASES = [
     ("get_8", "get run (http.client)", "get", 8, None),
     ("client_create_1", "create run (orchestrator.Client)", "client_create", 1, None),
 ]
-
-
-class Server:
-    """An `orchestrator server --port 0` subprocess in `home`, output to a file."""
-
-    def __init__(self, home):
-        self.home = home
-        self.env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
-        self.out = home / f"server-{time.monotonic_ns()}.out"
-        self.spawned = time.perf_counter()
-        with open(self.out, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "server", "--port", "0"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
-        self.health_url = None
-
-    @property
-    def base_url(self):
-        return self.health_url[:-len("/api/health")]
-
-    def wait_healthy(self, timeout=30):
-        """Seconds from spawn to a 200 from /api/health."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"orchestrator server exited:\n{self.out.read_text()}")
-            if self.health_url is None:
-                found = API_LINE.search(self.out.read_text())
-                if found:
-                    self.health_url = found.group(1)
-            if self.health_url is not None:
-                try:
-                    with urllib.request.urlopen(self.health_url, timeout=2) as resp:
-                        resp.read()
-                        if resp.status == 200:
-                            return time.perf_counter() - self.spawned
-                except OSError:
-                    pass
-            time.sleep(0.005)
-        raise SystemExit(f"orchestrator server did not become healthy:\n{self.out.read_text()}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def log_problems(self):
-        """Lines of the server's output that tell of a failure."""
-        return [line for line in self.out.read_text().splitlines()
-                if re.search(r"Traceback|ERROR|Error|failed|Exception", line)]
-
-
-def new_home():
-    home = Path(tempfile.mkdtemp(prefix="orchestrator-bench-api-"))
-    flows = home / "bench_flows.py"
-    flows.write_text(FLOWS)
-    env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
-    for args in (["project", "create", "p"], ["register", "-p", "p", flows]):
-        proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
-                              env=env, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise SystemExit(f"orchestrator {' '.join(map(str, args))}:\n{proc.stderr}")
-    return home
-
-
-def open_store(home):
-    """The store of `home`, opened in this process (the database is per home)."""
-    os.environ["ORCHESTRATOR_HOME"] = str(home)
-    from orchestrator.store import Store
-
-    return Store.open(home=home)
-
-
-def percentile(values, pct):
-    """Nearest-rank percentile (p99 of 50 samples is the largest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
-def proc_rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit(f"no VmRSS for pid {pid}")
 
 
 # -- clients (each in a process of its own) ----------------------------------------------
@@ -314,8 +229,8 @@ def run_case(ctx, kind, clients, requests, base_url, token, run_ids, offset):
 def bench_startup(starts):
     times = []
     for _ in range(starts):
-        home = new_home()
-        server = Server(home)
+        home = new_home(HOME_PREFIX, FLOWS)
+        server = ServiceProcess(home, "server")
         try:
             times.append(server.wait_healthy())
         finally:
@@ -325,12 +240,12 @@ def bench_startup(starts):
 
 def bench_load(requests, repeats):
     ctx = multiprocessing.get_context("spawn")
-    home = new_home()
+    home = new_home(HOME_PREFIX, FLOWS)
     os.environ["ORCHESTRATOR_HOME"] = str(home)  # for orchestrator.Client() in the clients
-    server = Server(home)
+    server = ServiceProcess(home, "server")
     try:
         server.wait_healthy()
-        token = (home / "api-token").read_text().strip()
+        token = server.token
         rss_start = proc_rss_mb(server.proc.pid)
         rounds = {key: [] for key, *_ in CASES}
         created = []
@@ -344,8 +259,7 @@ def bench_load(requests, repeats):
                                    run_ids, offset=len(created))
                 created.extend(figures.pop("created"))
                 rounds[key].append(figures)
-                if server.proc.poll() is not None:
-                    raise SystemExit(f"orchestrator server exited:\n{server.out.read_text()}")
+                server.check_running()
         rss_loaded = proc_rss_mb(server.proc.pid)
         time.sleep(IDLE_SECONDS)
         rss_idle = proc_rss_mb(server.proc.pid)
@@ -416,8 +330,7 @@ def main():
     if requests < 8 or repeats < 1 or starts < 1:
         parser.error("--requests must be at least 8, --repeats and --starts at least 1")
     # The clients must reach the server this benchmark starts, with its token.
-    for name in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN", "ORCHESTRATOR_DATABASE_URL"):
-        os.environ.pop(name, None)
+    forget_outside_api()
     began = time.perf_counter()
 
     start_times = bench_startup(starts)
@@ -473,14 +386,9 @@ def main():
     if not runs["ok"]:
         print(f"  returned but not stored: {runs['returned_but_not_stored']}; "
               f"stored but not returned: {runs['stored_but_not_returned']}")
-    if problems:
-        print(f"\nthe server's output has {len(problems)} line(s) of trouble, e.g.:")
-        for line in problems[:5]:
-            print(f"  {line[:200]}")
+    print_log_problems(problems)
 
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = write_json(args.json, results)
     print(f"\nwrote {out} in {results['bench_seconds']:.0f} s (home {home})")
 
 

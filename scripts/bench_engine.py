@@ -11,14 +11,14 @@ writes the figures as JSON (default bench-results/engine.json).
 """
 
 import argparse
-import json
 import logging
 import os
 import platform
 import statistics
 import sys
 import time
-from pathlib import Path
+
+from benchkit import write_json  # does not import orchestrator
 
 os.environ.setdefault("ORCHESTRATOR__LOGGING__LEVEL", "WARNING")
 
@@ -155,13 +155,11 @@ def main():
     if distributed_row:
         print(f"DaskExecutor, 2-worker LocalCluster, map 1,000: "
               f"{distributed_row['dask_executor_us']:.0f} us/task")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    out = write_json(args.json, {
         "python": platform.python_version(), "machine": platform.machine(),
         "cpus": os.cpu_count(), "repeat": args.repeat, "rows": rows,
         "chain_growth_10k_over_1k": growth, "distributed": distributed_row,
-    }, indent=2))
+    })
     print(f"\nwrote {out}")
 
 

@@ -20,16 +20,16 @@ bench-results/scheduler.json. Time is injected: the benchmark never waits.
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+from benchkit import new_home, open_store, print_rows, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -95,6 +95,18 @@ def tick(scheduler, now):
     return (time.perf_counter() - started) * 1000, summary
 
 
+def ticks(scheduler, now, count, expect_no_skips=False):
+    """`count` ticks one second apart after `now`: their ms, and the last tick's now."""
+    times = []
+    for _ in range(count):
+        now += 1
+        ms, summary = tick(scheduler, now)
+        if expect_no_skips:
+            assert summary["skipped"] == 0, summary
+        times.append(ms)
+    return times, now
+
+
 def stats(values):
     return {"ticks": len(values), "median_ms": statistics.median(values),
             "max_ms": max(values), "min_ms": min(values)}
@@ -108,12 +120,10 @@ def main():
     parser.add_argument("--json", default=str(ROOT / "bench-results" / "scheduler.json"))
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="orchestrator-bench-scheduler-"))
-    os.environ["ORCHESTRATOR_HOME"] = str(home)
+    home = new_home("orchestrator-bench-scheduler-")
+    store = open_store(home)
     from orchestrator.services.scheduler import Scheduler
-    from orchestrator.store import Store
 
-    store = Store.open()
     flow_ids = setup_flows(store, args.flows)
     scheduler = Scheduler(store, lock_path=home / "scheduler.lock")
     results = {"flows": args.flows, "late_runs": args.late, "python": platform.python_version(),
@@ -122,12 +132,7 @@ def main():
     first_ms, first = tick(scheduler, NOW)
     results["first_tick"] = {"ms": first_ms, "created": first["created"]}
 
-    now = NOW
-    steady = []
-    for _ in range(args.ticks):
-        now += 1
-        ms, summary = tick(scheduler, now)
-        steady.append(ms)
+    steady, now = ticks(scheduler, NOW, args.ticks)
     results["steady_tick"] = stats(steady)
 
     # A downtime: the late runs, then time moves on by a day (every flow tops up).
@@ -137,12 +142,7 @@ def main():
     set_policy(store, "run_all")
     catch_up_ms, catch_up = tick(scheduler, now)
     results["first_tick_after_downtime"] = {"ms": catch_up_ms, "created": catch_up["created"]}
-    left_alone = []
-    for _ in range(args.ticks):
-        now += 1
-        ms, summary = tick(scheduler, now)
-        assert summary["skipped"] == 0, summary
-        left_alone.append(ms)
+    left_alone, now = ticks(scheduler, now, args.ticks, expect_no_skips=True)
     results["tick_with_late_runs_run_all"] = stats(left_alone)
 
     set_policy(store, "skip")
@@ -158,11 +158,7 @@ def main():
             raise SystemExit("late runs were never worked off")
     results["ticks_skipping_late_runs"] = dict(stats(working), skipped=skipped_total,
                                                per_tick=scheduler.late_budget)
-    after = []
-    for _ in range(args.ticks):
-        now += 1
-        ms, _ = tick(scheduler, now)
-        after.append(ms)
+    after, now = ticks(scheduler, now, args.ticks)
     results["steady_tick_after_backlog"] = stats(after)
 
     rows = [
@@ -178,12 +174,8 @@ def main():
         ("steady tick after the backlog",
          f"median {statistics.median(after):.1f} ms (max {max(after):.1f})"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    print_rows(rows)
+    out = write_json(args.json, results)
     print(f"\nwrote {out} (home {home})")
     store.close()
 

@@ -21,21 +21,23 @@ ORCHESTRATOR_HOME of its own; every `up` it starts is stopped at the end.
 """
 
 import argparse
-import json
-import math
 import os
 import platform
 import random
-import re
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
+
+from benchkit import (
+    ServiceProcess,
+    new_home,
+    open_store,
+    percentile,
+    print_rows,
+    proc_rss_mb,
+    write_json,
+)
 
 FLOWS = textwrap.dedent('''
     import time
@@ -60,98 +62,23 @@ FLOWS = textwrap.dedent('''
         noop()
 ''')
 
-API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:\d+/api/health)")
+HOME_PREFIX = "orchestrator-bench-services-"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TERMINAL = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped", "TriggerFailed",
             "Cached")
-
-
-class Up:
-    """An `orchestrator up --port 0` subprocess in `home`, output to files."""
-
-    def __init__(self, home, *args):
-        self.home = home
-        self.env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
-        self.out = home / f"up-{time.monotonic_ns()}.out"
-        self.spawned = time.perf_counter()
-        with open(self.out, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "up", "--port", "0", *map(str, args)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
-        self.url = None
-
-    def wait_healthy(self, timeout=30):
-        """Seconds from spawn to a 200 from /api/health with the agent alive."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"orchestrator up exited:\n{self.out.read_text()}")
-            if self.url is None:
-                found = API_LINE.search(self.out.read_text())
-                if found:
-                    self.url = found.group(1)
-            if self.url is not None:
-                try:
-                    with urllib.request.urlopen(self.url, timeout=2) as resp:
-                        body = json.loads(resp.read())
-                    if resp.status == 200 and body["agent"]["alive"]:
-                        return time.perf_counter() - self.spawned
-                except OSError:
-                    pass
-            time.sleep(0.005)
-        raise SystemExit(f"orchestrator up did not become healthy:\n{self.out.read_text()}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def new_home(flows_needed=True):
-    home = Path(tempfile.mkdtemp(prefix="orchestrator-bench-services-"))
-    if flows_needed:
-        flows = home / "bench_flows.py"
-        flows.write_text(FLOWS)
-        env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
-        for args in (["project", "create", "bench"], ["register", "-p", "bench", flows]):
-            proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
-                                  env=env, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise SystemExit(f"orchestrator {' '.join(map(str, args))}:\n{proc.stderr}")
-    return home
-
-
-def open_store(home):
-    """The store of `home`, opened in this process (the database is per home)."""
-    os.environ["ORCHESTRATOR_HOME"] = str(home)
-    from orchestrator.store import Store
-
-    return Store.open(home=home)
-
-
-def percentile(values, pct):
-    """Nearest-rank percentile (p99 of 50 samples is the largest)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 DEFAULT_POLL = 0.25  # `orchestrator up --poll-interval` default
 
 
 def bench_latency(n, poll_interval):
     from orchestrator import service
 
-    home = new_home()
-    up = Up(home, "--poll-interval", poll_interval)
+    home = new_home(HOME_PREFIX, FLOWS, project="bench")
+    up = ServiceProcess(home, "up", "--poll-interval", poll_interval)
     store = open_store(home)
     # Triggers come at random moments, not in step with the agent's polls.
     rng = random.Random(1)
     try:
-        startup = up.wait_healthy()
+        startup = up.wait_healthy(need_agent=True)
         latencies = []
         for i in range(n):
             out = home / f"started-{i}"
@@ -181,11 +108,11 @@ def bench_latency(n, poll_interval):
 def bench_throughput(n, limit, poll_interval):
     from orchestrator import service
 
-    home = new_home()
-    up = Up(home, "--poll-interval", poll_interval, "--limit", limit)
+    home = new_home(HOME_PREFIX, FLOWS, project="bench")
+    up = ServiceProcess(home, "up", "--poll-interval", poll_interval, "--limit", limit)
     store = open_store(home)
     try:
-        up.wait_healthy()
+        up.wait_healthy(need_agent=True)
         started = time.perf_counter()
         ids = [service.create_flow_run(store, "one-task")["id"] for _ in range(n)]
         created = time.perf_counter() - started
@@ -209,13 +136,6 @@ def bench_throughput(n, limit, poll_interval):
             "elapsed_seconds": elapsed, "runs_per_minute": n / elapsed * 60}
 
 
-def proc_rss_mb(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit(f"no VmRSS for pid {pid}")
-
-
 def proc_cpu_seconds(pid):
     # Fields after the ")" of the command name: utime and stime are 14 and 15.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -223,10 +143,10 @@ def proc_cpu_seconds(pid):
 
 
 def bench_idle(idle_seconds, measure_seconds):
-    home = new_home()
-    up = Up(home)
+    home = new_home(HOME_PREFIX, FLOWS, project="bench")
+    up = ServiceProcess(home, "up")
     try:
-        up.wait_healthy()
+        up.wait_healthy(need_agent=True)
         time.sleep(idle_seconds)
         rss_after_idle = proc_rss_mb(up.proc.pid)
         cpu_before, wall_before = proc_cpu_seconds(up.proc.pid), time.monotonic()
@@ -286,12 +206,8 @@ def main():
         (f"idle: CPU over {i['measure_seconds']} s",
          f"{i['cpu_percent']:.2f} % of a core (target < 1 %)"),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    print_rows(rows)
+    out = write_json(args.json, results)
     print(f"\nwrote {out} in {results['bench_seconds']:.0f} s")
 
 

@@ -19,12 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from pathlib import Path
+
+from benchkit import cli, new_home, open_store, print_rows, write_json
 
 FLOWS = textwrap.dedent('''
     from orchestrator import Flow, task, get_logger
@@ -51,14 +50,11 @@ def median(values):
     return statistics.median(values)
 
 
-def orchestrator(*args, env, check=True):
+def orchestrator(home, *args):
+    """`orchestrator ARGS` in `home`, checked: the finished process and its wall seconds."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
-                          env=env, capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if check and proc.returncode != 0:
-        raise SystemExit(f"orchestrator {' '.join(map(str, args))} failed:\n{proc.stderr[-2000:]}")
-    return proc, took
+    proc = cli(home, *args)
+    return proc, time.perf_counter() - start
 
 
 def main():
@@ -67,20 +63,13 @@ def main():
     parser.add_argument("--json", default="bench-results/store.json")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="orchestrator-bench-"))
-    env = dict(os.environ, ORCHESTRATOR_HOME=str(home),
-               ORCHESTRATOR__LOGGING__LEVEL="INFO")
-    os.environ.update(ORCHESTRATOR_HOME=str(home), ORCHESTRATOR__LOGGING__LEVEL="INFO")
-    flows_file = home / "bench_flows.py"
-    flows_file.write_text(FLOWS)
-    orchestrator("project", "create", "bench", env=env)
-    orchestrator("register", "-p", "bench", flows_file, env=env)
+    # For the CLI runs (benchkit.cli passes this environment on) and for this process.
+    os.environ["ORCHESTRATOR__LOGGING__LEVEL"] = "INFO"
+    home = new_home("orchestrator-bench-", FLOWS, project="bench")
+    store = open_store(home)  # also sets ORCHESTRATOR_HOME here
 
     sys.path.insert(0, str(home))
     import bench_flows  # noqa: E402
-    from orchestrator.store import Store  # noqa: E402
-
-    store = Store.open()
     devnull = open(os.devnull, "w")
 
     def in_process(flow):
@@ -96,8 +85,8 @@ def main():
         return took
 
     def from_store(flow_name):
-        run = json.loads(orchestrator("run", flow_name, "--json", env=env)[0].stdout)
-        _, wall = orchestrator("execute", run["id"], env=env)
+        run = json.loads(orchestrator(home, "run", flow_name, "--json")[0].stdout)
+        _, wall = orchestrator(home, "execute", run["id"])
         stored = store.get_flow_run(run["id"])
         assert stored["state"] == "Success", stored
         return stored["end_time"] - stored["start_time"], wall, run["id"]
@@ -120,13 +109,13 @@ def main():
 
     # 4. `orchestrator runs` over 100,000 runs
     seed_runs(store, 100000)
-    list_times = [orchestrator("runs", env=env)[1] for _ in range(max(5, args.repeat))]
+    list_times = [orchestrator(home, "runs")[1] for _ in range(max(5, args.repeat))]
     in_process_list = []
     for _ in range(max(5, args.repeat)):
         start = time.perf_counter()
         store.list_flow_runs(limit=20)
         in_process_list.append(time.perf_counter() - start)
-    version_times = [orchestrator("--version", env=env)[1] for _ in range(max(5, args.repeat))]
+    version_times = [orchestrator(home, "--version")[1] for _ in range(max(5, args.repeat))]
 
     results = {
         "map_10k_task_runs": task_runs,
@@ -158,12 +147,8 @@ def main():
          f"(query {median(in_process_list) * 1000:.1f} ms; `--version` "
          f"{median(version_times) * 1000:.0f} ms)"),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    print_rows(rows)
+    out = write_json(args.json, results)
     print(f"\nwrote {out} (home {home})")
 
 

@@ -34,16 +34,21 @@ import json
 import os
 import platform
 import re
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import textwrap
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
+
+from benchkit import (
+    ServiceProcess,
+    cli,
+    forget_outside_api,
+    new_home,
+    open_store,
+    print_log_problems,
+    write_json,
+)
 
 FLOWS = textwrap.dedent('''
     from orchestrator import Flow, Parameter, get_logger, task
@@ -70,7 +75,6 @@ DETAIL_FLOW = "p/map-logs"
 TOKEN_KEY = "orchestrator.token"  # app.js keeps the token in localStorage under this key
 STATIC = ("index.html", "app.js", "app.css")
 
-API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:\d+/api/health)")
 LOCAL_HOST = "127.0.0.1"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -123,86 +127,6 @@ READ_TIMINGS = """(mark) => {
 }"""
 
 
-class Server:
-    """An `orchestrator server --port 0` subprocess in `home`, output to a file."""
-
-    def __init__(self, home):
-        self.home = home
-        self.env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
-        self.out = home / f"server-{time.monotonic_ns()}.out"
-        self.spawned = time.perf_counter()
-        with open(self.out, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "server", "--port", "0"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
-        self.health_url = None
-
-    @property
-    def base_url(self):
-        return self.health_url[:-len("/api/health")]
-
-    def wait_healthy(self, timeout=30):
-        """Seconds from spawn to a 200 from /api/health."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"orchestrator server exited:\n{self.out.read_text()}")
-            if self.health_url is None:
-                found = API_LINE.search(self.out.read_text())
-                if found:
-                    self.health_url = found.group(1)
-            if self.health_url is not None:
-                try:
-                    with urllib.request.urlopen(self.health_url, timeout=2) as resp:
-                        resp.read()
-                        if resp.status == 200:
-                            return time.perf_counter() - self.spawned
-                except OSError:
-                    pass
-            time.sleep(0.005)
-        raise SystemExit(f"orchestrator server did not become healthy:\n{self.out.read_text()}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def log_problems(self):
-        """Lines of the server's output that tell of a failure."""
-        return [line for line in self.out.read_text().splitlines()
-                if re.search(r"Traceback|ERROR|Error|failed|Exception", line)]
-
-
-def orchestrator(home, *args):
-    env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
-                          env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"orchestrator {' '.join(map(str, args))}:\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def new_home():
-    home = Path(tempfile.mkdtemp(prefix="orchestrator-bench-web-"))
-    flows = home / "bench_flows.py"
-    flows.write_text(FLOWS)
-    orchestrator(home, "project", "create", "p")
-    orchestrator(home, "register", "-p", "p", flows)
-    return home
-
-
-def open_store(home):
-    """The store of `home`, opened in this process (the database is per home)."""
-    os.environ["ORCHESTRATOR_HOME"] = str(home)
-    from orchestrator.store import Store
-
-    return Store.open(home=home)
-
-
 def seed(home, runs):
     """`runs` - 1 runs of the small flow in one transaction (a mix of states,
     scheduled a minute apart up to now), then one run of the mapping flow, executed:
@@ -234,7 +158,7 @@ def seed(home, runs):
     finally:
         store.close()
     began = time.perf_counter()
-    orchestrator(home, "execute", detail["id"])
+    cli(home, "execute", detail["id"])
     execute_seconds = time.perf_counter() - began
     store = open_store(home)
     try:
@@ -447,21 +371,19 @@ def main():
     if not os.access(args.chromium, os.X_OK):
         parser.error(f"no Chromium at {args.chromium}")
     # The page must reach the server this benchmark starts, with its token.
-    for name in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN", "ORCHESTRATOR_DATABASE_URL"):
-        os.environ.pop(name, None)
+    forget_outside_api()
     began = time.perf_counter()
 
-    home = new_home()
+    home = new_home("orchestrator-bench-web-", FLOWS)
     seeded = seed(home, args.runs)
-    server = Server(home)
+    server = ServiceProcess(home, "server")
     try:
         server.wait_healthy()
-        token = (home / "api-token").read_text().strip()
+        token = server.token
         weight = page_weight(server.base_url)
         version, runs_view, run_view, problems = bench_browser(
             args.chromium, server.base_url, token, seeded["detail_run_id"], repeats)
-        if server.proc.poll() is not None:
-            raise SystemExit(f"orchestrator server exited:\n{server.out.read_text()}")
+        server.check_running()
     finally:
         server.stop()
     server_problems = server.log_problems()
@@ -563,14 +485,9 @@ def main():
         print(f"\n{len(problems)} page problem(s), e.g.:")
         for line in problems[:10]:
             print(f"  {line[:300]}")
-    if server_problems:
-        print(f"\nthe server's output has {len(server_problems)} line(s) of trouble, e.g.:")
-        for line in server_problems[:5]:
-            print(f"  {line[:200]}")
+    print_log_problems(server_problems)
 
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    out = write_json(args.json, results)
     print(f"\nwrote {out} in {results['bench_seconds']:.0f} s (home {home})")
 
 

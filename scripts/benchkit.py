@@ -1,0 +1,179 @@
+"""Shared helpers of the benchmark scripts (scripts/bench_*.py); not a benchmark itself.
+
+One version of what the benchmarks all need, so that they start, measure and report
+in the same way:
+
+- `ServiceProcess`: `orchestrator server` or `orchestrator up` on `--port 0` in a
+  given ORCHESTRATOR_HOME, its output to a file; the address from its `API:` banner,
+  the wait for /api/health (and, for `up`, a live agent), SIGTERM to stop, and the
+  lines of its output that tell of trouble.
+- `new_home`: a temporary ORCHESTRATOR_HOME, optionally with a flow file registered
+  into a project through the CLI; `cli` runs `python -m orchestrator ...` in a home.
+- `open_store`: a home's store opened in this process.
+- `percentile`, `proc_rss_mb`: figures.
+- `print_rows`, `write_json`: the two-column table and the JSON file of the results.
+
+The scripts import it as `benchkit`: `python scripts/bench_x.py` puts scripts/ first
+on sys.path, from whatever folder it is run. Nothing here imports `orchestrator` at
+module level, so a script can set its environment before the first import of it.
+"""
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:\d+/api/health)")
+HEALTH_PATH = "/api/health"
+PROBLEM_LINE = re.compile(r"Traceback|ERROR|Error|failed|Exception")
+
+
+class ServiceProcess:
+    """An `orchestrator COMMAND --port 0 ARGS` subprocess in `home` (COMMAND is
+    "server" or "up"), its output to a file in the home."""
+
+    def __init__(self, home, command="server", *args):
+        self.home = home
+        self.command = command
+        self.env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
+        self.out = home / f"{command}-{time.monotonic_ns()}.out"
+        self.spawned = time.perf_counter()
+        with open(self.out, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", command, "--port", "0",
+                 *map(str, args)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.health_url = None
+
+    @property
+    def base_url(self):
+        return self.health_url[:-len(HEALTH_PATH)]
+
+    @property
+    def token(self):
+        """The home's API token (there once the process is healthy)."""
+        return (self.home / "api-token").read_text().strip()
+
+    def wait_healthy(self, timeout=30, need_agent=False):
+        """Seconds from spawn to a 200 from /api/health (with need_agent: one that
+        says the agent is alive)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_running()
+            if self.health_url is None:
+                found = API_LINE.search(self.out.read_text())
+                if found:
+                    self.health_url = found.group(1)
+            if self.health_url is not None:
+                try:
+                    with urllib.request.urlopen(self.health_url, timeout=2) as resp:
+                        body = resp.read()
+                    if resp.status == 200 and (
+                            not need_agent or json.loads(body)["agent"]["alive"]):
+                        return time.perf_counter() - self.spawned
+                except OSError:
+                    pass
+            time.sleep(0.005)
+        raise SystemExit(f"orchestrator {self.command} did not become healthy:\n"
+                         f"{self.out.read_text()}")
+
+    def check_running(self):
+        """Stop the benchmark, with the process's output, if the process has exited."""
+        if self.proc.poll() is not None:
+            raise SystemExit(f"orchestrator {self.command} exited:\n{self.out.read_text()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log_problems(self):
+        """Lines of the process's output that tell of a failure."""
+        return [line for line in self.out.read_text().splitlines()
+                if PROBLEM_LINE.search(line)]
+
+
+def print_log_problems(problems):
+    """The first few of a server's `log_problems()`, if there are any."""
+    if problems:
+        print(f"\nthe server's output has {len(problems)} line(s) of trouble, e.g.:")
+        for line in problems[:5]:
+            print(f"  {line[:200]}")
+
+
+def forget_outside_api():
+    """Drop the variables that would point clients at another server or database than
+    the one the benchmark starts."""
+    for name in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN", "ORCHESTRATOR_DATABASE_URL"):
+        os.environ.pop(name, None)
+
+
+def cli(home, *args):
+    """`python -m orchestrator ARGS` with ORCHESTRATOR_HOME=home (and the rest of this
+    process's environment); the finished process. Exits the benchmark if it fails."""
+    env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
+                          env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"orchestrator {' '.join(map(str, args))}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def new_home(prefix, flows_source=None, project="p"):
+    """A fresh temporary ORCHESTRATOR_HOME (its folder name starts with `prefix`).
+    With `flows_source`: that text as bench_flows.py in the home, registered into a
+    new `project` through the CLI."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    if flows_source is not None:
+        flows = home / "bench_flows.py"
+        flows.write_text(flows_source)
+        cli(home, "project", "create", project)
+        cli(home, "register", "-p", project, flows)
+    return home
+
+
+def open_store(home):
+    """The store of `home`, opened in this process (the database is per home)."""
+    os.environ["ORCHESTRATOR_HOME"] = str(home)
+    from orchestrator.store import Store
+
+    return Store.open(home=home)
+
+
+def percentile(values, pct):
+    """Nearest-rank percentile (p99 of 50 samples is the largest)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def proc_rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"no VmRSS for pid {pid}")
+
+
+def print_rows(rows):
+    """(name, value) pairs as two columns, the names padded to the longest."""
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def write_json(path, results):
+    """`results` as indented JSON at `path` (its folder made if need be); the Path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return out
