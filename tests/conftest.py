@@ -1,7 +1,16 @@
-"""Shared fixtures: a temporary ORCHESTRATOR_HOME, and captured run log records."""
+"""Shared fixtures: a temporary ORCHESTRATOR_HOME, captured run log records, and
+`orchestrator up` / `orchestrator server` subprocesses (`ServiceProcess`)."""
 
+import json
 import logging
+import os
+import re
+import signal
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +24,7 @@ def home(tmp_path, monkeypatch):
     path = tmp_path / "home"
     path.mkdir()
     monkeypatch.setenv("ORCHESTRATOR_HOME", str(path))
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("ORCHESTRATOR__"):
             monkeypatch.delenv(name)
     from orchestrator.engine import run_logging
@@ -47,6 +56,134 @@ def log_records():
     root.removeHandler(handler)
 
 
+# -- orchestrator processes --------------------------------------------------------
+API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:(\d+))/api/health")
+
+
+def service_env(home):
+    """The environment for an `orchestrator` subprocess over `home`: no
+    ORCHESTRATOR__* overrides, and no API address or token of another server."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ORCHESTRATOR__")
+           and k not in ("ORCHESTRATOR_API_URL", "ORCHESTRATOR_API_TOKEN")}
+    env["ORCHESTRATOR_HOME"] = str(home)
+    return env
+
+
+def cli(home, *args, timeout=60):
+    """Run an `orchestrator` command against `home`; fails the test if it fails."""
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
+                          env=service_env(home), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, (f"orchestrator {' '.join(map(str, args))} exited "
+                                  f"{proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+class ServiceProcess:
+    """`orchestrator up|server --port 0 *args` over `home` (default: the current
+    ORCHESTRATOR_HOME), its output in files in `log_dir` that we poll. After
+    `wait_for_banner()`, `url` is its address (http://127.0.0.1:PORT) and `port`
+    its port. As a context manager, it is killed on leaving."""
+
+    def __init__(self, command, *args, log_dir, home=None, name=None):
+        self.command = command
+        self.home = Path(home if home is not None else os.environ["ORCHESTRATOR_HOME"])
+        name = name or command
+        self.out_path = Path(log_dir) / f"{name}.stdout"
+        self.err_path = Path(log_dir) / f"{name}.stderr"
+        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator", command, "--port", "0",
+                 *map(str, args)],
+                env=service_env(self.home), cwd=ROOT, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=err)
+        self.url = None
+        self.port = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.kill()
+
+    @property
+    def stdout(self):
+        return self.out_path.read_text()
+
+    @property
+    def stderr(self):
+        return self.err_path.read_text()
+
+    @property
+    def token(self):
+        """The API token, as `$ORCHESTRATOR_HOME/api-token` holds it now."""
+        return (self.home / "api-token").read_text().strip()
+
+    def wait_for_banner(self, timeout=30):
+        """Waits for the `API: http://127.0.0.1:PORT/api/health` line; the process
+        is killed (and the test fails) if it exits or prints none in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = API_LINE.search(self.stdout)
+            if found:
+                self.url, self.port = found.group(1), int(found.group(2))
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise AssertionError(f"orchestrator {self.command} printed no API line (exit "
+                             f"code {self.proc.poll()}):\n{self.stdout}\n{self.stderr}")
+
+    def health(self):
+        """GET /api/health: (status, Content-Type, document)."""
+        with urllib.request.urlopen(self.url + "/api/health", timeout=5) as resp:
+            return resp.status, resp.headers.get("Content-Type"), json.loads(resp.read())
+
+    def api(self, method, path, body=None, token=None):
+        """A JSON request with the bearer token (default: the server's):
+        (status, the JSON document or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method,
+            headers={"Authorization": f"Bearer {self.token if token is None else token}",
+                     "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                status, text = resp.status, resp.read()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read()
+        return status, (json.loads(text) if text else None)
+
+    def stop(self, signum=signal.SIGTERM, timeout=20):
+        """Sends `signum` and waits for the exit code."""
+        self.proc.send_signal(signum)
+        return self.proc.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def start_service(tmp_path):
+    """`start_service(command, *args, home=None)`: a `ServiceProcess` with its
+    output in tmp_path (not yet waited for); all are killed at the end."""
+    started = []
+
+    def start(command, *args, home=None):
+        process = ServiceProcess(command, *args, log_dir=tmp_path, home=home,
+                                 name=f"{command}-{len(started)}")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
 @pytest.fixture
 def python():
     """The interpreter running the tests, for subprocesses."""
@@ -67,11 +204,9 @@ def postgres_server():
 
     scripts/test installs PostgreSQL where it can (as root, with apt-get).
     """
-    import os
     import pwd
     import shutil
     import socket
-    import subprocess
 
     url = os.environ.get("ORCHESTRATOR_TEST_POSTGRES_URL")
     if url:
@@ -129,12 +264,21 @@ def postgres_url(postgres_server):
     return f"{postgres_server}/{name}"
 
 
+def register_flows(store, path, project="p"):
+    """Creates `project` in `store` and registers into it every flow the flow
+    file `path` defines."""
+    from orchestrator import service
+    from orchestrator.flow_files import load_flows_from_file
+
+    store.create_project(project)
+    for flow in load_flows_from_file(path).values():
+        service.register_flow(store, flow, project)
+
+
 @pytest.fixture
 def registered_store(home, tmp_path):
     """`registered_store(source)`: a Store whose project "p" holds every flow
     defined in the flow file `source` (written to tmp_path)."""
-    from orchestrator import service
-    from orchestrator.flow_files import load_flows_from_file
     from orchestrator.store import Store
 
     opened = []
@@ -143,9 +287,7 @@ def registered_store(home, tmp_path):
         path = tmp_path / filename
         path.write_text(source)
         store = Store.open()
-        store.create_project("p")
-        for flow in load_flows_from_file(path).values():
-            service.register_flow(store, flow, "p")
+        register_flows(store, path)
         opened.append(store)
         return store
 

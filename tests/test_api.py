@@ -13,19 +13,13 @@ import http.client
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from conftest import ServiceProcess, cli
 
 from orchestrator.api.render import MAX_BODY_BYTES
-
-ROOT = Path(__file__).resolve().parent.parent
-API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:(\d+))/api/health")
 
 # The module's flows, registered with the CLI. Script storage, so that
 # `orchestrator execute` in another process loads them from this file.
@@ -70,76 +64,6 @@ with Flow("{name}") as flow:
 '''
 
 
-# -- processes --------------------------------------------------------------------
-def _env(home):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("ORCHESTRATOR__") and k != "ORCHESTRATOR_API_URL"}
-    env["ORCHESTRATOR_HOME"] = str(home)
-    return env
-
-
-def cli(home, *args, timeout=60):
-    """Run an `orchestrator` command against `home`; fails the test if it fails."""
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
-                          env=_env(home), cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    assert proc.returncode == 0, (f"orchestrator {' '.join(map(str, args))} exited "
-                                  f"{proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
-
-
-class ServerProcess:
-    """`orchestrator server --port 0` with its output in files we poll."""
-
-    def __init__(self, home, log_dir, name="server"):
-        self.home = Path(home)
-        self.out_path = Path(log_dir) / f"{name}.stdout"
-        self.err_path = Path(log_dir) / f"{name}.stderr"
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "server", "--port", "0"],
-                env=_env(home), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        self.url = None
-        self.port = None
-
-    @property
-    def stdout(self):
-        return self.out_path.read_text()
-
-    @property
-    def stderr(self):
-        return self.err_path.read_text()
-
-    def wait_for_banner(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = API_LINE.search(self.stdout)
-            if found:
-                self.url, self.port = found.group(1), int(found.group(2))
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        raise AssertionError(f"orchestrator server printed no API line (exit code "
-                             f"{self.proc.poll()}):\n{self.stdout}\n{self.stderr}")
-
-    def token(self):
-        return (self.home / "api-token").read_text().strip()
-
-    def api(self, token=None):
-        return Api(self.port, token if token is not None else self.token())
-
-    def stop(self, timeout=20):
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
 # -- HTTP -------------------------------------------------------------------------
 def strict_json(data):
     """JSON as RFC 8259 has it: NaN and Infinity are not JSON."""
@@ -171,11 +95,12 @@ _TOKEN = object()
 
 
 class Api:
-    """Requests to one server; every response body is kept in `bodies`."""
+    """Requests to one server (a ServiceProcess) with `token` (default: the
+    server's); every response body is kept in `bodies`."""
 
-    def __init__(self, port, token):
-        self.port = port
-        self.token = token
+    def __init__(self, server, token=None):
+        self.port = server.port
+        self.token = server.token if token is None else token
         self.bodies = []
 
     def request(self, method, path, body=None, raw=None, authorization=_TOKEN,
@@ -277,15 +202,14 @@ def home(api_home, monkeypatch):
 
 @pytest.fixture(scope="module")
 def server(api_home, tmp_path_factory):
-    process = ServerProcess(api_home, tmp_path_factory.mktemp("api-server-output"))
-    process.wait_for_banner()
-    yield process
-    process.kill()
+    with ServiceProcess("server", home=api_home,
+                        log_dir=tmp_path_factory.mktemp("api-server-output")) as process:
+        yield process.wait_for_banner()
 
 
 @pytest.fixture
 def api(server):
-    return server.api()
+    return Api(server)
 
 
 @pytest.fixture(scope="module")
@@ -301,7 +225,7 @@ def flow_file(api_home, server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def executed_run(server, flow_file, api_home):
     """A run of p/talk executed to the end by `orchestrator execute` in a subprocess."""
-    api = server.api()
+    api = Api(server)
     run = api.create_run("p/talk", parameters={"word": "bird"})
     out = cli(api_home, "execute", run["id"])
     assert "Success" in out, out
@@ -309,19 +233,13 @@ def executed_run(server, flow_file, api_home):
 
 
 @pytest.fixture
-def fresh_server(tmp_path):
+def fresh_server(start_service):
     """`fresh_server(home)`: a server of its own on `home`; killed at the end."""
-    started = []
-
     def start(home):
         Path(home).mkdir(parents=True, exist_ok=True)
-        process = ServerProcess(home, tmp_path, name=f"fresh-{len(started)}")
-        started.append(process)
-        return process.wait_for_banner()
+        return start_service("server", home=home).wait_for_banner()
 
-    yield start
-    for process in started:
-        process.kill()
+    return start
 
 
 def unique(prefix):
@@ -419,14 +337,14 @@ def test_the_token_file_is_made_at_first_start_with_mode_0600_and_used(tmp_path,
     assert path.stat().st_mode & 0o777 == 0o600
     token = path.read_text().strip()
     assert len(token) >= 32
-    assert server.api(token).request("GET", "/api/flows").status == 200
-    assert server.api("x" + token).request("GET", "/api/flows").status == 401
+    assert Api(server, token).request("GET", "/api/flows").status == 200
+    assert Api(server, "x" + token).request("GET", "/api/flows").status == 401
 
 
 def test_orchestrator_token_prints_the_token_and_rotate_replaces_it(tmp_path, fresh_server):
     home = tmp_path / "fresh-home"
     first = fresh_server(home)
-    old = first.token()
+    old = first.token
     assert cli(home, "token").strip() == old
 
     new = cli(home, "token", "--rotate").strip()
@@ -437,8 +355,8 @@ def test_orchestrator_token_prints_the_token_and_rotate_replaces_it(tmp_path, fr
 
     assert first.stop() == 0
     second = fresh_server(home)
-    assert second.api(new).request("GET", "/api/flows").status == 200
-    assert second.api(old).request("GET", "/api/flows").status == 401
+    assert Api(second, new).request("GET", "/api/flows").status == 200
+    assert Api(second, old).request("GET", "/api/flows").status == 401
 
 
 def test_the_server_tells_clients_its_url_and_forgets_it_when_stopped(tmp_path,
@@ -527,7 +445,17 @@ def test_a_body_of_exactly_the_limit_is_accepted(api, flow_file):
 def test_an_unknown_path_is_404_json(api):
     assert_error(api.request("GET", "/api/no_such_thing"), 404, "not_found")
     assert_error(api.request("GET", "/api/flow_runs/1/nothing"), 404, "not_found")
-    assert_error(api.request("GET", "/elsewhere", authorization=None), 404, "not_found")
+    assert_error(api.request("GET", "/elsewhere"), 404, "not_found")
+
+
+def test_every_path_but_health_and_the_page_needs_the_token(api):
+    # Deny by default: falcon routes //api/flows like /api/flows, so a prefix test
+    # on the path alone would let a doubled slash read flows and secrets.
+    for path in ("//api/flows", "//api/secrets", "/./api/flows", "/static/../api/flows",
+                 "/elsewhere", "/api", "/API/flows"):
+        assert_error(api.request("GET", path, authorization=None), 401, "unauthorized")
+    for path in ("/", "/static/app.js", "/api/health"):
+        assert api.request("GET", path, authorization=None).status == 200, path
 
 
 def test_a_wrong_method_is_405_json_naming_the_allowed_ones(api):
@@ -576,7 +504,7 @@ def test_path_traversal_never_fails_and_never_serves_a_file(api, server, method,
     assert resp.json["error"]["code"], resp
     assert b"root:" not in resp.body
     assert api.token.encode() not in resp.body
-    assert server.token() == api.token  # the token file is still there, unchanged
+    assert server.token == api.token  # the token file is still there, unchanged
     for secret in api.get("/api/secrets")["secrets"]:
         assert ".." not in secret["name"] and "/" not in secret["name"], secret
     assert all("/" not in entry["label"]
@@ -632,7 +560,7 @@ def test_a_start_time_outside_years_1_to_9999_in_utc_is_400_and_the_listing_stil
     home.mkdir()
     cli(home, "project", "create", "p")
     cli(home, "register", "-p", "p", flow_file)
-    api = fresh_server(home).api()
+    api = Api(fresh_server(home))
     resp = api.request("POST", "/api/flow_runs",
                        {"flow": "p/talk", "scheduled_start_time": when})
     assert_error(resp, 400, "bad_request", "scheduled_start_time")
@@ -936,7 +864,7 @@ def test_agents_are_listed_with_their_labels(tmp_path, fresh_server):
     from orchestrator.store import Store
 
     home = tmp_path / "fresh-home"
-    api = fresh_server(home).api()
+    api = Api(fresh_server(home))
     assert api.get("/api/agents") == {"agents": []}
     store = Store.open(home=home)
     try:

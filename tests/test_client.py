@@ -4,14 +4,13 @@ fallback of `create_flow_run` when no server is in play."""
 
 import datetime as dt
 import os
-import re
 import socket
-import subprocess
-import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import ServiceProcess, register_flows
 
 from orchestrator import Client
 from orchestrator.client import ClientError, ServerNotRunning
@@ -87,56 +86,13 @@ with Flow("renamed-by-handler", state_handlers=[rename_when_running]) as handler
     nothing(Parameter("day"))
 '''
 
-API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:\d+)/api/health")
 NOWHERE = ["no-agent-has-this-label"]
-
-
-class UpProcess:
-    """`orchestrator up` in a subprocess, output in files."""
-
-    def __init__(self, directory):
-        self.out_path = directory / "up.stdout"
-        self.err_path = directory / "up.stderr"
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "up", "--port", "0",
-                 "--poll-interval", "0.1"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        self.url = None
-
-    def wait_for_banner(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = API_LINE.search(self.out_path.read_text())
-            if found:
-                self.url = found.group(1)
-                return self.url
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"orchestrator up printed no API line (exit code "
-                             f"{self.proc.poll()}):\n{self.out_path.read_text()}\n"
-                             f"{self.err_path.read_text()}")
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-class Server:
-    def __init__(self, home, up):
-        self.home = home
-        self.up = up
-        self.url = up.url
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One `orchestrator up` for the module, over its own ORCHESTRATOR_HOME in
     which project "p" holds the flows of FLOWS."""
-    from orchestrator import service
-    from orchestrator.flow_files import load_flows_from_file
     from orchestrator.store import Store
 
     base = tmp_path_factory.mktemp("client-server")
@@ -151,19 +107,10 @@ def server(tmp_path_factory):
                 mp.delenv(name)
         path = base / "client_flows.py"
         path.write_text(FLOWS)
-        store = Store.open()
-        try:
-            store.create_project("p")
-            for flow in load_flows_from_file(path).values():
-                service.register_flow(store, flow, "p")
-        finally:
-            store.close()
-        up = UpProcess(base)
-        try:
-            up.wait_for_banner()
-            yield Server(home, up)
-        finally:
-            up.kill()
+        with closing(Store.open()) as store:
+            register_flows(store, path)
+        with ServiceProcess("up", "--poll-interval", "0.1", home=home, log_dir=base) as up:
+            yield up.wait_for_banner()
 
 
 @pytest.fixture

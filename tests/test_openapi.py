@@ -2,16 +2,10 @@
 requests for every operation (valid and invalid) and fails on any 5xx, any
 status, content type or body the document does not declare."""
 
-import os
-import re
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 import requests
 import schemathesis
+from conftest import ServiceProcess, cli
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -36,7 +30,6 @@ with Flow("plain") as plain:
 '''
 
 SEMANTIC = ("/api/flows", "/api/flow_runs")
-API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:\d+)/api/health")
 
 
 @pytest.fixture(scope="module")
@@ -44,38 +37,21 @@ def live_api(tmp_path_factory):
     """`orchestrator server` on a free port, over a home with flows, runs,
     logs, a limit and a secret, so generated requests meet real data."""
     home = tmp_path_factory.mktemp("openapi-home")
-    env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
     (home / "flows_under_test.py").write_text(FLOWS)
-
-    def cli(*args):
-        subprocess.run([sys.executable, "-m", "orchestrator", *args], env=env, check=True,
-                       capture_output=True, text=True, timeout=60)
-
-    cli("project", "create", "p")
-    cli("register", "-p", "p", str(home / "flows_under_test.py"))
-    cli("run", "p/plain")
-    cli("execute", "1")
-    cli("run", "p/report")
-    cli("concurrency", "set", "label", "2")
-    out = home / "server.out"
-    with open(out, "w") as stdout:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "server", "--port", "0"],
-                                env=env, stdout=stdout, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not API_LINE.search(out.read_text()):
-            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.05)
-        url = API_LINE.search(out.read_text()).group(1)
-        urllib.request.urlopen(url + "/api/health", timeout=5).close()
+    cli(home, "project", "create", "p")
+    cli(home, "register", "-p", "p", home / "flows_under_test.py")
+    cli(home, "run", "p/plain")
+    cli(home, "execute", "1")
+    cli(home, "run", "p/report")
+    cli(home, "concurrency", "set", "label", "2")
+    with ServiceProcess("server", home=home, log_dir=home) as process:
+        process.wait_for_banner()
+        process.health()
         session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {(home / 'api-token').read_text().strip()}"
-        yield url, session
-    finally:
-        proc.kill()
-        proc.wait(10)
-    assert "Traceback" not in out.read_text(), out.read_text()
+        session.headers["Authorization"] = f"Bearer {process.token}"
+        yield process.url, session
+    output = process.stdout + process.stderr
+    assert "Traceback" not in output, output
 
 
 @schema.parametrize()

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 
@@ -41,8 +40,6 @@ with Flow("nap") as nap_flow:
     nap(Parameter("out"))
 '''
 
-API_LINE = re.compile(r"API:\s+(http://127\.0\.0\.1:(\d+)/api/health)")
-
 
 def orchestrator(*args, timeout=60):
     """Run an `orchestrator` command to completion; fails the test if it fails."""
@@ -52,69 +49,11 @@ def orchestrator(*args, timeout=60):
     return proc.stdout
 
 
-class UpProcess:
-    """`orchestrator up` in a subprocess; its output goes to files we poll."""
-
-    def __init__(self, tmp_path, *args, name="up"):
-        self.out_path = tmp_path / f"{name}.stdout"
-        self.err_path = tmp_path / f"{name}.stderr"
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "up", "--port", "0",
-                 "--poll-interval", "0.1", *map(str, args)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        self.url = None
-        self.banner_seen = None
-
-    @property
-    def stdout(self):
-        return self.out_path.read_text()
-
-    @property
-    def stderr(self):
-        return self.err_path.read_text()
-
-    def wait_for_banner(self, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = API_LINE.search(self.stdout)
-            if found:
-                self.url = found.group(1)
-                self.banner_seen = time.monotonic()
-                return self.url
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"orchestrator up printed no API line (exit code "
-                             f"{self.proc.poll()}):\n{self.stdout}\n{self.stderr}")
-
-    def health(self):
-        with urllib.request.urlopen(self.url, timeout=5) as resp:
-            return resp.status, resp.headers.get("Content-Type"), json.loads(resp.read())
-
-    def stop(self, signum=signal.SIGTERM, timeout=20):
-        self.proc.send_signal(signum)
-        return self.proc.wait(timeout)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
 @pytest.fixture
-def up(tmp_path):
-    """Starts `orchestrator up` processes; kills any left at the end."""
-    started = []
-
-    def start(*args):
-        process = UpProcess(tmp_path, *args, name=f"up-{len(started)}")
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
+def up(start_service):
+    """`up(*args)`: starts `orchestrator up` (a conftest ServiceProcess) over the
+    test's home; kills any left at the end."""
+    return lambda *args: start_service("up", "--poll-interval", "0.1", *args)
 
 
 @pytest.fixture

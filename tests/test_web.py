@@ -7,19 +7,15 @@ screen and the keyboard.
 One server and one browser for the module; the tests run in file order and
 build on each other's runs (each one signs in again if it runs alone)."""
 
-import json
 import os
 import re
-import signal
 import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import ServiceProcess, register_flows
 
 CHROMIUM = "/usr/bin/chromium"
 try:
@@ -33,7 +29,6 @@ if sync_playwright is None or not os.path.exists(CHROMIUM):
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
-API_LINE = re.compile(r"API:\s+http://127\.0\.0\.1:(\d+)/api/health")
 WORD = "bonjour-from-the-browser"
 LONG_PATH = "/data/incoming/" + "quarterly-sales-for-every-region-" * 6 + "2024.csv"
 
@@ -74,61 +69,9 @@ with Flow("weekday", schedule=CronSchedule("0 6 * * 1-5")) as weekday:
 
 
 # -- the server ---------------------------------------------------------------------------------
-class Server:
-    """`orchestrator up --port 0` in a home of its own, with project "p" registered."""
-
-    def __init__(self, home, log_dir):
-        self.home = home
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR__")}
-        env["ORCHESTRATOR_HOME"] = str(home)
-        self.out_path = log_dir / "up.stdout"
-        self.err_path = log_dir / "up.stderr"
-        with open(self.out_path, "w") as out, open(self.err_path, "w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "orchestrator", "up", "--port", "0",
-                 "--poll-interval", "0.1"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-        self.port = self._wait_for_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.token = (home / "api-token").read_text().strip()
-
-    def _wait_for_port(self, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = API_LINE.search(self.out_path.read_text())
-            if found:
-                return int(found.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"orchestrator up printed no API line:\n"
-                             f"{self.out_path.read_text()}\n{self.err_path.read_text()}")
-
-    def api(self, method, path, body=None, token=None):
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.base + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {token or self.token}",
-                     "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            text = resp.read()
-        return json.loads(text) if text else None
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from orchestrator import service
-    from orchestrator.flow_files import load_flows_from_file
+    """`orchestrator up --port 0` in a home of its own, with project "p" registered."""
     from orchestrator.store import Store
 
     base = tmp_path_factory.mktemp("web")
@@ -138,16 +81,14 @@ def server(tmp_path_factory):
     source.write_text(FLOWS)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ORCHESTRATOR_HOME", str(home))
-        store = Store.open()
+        with closing(Store.open()) as store:
+            register_flows(store, source)
+    with ServiceProcess("up", "--poll-interval", "0.1", home=home, log_dir=base) as up:
+        yield up.wait_for_banner()
         try:
-            store.create_project("p")
-            for flow in load_flows_from_file(source).values():
-                service.register_flow(store, flow, "p")
-        finally:
-            store.close()
-    up = Server(home, base)
-    yield up
-    up.stop()
+            up.stop()
+        except subprocess.TimeoutExpired:
+            pass  # killed on leaving the with block
 
 
 # -- the browser --------------------------------------------------------------------------------
@@ -183,12 +124,18 @@ class Web:
         else:
             self.errors.append(f"console: {msg.text}")
 
+    def call(self, method, path, body=None):
+        """A request to the server's API that must succeed: its JSON document."""
+        status, document = self.server.api(method, path, body)
+        assert 200 <= status < 300, f"{method} {path}: {status} {document}"
+        return document
+
     def url(self, hash_=""):
-        return f"{self.server.base}/{hash_}"
+        return f"{self.server.url}/{hash_}"
 
     def go(self, hash_, rendered):
         """Open the page at `hash_` (a fresh load) and wait for the view to draw."""
-        same_document = self.page.url.startswith(self.server.base)
+        same_document = self.page.url.startswith(self.server.url)
         self.page.goto(self.url(hash_))
         if same_document:  # only the hash changed: load it afresh
             self.page.reload()
@@ -197,7 +144,7 @@ class Web:
     def sign_in(self):
         """The token screen, if it shows, gets the right token."""
         page = self.page
-        if page.url.startswith(self.server.base):
+        if page.url.startswith(self.server.url):
             token = page.evaluate("() => localStorage.getItem('orchestrator.token')")
             if token == self.server.token:
                 return
@@ -402,7 +349,7 @@ def test_the_runs_filters_are_in_the_url_and_survive_a_reload(web, page):
 
 # -- 5. why has it not started? -----------------------------------------------------------------
 def test_a_run_no_agent_can_take_explains_the_missing_label(web, page):
-    run = web.server.api("POST", "/api/flow_runs", {
+    run = web.call("POST", "/api/flow_runs", {
         "flow": "p/greeter", "labels": ["nowhere"], "parameters": {"word": LONG_PATH}})
     web.run_ids["stuck"] = run["id"]
     web.go(f"#/runs/{run['id']}", "run")
@@ -432,14 +379,14 @@ def test_a_schedule_shows_in_words_and_pauses_and_resumes(web, page):
     expect(card.locator("button[data-action=resume]")).to_have_text("Resume schedule")
     expect(card.locator("button[data-action=pause]")).to_have_count(0)
     expect(schedule).to_have_text("every weekday at 06:00 UTC (paused)")
-    assert web.server.api("GET", "/api/flows?project=p")["flows"]
+    assert web.call("GET", "/api/flows?project=p")["flows"]
     web.shot("08-schedule-paused")
 
     card.get_by_role("button", name="Resume schedule").click()
     expect(card.locator("button[data-action=pause]")).to_have_text("Pause schedule")
     expect(schedule).to_have_text("every weekday at 06:00 UTC")
     active = {f["full_name"]: f["schedule_active"]
-              for f in web.server.api("GET", "/api/flows?project=p")["flows"]}
+              for f in web.call("GET", "/api/flows?project=p")["flows"]}
     assert active["p/weekday"] is True
     web.assert_clean()
 
@@ -454,17 +401,16 @@ def test_pausing_a_schedule_while_a_run_form_is_open_shows_it_paused(web, page):
                                                                         timeout=3000)
         expect(card.locator("dt:text-is('Schedule') + dd")).to_contain_text("(paused)")
     finally:
-        flow = next(f for f in web.server.api("GET", "/api/flows?project=p")["flows"]
+        flow = next(f for f in web.call("GET", "/api/flows?project=p")["flows"]
                     if f["full_name"] == "p/weekday")
         if not flow["schedule_active"]:
             web.shot("09-bug-schedule-paused-under-open-form")
-            web.server.api("POST", f"/api/flows/{flow['id']}/schedule/resume")
+            web.call("POST", f"/api/flows/{flow['id']}/schedule/resume")
 
 
 # -- 7. agents and limits -----------------------------------------------------------------------
 def test_the_agents_view_lists_the_agent_and_a_new_limit(web, page):
-    agent = json.loads(urllib.request.urlopen(web.server.base + "/api/health", timeout=10)
-                       .read())["agent"]
+    agent = web.server.health()[2]["agent"]
     web.go("#/agents", "agents")
     row = page.locator("#agents tbody tr", has_text=agent["name"])
     expect(row).to_have_count(1)
@@ -474,7 +420,7 @@ def test_the_agents_view_lists_the_agent_and_a_new_limit(web, page):
     expect(page.locator("#limits")).to_have_count(0)
     expect(page.locator("main")).to_contain_text("No limits.")
 
-    web.server.api("PUT", "/api/concurrency_limits/label/gpu", {"limit": 2})
+    web.call("PUT", "/api/concurrency_limits/label/gpu", {"limit": 2})
     try:
         page.reload()
         page.wait_for_selector("body[data-rendered='agents']")
@@ -483,7 +429,7 @@ def test_the_agents_view_lists_the_agent_and_a_new_limit(web, page):
         expect(limit.locator("td")).to_have_text(["run label", "gpu", "0 / 2", "none"])
         web.shot("10-agents-and-limits")
     finally:
-        web.server.api("DELETE", "/api/concurrency_limits/label/gpu")
+        web.call("DELETE", "/api/concurrency_limits/label/gpu")
     web.assert_clean()
 
 
@@ -569,6 +515,6 @@ def test_tab_reaches_the_sections_and_enter_opens_one(web, page):
 def test_the_page_asked_only_its_own_server(web):
     assert web.requests, "no request was recorded"
     foreign = [u for u in web.requests
-               if not (u.startswith(web.server.base + "/") or u.startswith("data:"))]
+               if not (u.startswith(web.server.url + "/") or u.startswith("data:"))]
     assert foreign == [], foreign
     assert web.errors == []
