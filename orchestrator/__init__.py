@@ -16,7 +16,6 @@ __version__ = "0.1.0"
 
 from . import (cache_validators, executors, results, serializers, signals,  # noqa: E402
                states, triggers)
-from .client import Client  # noqa: E402
 from .core.context import context  # noqa: E402
 from .core.control_flow import case, ifelse, merge, switch  # noqa: E402
 from .core.edge import Edge, flatten, mapped, unmapped  # noqa: E402
@@ -31,3 +30,13 @@ __all__ = [
     "signals", "states", "triggers", "executors", "results", "serializers",
     "cache_validators", "OrchestratorError", "Client", "__version__",
 ]
+
+
+def __getattr__(name):
+    # The client imports http.client (~15 ms): only for those who use it, not
+    # for every flow run's process.
+    if name == "Client":
+        from .client import Client
+
+        return Client
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
