@@ -372,6 +372,7 @@ async function runView(view, id) {
 
   let logCursor = "0";
   let finished = false;
+  let taskCount = 0;
   let tailing = null;  // one tail at a time, or lines would be shown twice
   level.addEventListener("change", () => {
     (tailing || Promise.resolve()).then(() => {
@@ -412,6 +413,7 @@ async function runView(view, id) {
     params.textContent = JSON.stringify(run.parameters, null, 2);
     states.replaceChildren(...history.states.map((s) => h("li", {},
       badge(s.state), " ", when(s.time), s.message ? ` — ${s.message}` : "")));
+    taskCount = tasks.task_runs.length;
     drawGantt(gantt, run, tasks.task_runs);
     if (run.state === "Scheduled" || run.state === "Submitted") {
       const answer = await api(`/api/flow_runs/${id}/explain`);
@@ -451,7 +453,14 @@ async function runView(view, id) {
   }
 
   await refresh();
-  every(1000, view, async () => { if (!finished) await refresh(); });
+  // Every second; every 5 s for a run of thousands of task runs (the whole list
+  // comes each time, and a small machine should not spend its time on that).
+  let skip = 0;
+  every(1000, view, async () => {
+    if (finished || skip-- > 0) return;
+    await refresh();
+    skip = taskCount > 1000 ? 4 : 0;
+  });
 }
 
 function drawGantt(el, run, tasks) {
