@@ -126,6 +126,23 @@ def test_two_thousand_log_lines_from_one_task_are_all_stored_in_order(store):
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
 
 
+def test_the_runners_own_lines_belong_to_their_task_run(store):
+    with Flow("squares-logged") as flow:
+        total(square.map([1, 2]))
+
+    run = execute(store, flow)
+
+    assert run["state"] == "Success", run["message"]
+    starts = {(r["task_slug"], r["map_index"]): r["message"]
+              for r in store.logs(run["id"]) if "Starting task run" in r["message"]}
+    assert starts == {("[1, 2]-1", None): "Task '[1, 2]': Starting task run...",
+                      ("square-1", 0): "Task 'square[0]': Starting task run...",
+                      ("square-1", 1): "Task 'square[1]': Starting task run...",
+                      ("total-1", None): "Task 'total': Starting task run..."}
+    flow_lines = [r for r in store.logs(run["id"]) if "Flow run" in r["message"]]
+    assert flow_lines and all(r["task_slug"] is None for r in flow_lines)
+
+
 # -- RETRY far in the future: back to Scheduled, then resumed ------------------------
 @task
 def extract(calls):

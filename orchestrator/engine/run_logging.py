@@ -57,6 +57,8 @@ def stamp_record(record):
         _redact(record)
     stack = current_stack()
     for name in _STAMPS:
+        if getattr(record, name, None) is not None:
+            continue  # given by the caller (extra=...): the task run it belongs to
         value = None
         for layer in stack:
             if name in layer:

@@ -158,8 +158,10 @@ def _run(plan, map_index, upstream, state=None):
             _context.pop(token)
     full_name = plan.name if map_index is None else f"{plan.name}[{map_index}]"
     state = state or _PENDING
+    # The runner's own lines belong to the task run, like the lines its task logs.
+    stamps = {"task_name": plan.name, "task_slug": plan.slug, "map_index": map_index}
     if plan.log_info:
-        logger.info("Task '%s': Starting task run...", full_name)
+        logger.info("Task '%s': Starting task run...", full_name, extra=stamps)
     try:
         _check_upstream_finished(upstream)
         if plan.task.skip_on_upstream_skip and upstream:
@@ -181,7 +183,7 @@ def _run(plan, map_index, upstream, state=None):
                                  _context_run_count(state))
     if plan.log_info:
         logger.info("Task '%s': Finished task run for task with final state: '%s'",
-                    full_name, type(state).__name__)
+                    full_name, type(state).__name__, extra=stamps)
     return state
 
 
