@@ -24,6 +24,11 @@ def explain_flow_run(store, run_id, now=None):
     wait = run["scheduled_start_time"] - now
     if wait > 0:
         reasons.append(f"It is scheduled for later: in {wait:.0f} s.")
+    if run["auto_scheduled"] and wait <= 0:
+        hold = store.late_policy_hold(run["flow_id"], flow.get("settings") or {},
+                                      run["scheduled_start_time"], now)
+        if hold:
+            reasons.append(hold)
     if run["auto_scheduled"] and not flow.get("schedule_active", True):
         reasons.append(f"The schedule of {flow['project']}/{flow['name']} is paused; "
                        f"resume it with: orchestrator schedule resume {flow['name']}")

@@ -487,6 +487,47 @@ def test_late_policies_touch_only_auto_runs_still_scheduled(store, scheduler):
     assert store.get_flow_run(manual)["state"] == "Scheduled"
 
 
+def test_an_agent_claims_only_the_latest_late_run_under_run_latest(store, scheduler):
+    # Back after downtime, an agent may look before the scheduler's next tick:
+    # it must not start an older late run that the tick would skip.
+    flow = register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="run_latest"))
+    scheduler.run_once(now=NOW)
+    later = NOW + 3 * HOUR
+    due = [r for r in auto_runs(store) if r["scheduled_start_time"] <= later]
+    claimed = store.claim_runs("agent-1", flow["labels"], limit=20, now=later)
+    assert claimed == [due[-1]["id"]]
+
+
+def test_explain_says_why_a_late_run_waits_for_the_scheduler_to_skip_it(store, scheduler):
+    from orchestrator.explain import explain_flow_run
+
+    register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="run_latest"))
+    register(store, make_flow(CronSchedule("*/10 * * * *"), name="strict",
+                              max_lateness=timedelta(minutes=30)))
+    scheduler.run_once(now=NOW)
+    runs = auto_runs(store)
+    daily = [r["id"] for r in runs if r["flow_id"] == runs[0]["flow_id"]]
+    strict = [r["id"] for r in runs if r["flow_id"] != runs[0]["flow_id"]]
+    later = NOW + 3 * HOUR
+    assert any("late_runs='run_latest' only the newest runs" in reason
+               for reason in explain_flow_run(store, daily[0], now=later))
+    assert not any("run_latest" in reason
+                   for reason in explain_flow_run(store, daily[-1], now=later))
+    assert any("10800 s late, more than its flow allows (max_lateness 1800 s)" in reason
+               for reason in explain_flow_run(store, strict[0], now=later))
+
+
+def test_under_run_latest_a_run_seconds_behind_is_claimed_as_usual(store, scheduler):
+    flow = register(store, make_flow(CronSchedule("* * * * *"), late_runs="run_latest"))
+    scheduler.run_once(now=NOW)
+    runs = auto_runs(store)
+    # At 06:01:30 the 06:00 run is 90 s late with a newer one due: only the newer
+    # one starts. At 06:00:50 with 06:00 alone due, it starts (50 s is not late).
+    assert store.claim_runs("agent-1", flow["labels"], limit=5, now=NOW + 50) == [runs[0]["id"]]
+    assert store.claim_runs("agent-1", flow["labels"], limit=5, now=NOW + 120 + 30) == [
+        runs[2]["id"]]
+
+
 def test_late_runs_of_an_older_version_follow_the_new_versions_policy(store, scheduler):
     register(store, make_flow(CronSchedule("*/10 * * * *")))  # run_all
     scheduler.run_once(now=NOW)

@@ -482,7 +482,7 @@ class Store(SchedulingQueries):
                           .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
                           .limit(scan).tuples())
         claimed = []
-        flow_lateness = {}
+        flow_settings = {}
         for run_id, run_labels, flow_id, auto, scheduled in candidates:
             if len(claimed) >= limit:
                 break
@@ -492,15 +492,11 @@ class Store(SchedulingQueries):
                 continue
             if not run_labels and agent_labels:
                 continue
-            if flow_id not in flow_limits:
-                settings = m.Flow.select(m.Flow.settings).where(m.Flow.id == flow_id).scalar()
-                settings = m.JSONField().python_value(settings) if isinstance(
-                    settings, str) else (settings or {})
-                flow_limits[flow_id] = settings.get("max_concurrent_runs")
-                flow_lateness[flow_id] = _late_limit(settings)
-            if auto and flow_lateness[flow_id] is not None \
-                    and now - scheduled > flow_lateness[flow_id]:
-                continue  # too late for its flow's policy: the scheduler skips it
+            if flow_id not in flow_settings:
+                flow_settings[flow_id] = self._flow_settings(flow_id)
+                flow_limits[flow_id] = flow_settings[flow_id].get("max_concurrent_runs")
+            if auto and self.late_policy_hold(flow_id, flow_settings[flow_id], scheduled, now):
+                continue  # the scheduler skips it
             limited = flow_limits[flow_id] or any(l in label_limits for l in run_labels)
             with self.db.atomic():
                 if limited and self._limit_full(flow_id, flow_limits[flow_id], run_labels,
@@ -516,6 +512,36 @@ class Store(SchedulingQueries):
             if won:
                 claimed.append(run_id)
         return claimed
+
+    def _flow_settings(self, flow_id):
+        settings = m.Flow.select(m.Flow.settings).where(m.Flow.id == flow_id).scalar()
+        return (m.JSONField().python_value(settings) if isinstance(settings, str)
+                else (settings or {}))
+
+    def late_policy_hold(self, flow_id, settings, scheduled, now):
+        """Why the flow's late-run policy keeps an agent from starting its auto run
+        scheduled at `scheduled` (the scheduler will skip it), or None."""
+        late = now - scheduled
+        limit = _late_limit(settings)
+        if limit is not None and late > limit:
+            return (f"It is {late:.0f} s late, more than its flow allows ("
+                    + (f"max_lateness {limit:g} s" if settings.get("max_lateness") is not None
+                       else "late_runs='skip'") + "); the scheduler skips it.")
+        if settings.get("late_runs") == "run_latest" and late > LATE_AFTER_SECONDS \
+                and self._newer_due_auto_run(flow_id, scheduled, now):
+            return ("It is late and a newer run of its flow is due too; with "
+                    "late_runs='run_latest' only the newest runs, and the scheduler skips "
+                    "this one.")
+        return None
+
+    def _newer_due_auto_run(self, flow_id, scheduled, now):
+        """Is a later auto run of the flow due by `now` and still Scheduled?"""
+        return (m.FlowRun.select(m.FlowRun.id)
+                .where((m.FlowRun.flow == flow_id)
+                       & (m.FlowRun.auto_scheduled == True)  # noqa: E712
+                       & (m.FlowRun.state == "Scheduled")
+                       & (m.FlowRun.scheduled_start_time > scheduled)
+                       & (m.FlowRun.scheduled_start_time <= now)).exists())
 
     ACTIVE_STATES = ("Submitted", "Running", "Cancelling")
 
