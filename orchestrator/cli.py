@@ -648,6 +648,33 @@ def server(host, port, expose):
     click.echo("orchestrator server: stopped.")
 
 
+@main.command("scheduler")
+def scheduler_command():
+    """Create scheduled runs and fail runs whose process died (no API, no agent)."""
+    import signal
+    import threading
+
+    from .up import Housekeeping, _safe_url
+
+    store = _open_store()
+    housekeeping = Housekeeping(store)
+    if housekeeping.scheduler is None:
+        raise UserError("The scheduler needs croniter; install the package's dependencies "
+                        "(pip install -e .)")
+    stopping = threading.Event()
+
+    def request_stop(signum, frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    click.echo(f"orchestrator scheduler: database {_safe_url(store.url)}; one process per "
+               "host leads (a file lock), others stand by. Stop with Ctrl-C.")
+    housekeeping.reap()
+    housekeeping.run(stopping)
+    click.echo("orchestrator scheduler: stopped.")
+
+
 @main.command()
 @click.option("--rotate", is_flag=True, help="Replace the token (restart running servers).")
 def token(rotate):

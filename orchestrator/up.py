@@ -1,5 +1,7 @@
-"""`orchestrator up`: the API, scheduler, agent and reaper in one process;
-`orchestrator server`: the API alone (`ApiServer`), for hosts that split them.
+"""`orchestrator up`: the API, scheduler, agent and reaper in one process.
+For hosts that split them, `orchestrator server` runs the API alone
+(`ApiServer`) and `orchestrator scheduler` the scheduler and reaper
+(`Housekeeping`); `orchestrator agent` runs agents.
 
 The main thread serves the WSGI app with waitress; the agent loops in a
 thread of its own; a service thread drives the reaper and the scheduler with
@@ -83,11 +85,13 @@ class Up:
         self.grace = grace
         self.agent = Agent(store, labels=labels, hostname_label=hostname_label, limit=limit,
                            poll_interval=poll_interval, cancel_grace=config["cancel_grace"])
-        self.reaper = Reaper(store, heartbeat_timeout=config["heartbeat_timeout"])
-        self.scheduler = _make_scheduler(store)
+        # Runs due now start without waiting for the agent's next poll.
+        self.housekeeping = Housekeeping(store, on_runs_created=self.agent.wake.set)
+        self.reaper = self.housekeeping.reaper
+        self.scheduler = self.housekeeping.scheduler
         self.stopping = threading.Event()
         self.started = time.time()
-        self.ticks = {}
+        self.ticks = self.housekeeping.ticks
         self.api = ApiServer(store, host, port, status=self.status,
                              on_run_created=lambda run: self.agent.wake.set())
         self.server = self.api.server
@@ -96,20 +100,12 @@ class Up:
         self.agent.env["ORCHESTRATOR_API_URL"] = self.url
 
     def status(self):
-        def tick(name):
-            when = self.ticks.get(name)
-            return {"alive": when is not None and time.time() - when < 60,
-                    "last_tick": _iso(when)}
-
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",
             "database": _safe_url(self.store.url), "started": _iso(self.started),
-            "agent": dict(tick("agent"), name=self.agent.name, labels=self.agent.labels,
-                          running=len(self.agent.children)),
-            "scheduler": dict(tick("scheduler"), leader=bool(self.scheduler and
-                                                             self.scheduler.is_leader()))
-            if self.scheduler else {"alive": False, "reason": "not available"},
-            "reaper": tick("reaper"),
+            "agent": dict(_liveness(self.ticks, "agent"), name=self.agent.name,
+                          labels=self.agent.labels, running=len(self.agent.children)),
+            **self.housekeeping.status(),
         }
 
     def serve(self):
@@ -125,11 +121,11 @@ class Up:
               f"  web:     {self.url}/\n"
               f"  token:   {self.api.token_path} (print it with: orchestrator token)\n"
               "Stop with Ctrl-C.", flush=True)
-        self._tick("reaper", self.reaper.run_once)  # runs a crash left behind, at once
+        self.housekeeping.reap()  # runs a crash left behind, at once
         threads = [threading.Thread(target=self._agent_loop, name="orchestrator-agent",
                                     daemon=True),
-                   threading.Thread(target=self._service_loop, name="orchestrator-services",
-                                    daemon=True)]
+                   threading.Thread(target=self.housekeeping.run, args=(self.stopping,),
+                                    name="orchestrator-services", daemon=True)]
         for thread in threads:
             thread.start()
         try:
@@ -151,33 +147,64 @@ class Up:
 
     def _agent_loop(self):
         while not self.stopping.is_set():
-            self._tick("agent", self.agent.run_once)
+            _tick(self.ticks, "agent", self.agent.run_once)
             self.agent.wake.wait(self.agent.poll_interval)
             self.agent.wake.clear()
 
-    def _service_loop(self):
+
+class Housekeeping:
+    """The scheduler (while this process leads the host's schedulers) and the
+    reaper, each on its timer: the part of `up` that `orchestrator scheduler`
+    runs alone."""
+
+    def __init__(self, store, on_runs_created=None):
+        config = load_config()["services"]
+        self.reaper = Reaper(store, heartbeat_timeout=config["heartbeat_timeout"])
+        self.scheduler = _make_scheduler(store)
+        self.on_runs_created = on_runs_created
+        self.ticks = {}
+
+    def status(self):
+        return {
+            "scheduler": dict(_liveness(self.ticks, "scheduler"),
+                              leader=bool(self.scheduler and self.scheduler.is_leader()))
+            if self.scheduler else {"alive": False, "reason": "not available"},
+            "reaper": _liveness(self.ticks, "reaper"),
+        }
+
+    def reap(self):
+        _tick(self.ticks, "reaper", self.reaper.run_once)
+
+    def run(self, stopping):
+        """Loop until `stopping` is set."""
         jobs = schedule.Scheduler()
-        jobs.every(REAPER_EVERY).seconds.do(self._tick, "reaper", self.reaper.run_once)
+        jobs.every(REAPER_EVERY).seconds.do(self.reap)
         if self.scheduler is not None:
-            jobs.every(SCHEDULER_EVERY).seconds.do(self._tick, "scheduler",
+            jobs.every(SCHEDULER_EVERY).seconds.do(_tick, self.ticks, "scheduler",
                                                    self._schedule_once)
-            self._tick("scheduler", self._schedule_once)
-        while not self.stopping.is_set():
+            _tick(self.ticks, "scheduler", self._schedule_once)
+        while not stopping.is_set():
             jobs.run_pending()
-            self.stopping.wait(max(0.1, min(jobs.idle_seconds or 1.0, 1.0)))
+            stopping.wait(max(0.1, min(jobs.idle_seconds or 1.0, 1.0)))
 
     def _schedule_once(self):
         if self.scheduler.is_leader():
             summary = self.scheduler.run_once()
-            if summary and summary.get("created"):
-                self.agent.wake.set()  # runs due now start without waiting for a poll
+            if summary and summary.get("created") and self.on_runs_created is not None:
+                self.on_runs_created()
 
-    def _tick(self, name, step):
-        try:
-            step()
-            self.ticks[name] = time.time()
-        except Exception:  # a failed tick must not stop the service; say why
-            logger.exception("orchestrator up: the %s step failed; it runs again", name)
+
+def _liveness(ticks, name):
+    when = ticks.get(name)
+    return {"alive": when is not None and time.time() - when < 60, "last_tick": _iso(when)}
+
+
+def _tick(ticks, name, step):
+    try:
+        step()
+        ticks[name] = time.time()
+    except Exception:  # a failed tick must not stop the service; say why
+        logger.exception("orchestrator: the %s step failed; it runs again", name)
 
 
 def _make_scheduler(store):

@@ -253,3 +253,40 @@ def test_a_scheduled_flow_runs_by_itself_under_up(home, tmp_path, up):
         assert all(s.get_flow_run(int(r))["auto_scheduled"] for r in executed)
     finally:
         s.close()
+
+
+def test_split_parts_scheduler_and_agent_run_a_scheduled_flow_without_up(home, tmp_path):
+    out = tmp_path / "ticks.txt"
+    flows = tmp_path / "ticker.py"
+    flows.write_text(SCHEDULED.replace("OUT", repr(str(out))))
+    orchestrator("project", "create", "demo")
+    orchestrator("register", "-p", "demo", flows)
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("scheduler", "agent")}
+    parts = {name: subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args], stdin=subprocess.DEVNULL,
+        stdout=logs[name], stderr=subprocess.STDOUT)
+        for name, args in (("scheduler", ["scheduler"]),
+                           ("agent", ["agent", "--poll-interval", "0.1"]))}
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(out.read_text().split()
+                                                     if out.exists() else []) < 2:
+            time.sleep(0.2)
+        executed = out.read_text().split() if out.exists() else []
+        assert len(executed) >= 2, (tmp_path / "scheduler.log").read_text()
+        assert len(set(executed)) == len(executed)
+        parts["scheduler"].send_signal(signal.SIGTERM)
+        assert parts["scheduler"].wait(20) == 0
+        said = (tmp_path / "scheduler.log").read_text()
+        assert "orchestrator scheduler: stopped." in said and "Traceback" not in said
+    finally:
+        for process in parts.values():
+            if process.poll() is None:
+                process.terminate()  # the agent waits for its runs' processes
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        for handle in logs.values():
+            handle.close()
