@@ -104,8 +104,12 @@ class _FlowShape:
 
 
 def create_flow_run(store, flow_ref, project=None, parameters=None, name=None,
-                    labels=None, scheduled_start_time=None, idempotency_key=None):
-    """Create a Scheduled run of the current version of a registered flow."""
+                    labels=None, scheduled_start_time=None, idempotency_key=None,
+                    report=False):
+    """Create a Scheduled run of the current version of a registered flow.
+
+    With `report`, returns (run, created): created is False when the
+    idempotency key found the run an earlier call made."""
     flow = store.get_flow(flow_ref, project=project)
     parameters = dict(parameters or {})
     check_run_parameters(flow, parameters)
@@ -121,7 +125,7 @@ def create_flow_run(store, flow_ref, project=None, parameters=None, name=None,
     return store.create_flow_run(
         flow["id"], parameters=parameters, name=name,
         labels=flow["labels"] if labels is None else labels,
-        scheduled_start_time=when, idempotency_key=idempotency_key)
+        scheduled_start_time=when, idempotency_key=idempotency_key, report=report)
 
 
 def load_flow(flow_record):

@@ -19,7 +19,7 @@ import schedule
 import waitress
 
 from .api import MAX_BODY_BYTES, create_app
-from .config import API_URL_FILE, api_token, home_dir, load_config
+from .config import API_TOKEN_FILE, API_URL_FILE, api_token, home_dir, load_config
 from .services.agent import Agent
 from .services.reaper import Reaper
 
@@ -37,16 +37,17 @@ class ApiServer:
                  threads=4):
         self.store = store
         self.started = time.time()
-        self.token_path = home_dir() / "api-token"
+        self.token_path = home_dir() / API_TOKEN_FILE
         token = api_token(create=True)
         self.app = create_app(store, token, status=status or self.status,
                               on_run_created=on_run_created)
         self.server = waitress.create_server(
             self.app, host=host, port=port, threads=threads, ident="orchestrator",
             clear_untrusted_proxy_headers=True,
-            # Far above the API's own 1 MiB limit, so an oversize body gets the API's
-            # JSON 413 rather than waitress's plain-text one; waitress spools it to disk.
-            max_request_body_size=MAX_BODY_BYTES * 64)
+            # Above the API's own 1 MiB limit, so a body somewhat too big gets the
+            # API's JSON 413 (waitress reads a body whole, before the app and its token
+            # check see it, so this also bounds what a caller without the token can send).
+            max_request_body_size=MAX_BODY_BYTES * 4)
         local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
         self.url = f"http://{local}:{self.server.effective_port}"
         self.url_path = home_dir() / API_URL_FILE

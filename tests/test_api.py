@@ -402,6 +402,9 @@ BAD_RUN_BODIES = [
     ("lone-surrogate-in-name", b'{"flow": "p/talk", "name": "x\\udfff"}', "name"),
     ("nan-is-not-json", b'{"flow": "p/talk", "parameters": {"word": NaN}}', ...),
     ("deep-nesting", b'{"flow": "p/talk", "parameters": {"word": ' + DEEP + b"}}", ...),
+    # Deep enough to store but not to read back (the listing broke for everyone).
+    ("nesting-past-the-limit", b'{"flow": "p/talk", "parameters": {"word": '
+     + b"[" * 980 + b"]" * 980 + b"}}", "parameters.word"),
 ]
 
 
@@ -412,6 +415,30 @@ def test_a_bad_run_request_is_400_and_stores_nothing(api, flow_file, raw, field)
     resp = api.request("POST", "/api/flow_runs", raw=raw)
     assert_error(resp, 400, "bad_request", field)
     assert len(api.all_runs()) == before
+
+
+@pytest.mark.parametrize("request_line", [
+    ("POST", "/api/flow_runs", {"flow": "\u00b2"}),
+    ("POST", "/api/flow_runs", {"flow": "99999999999999999999"}),
+    ("GET", "/api/flow_runs?flow=%C2%B2", None),
+    ("GET", "/api/flow_runs?flow=99999999999999999999", None),
+], ids=["superscript-digit", "id-too-big", "query-superscript-digit", "query-id-too-big"])
+def test_a_flow_reference_that_only_looks_like_an_id_is_404(api, request_line):
+    method, path, body = request_line
+    assert_error(api.request(method, path, body), 404, "not_found")
+
+
+def test_a_nul_in_a_query_parameter_is_400(api):
+    assert_error(api.request("GET", "/api/flows?project=%00"), 400, "bad_request", "project")
+
+
+def test_an_idempotency_key_reused_with_other_parameters_is_409(api, flow_file):
+    first = api.call("POST", "/api/flow_runs", {"flow": "p/talk", "parameters": {
+        "word": "one"}, "idempotency_key": "k-params"}, expect=201)
+    resp = api.request("POST", "/api/flow_runs", {"flow": "p/talk", "parameters": {
+        "word": "two"}, "idempotency_key": "k-params"})
+    error = assert_error(resp, 409, "conflict")
+    assert f"run {first['id']}" in error["message"] and "other parameters" in error["message"]
 
 
 def _run_body_of_size(size):

@@ -103,6 +103,38 @@ def test_an_idempotency_key_gives_one_run_however_often_it_is_used(store, flow_i
     assert len(store.list_flow_runs()) == 1
 
 
+def test_one_idempotency_key_sent_by_eight_writers_at_once_makes_one_run(store, flow_id):
+    # On PostgreSQL the writers' transactions overlap: all but one find the key
+    # taken at their INSERT and must answer with that run, not an error.
+    import threading
+
+    from orchestrator.store import Store
+
+    barrier = threading.Barrier(8)
+    results, errors = [], []
+
+    def create():
+        mine = Store.open(url=store.url)
+        try:
+            barrier.wait(10)
+            results.append(mine.create_flow_run(flow_id, idempotency_key="at-once",
+                                                report=True))
+        except Exception as exc:  # collected: the assertion below shows them
+            errors.append(exc)
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len({run["id"] for run, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False] * 7 + [True]
+    assert len(store.list_flow_runs()) == 1
+
+
 def test_an_idempotency_key_of_another_flows_run_is_a_conflict(store, flow_id):
     other, _ = store.register_flow("etl", "weekly", "fp", {}, [], [])
     store.create_flow_run(flow_id, idempotency_key="k")

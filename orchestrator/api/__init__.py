@@ -17,11 +17,11 @@ import re
 
 import falcon
 
-from ..exceptions import OrchestratorError
+from ..exceptions import OrchestratorError, ParameterError
 from ..store import Conflict, NotFound
 from . import resources
 from .openapi import openapi_document
-from .render import MAX_BODY_BYTES, ApiError, error_document
+from .render import MAX_BODY_BYTES, ApiError, check_text, error_document
 
 __all__ = ["create_app", "MAX_BODY_BYTES"]
 
@@ -72,11 +72,12 @@ class KnownQueryParameters:
         allowed = self.allowed.get((template, req.method))
         if allowed is None:
             return
-        for name in req.params:
+        for name, value in req.params.items():
             if name not in allowed:
                 raise ApiError(falcon.HTTP_400, f"Unknown query parameter {name!r}; this "
                                f"operation takes {', '.join(sorted(allowed)) or 'none'}",
                                name)
+            check_text(value, name)
 
 
 def _serialize_error(req, resp, exc):
@@ -104,8 +105,6 @@ def _domain_error(req, resp, exc, params):
 
 
 def _field_of(exc):
-    from ..exceptions import ParameterError
-
     return "parameters" if isinstance(exc, ParameterError) else None
 
 
@@ -122,7 +121,6 @@ def create_app(store, token, status=None, on_run_created=None):
     app = falcon.App(middleware=[TokenAuth(token), KnownQueryParameters(document)])
     app.req_options.auto_parse_qs_csv = False
     app.req_options.strip_url_path_trailing_slash = True
-    app.resp_options.secure_cookies_by_default = True
     app.set_error_serializer(_serialize_error)
     app.add_error_handler(OrchestratorError, _domain_error)
     app.add_error_handler(Exception, _unexpected_error)  # HTTPError keeps its own handler

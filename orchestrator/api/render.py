@@ -80,12 +80,19 @@ def read_body(req, max_bytes=MAX_BODY_BYTES):
     return body
 
 
+MAX_DEPTH = 32  # of objects and lists in a body: stored values are read back recursively
+
+
 def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number; send null or a string instead")
 
 
-def check_text(value, field):
-    """Strings anywhere in `value` must be storable: no NUL, no lone surrogate."""
+def check_text(value, field, depth=0):
+    """Strings anywhere in `value` must be storable (no NUL, no lone surrogate),
+    and objects and lists nest at most MAX_DEPTH deep."""
+    if depth > MAX_DEPTH:
+        raise bad_request(f"{field} nests objects or lists more than {MAX_DEPTH} deep; "
+                          "flatten it", field)
     if isinstance(value, str):
         if "\x00" in value:
             raise bad_request(f"{field} contains a NUL character; remove it", field)
@@ -96,11 +103,11 @@ def check_text(value, field):
                               "valid UTF-8 text", field) from None
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_text(key, field)
-            check_text(item, f"{field}.{key}" if field != "body" else key)
+            check_text(key, field, depth + 1)
+            check_text(item, f"{field}.{key}" if field != "body" else key, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            check_text(item, field)
+            check_text(item, field, depth + 1)
     return value
 
 

@@ -200,7 +200,6 @@ class FlowRuns:
         self.on_run_created = on_run_created
 
     def on_post(self, req, resp):
-        started = time.time()
         body = read_body(req)
         only_fields(body, ("flow", "parameters", "name", "labels", "scheduled_start_time",
                            "idempotency_key"))
@@ -216,16 +215,15 @@ class FlowRuns:
             raise bad_request(f"parameters {parameters!r} is not an object; give e.g. "
                               '{"day": "2024-05-01"}', "parameters")
         when = body.get("scheduled_start_time")
-        run = service.create_flow_run(
+        run, created = service.create_flow_run(
             self.store, flow, parameters=parameters, name=optional_string(body, "name"),
             labels=optional_labels(body),
             scheduled_start_time=None if when is None
             else parse_time(when, "scheduled_start_time"),
-            idempotency_key=optional_string(body, "idempotency_key"))
-        replay = run["idempotency_key"] is not None and run["created"] < started
-        if not replay and self.on_run_created is not None:
+            idempotency_key=optional_string(body, "idempotency_key"), report=True)
+        if created and self.on_run_created is not None:
             self.on_run_created(run)
-        _json(resp, run_document(run), falcon.HTTP_200 if replay else falcon.HTTP_201)
+        _json(resp, run_document(run), falcon.HTTP_201 if created else falcon.HTTP_200)
 
     def on_get(self, req, resp):
         limit = query_int(req, "limit", 50, 1, MAX_PAGE)

@@ -11,6 +11,7 @@ overwritten: state changes are conditional UPDATEs.
 
 import itertools
 import json
+import re
 import time
 
 import peewee as pw
@@ -20,6 +21,7 @@ from .db import database_url, open_database
 from .errors import Conflict, NotFound, StoreError
 from .scheduling import SchedulingQueries, _prepared
 
+_DIGITS = re.compile(r"[0-9]{1,30}")
 TERMINAL_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
                    "TriggerFailed", "Cached")
 
@@ -147,7 +149,9 @@ class Store(SchedulingQueries):
     def get_flow(self, ref, project=None):
         """The current version of a flow by id, 'project/name', or name."""
         query = m.Flow.select(m.Flow, m.Project).join(m.Project)
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        if isinstance(ref, int) or (isinstance(ref, str) and _DIGITS.fullmatch(ref)):
+            if not 0 < int(ref) < 2 ** 63:
+                raise NotFound(f"No flow with id {ref}; list flows with: orchestrator flows")
             row = query.where(m.Flow.id == int(ref)).first()
             if row is None:
                 raise NotFound(f"No flow with id {ref}; list flows with: orchestrator flows")
@@ -231,39 +235,62 @@ class Store(SchedulingQueries):
     # -- flow runs ------------------------------------------------------------
     def create_flow_run(self, flow_id, parameters=None, name=None, labels=None,
                         scheduled_start_time=None, idempotency_key=None,
-                        state="Scheduled", auto_scheduled=False):
+                        state="Scheduled", auto_scheduled=False, report=False):
+        """A new run of flow version `flow_id`; with `idempotency_key`, the run an
+        earlier call with that key made, if any. With `report`, (run, created)."""
         # Hand-written SQL: the REST API creates runs at hundreds per second, and
         # building these statements with the ORM took most of each request.
         now = time.time()
         p = self.db.param
+        parameters = parameters or {}
         with self.db.atomic():
             if idempotency_key is not None:
-                existing = _prepared(self.db, "run_by_key", lambda key: (
-                    m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow)
-                    .where(m.FlowRun.idempotency_key == pw.Value(key, converter=False)))
-                ).execute(idempotency_key).fetchone()
-                if existing is not None:
-                    if existing[1] != flow_id and not self._same_flow(existing[1], flow_id):
-                        raise Conflict(
-                            f"Idempotency key {idempotency_key!r} was already used for a "
-                            f"run of another flow (run {existing[0]}); use a new key")
-                    return self.get_flow_run(existing[0])
-            values = [flow_id, name or "", json.dumps(parameters or {}, sort_keys=True),
+                earlier = self._run_by_key(idempotency_key, flow_id, parameters)
+                if earlier is not None:
+                    return (earlier, False) if report else earlier
+            values = [flow_id, name or "", json.dumps(parameters, sort_keys=True),
                       json.dumps(sorted(set(labels or ()))), state,
                       scheduled_start_time or now, idempotency_key, bool(auto_scheduled), 0,
                       now, now]
             sql = (f"INSERT INTO flow_run (flow_id, name, parameters, labels, state, "
                    f"scheduled_start_time, idempotency_key, auto_scheduled, restarts, "
-                   f"created, updated) VALUES ({', '.join([p] * len(values))})")
+                   f"created, updated) VALUES ({', '.join([p] * len(values))})"
+                   " ON CONFLICT (idempotency_key) DO NOTHING")
             if self._returning:
-                run_id = self.db.execute_sql(sql + " RETURNING id", values).fetchone()[0]
+                row = self.db.execute_sql(sql + " RETURNING id", values).fetchone()
+                run_id = row[0] if row else None
             else:
-                run_id = self.db.execute_sql(sql, values).lastrowid
+                cursor = self.db.execute_sql(sql, values)
+                run_id = cursor.lastrowid if cursor.rowcount == 1 else None
+            if run_id is None:
+                # Another writer made a run with this key after our look (PostgreSQL
+                # runs writers side by side): that run is the answer.
+                earlier = self._run_by_key(idempotency_key, flow_id, parameters)
+                return (earlier, False) if report else earlier
             if not name:
                 self.db.execute_sql(f"UPDATE flow_run SET name = {p} WHERE id = {p}",
                                     [default_run_name(run_id), run_id])
             self.db.execute_sql(f"INSERT INTO state_event (flow_run_id, state, time) "
                                 f"VALUES ({p}, {p}, {p})", [run_id, state, now])
+        run = self.get_flow_run(run_id)
+        return (run, True) if report else run
+
+    def _run_by_key(self, key, flow_id, parameters):
+        """The run made with idempotency key `key`, or None; Conflict when it was
+        made for another flow or with other parameters."""
+        found = _prepared(self.db, "run_by_key", lambda key: (
+            m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow, m.FlowRun.parameters)
+            .where(m.FlowRun.idempotency_key == pw.Value(key, converter=False)))
+        ).execute(key).fetchone()
+        if found is None:
+            return None
+        run_id, other_flow, stored = found
+        if other_flow != flow_id and not self._same_flow(other_flow, flow_id):
+            raise Conflict(f"Idempotency key {key!r} was already used for a run of another "
+                           f"flow (run {run_id}); use a new key")
+        if (_loads(stored) if isinstance(stored, str) else stored) != parameters:
+            raise Conflict(f"Idempotency key {key!r} was already used for run {run_id} with "
+                           "other parameters; use a new key for a different run")
         return self.get_flow_run(run_id)
 
     def _same_flow(self, flow_id, other_id):
