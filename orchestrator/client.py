@@ -24,12 +24,12 @@ import urllib.parse
 import uuid
 
 from .config import api_token, api_url
+from .core.states import TERMINAL_RUN_STATES
 from .exceptions import OrchestratorError
 
 __all__ = ["Client", "ClientError", "ServerNotRunning", "FINISHED_STATES"]
 
-FINISHED_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped", "TriggerFailed",
-                   "Cached")
+FINISHED_STATES = TERMINAL_RUN_STATES
 
 
 class ClientError(OrchestratorError):
@@ -72,7 +72,7 @@ class Client:
         return self._call("GET", "/api/flows", query={"project": project})["flows"]
 
     def get_flow(self, flow_id):
-        return self._call("GET", f"/api/flows/{int(flow_id)}")
+        return self._call("GET", f"/api/flows/{_whole(flow_id, 'flow id')}")
 
     def register_flow(self, project, storage, flow_name=None, labels=None):
         """Register a flow from storage on the server: a Script, Module or Git
@@ -237,13 +237,17 @@ class Client:
 
 
 def _run_id(run_id):
+    return _whole(run_id, "flow run id")
+
+
+def _whole(value, what):
     try:
-        value = int(run_id)
+        number = int(value)
     except (TypeError, ValueError):
-        raise ClientError(f"{run_id!r} is not a flow run id; ids are whole numbers") from None
-    if value < 1:
-        raise ClientError(f"{run_id!r} is not a flow run id; ids start at 1")
-    return value
+        raise ClientError(f"{value!r} is not a {what}; ids are whole numbers") from None
+    if number < 1:
+        raise ClientError(f"{value!r} is not a {what}; ids start at 1")
+    return number
 
 
 def _iso(value):

@@ -232,13 +232,18 @@ def api_token(home=None, create=False):
     path = (Path(home) if home else home_dir()) / API_TOKEN_FILE
     if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole to a private file first, then linked into place: a process
+        # starting at the same moment sees no token or the whole one, never half.
+        draft = path.with_name(f".{API_TOKEN_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it a moment ago: use theirs
-        else:
             with os.fdopen(fd, "w") as out:
                 out.write(secrets.token_urlsafe(32) + "\n")
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process made it a moment ago: use theirs
+        finally:
+            draft.unlink(missing_ok=True)
     try:
         token = path.read_text().strip()
     except FileNotFoundError:

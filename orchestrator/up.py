@@ -48,7 +48,10 @@ class ApiServer:
             # API's JSON 413 (waitress reads a body whole, before the app and its token
             # check see it, so this also bounds what a caller without the token can send).
             max_request_body_size=MAX_BODY_BYTES * 4)
-        local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        # Where a client on this host reaches it (an IPv6 literal in brackets).
+        local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+        if ":" in local:
+            local = f"[{local}]"
         self.url = f"http://{local}:{self.server.effective_port}"
         self.url_path = home_dir() / API_URL_FILE
 
@@ -222,7 +225,9 @@ def _iso(epoch):
 
 
 def _safe_url(url):
-    """A database URL without its password."""
+    """A database URL without its password (in the user part or the query)."""
+    if url and "://" in url and "?" in url:
+        url = url.split("?", 1)[0] + "?…"
     if url and "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)

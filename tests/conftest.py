@@ -136,9 +136,13 @@ class ServiceProcess:
         raise AssertionError(f"orchestrator {self.command} printed no API line (exit "
                              f"code {self.proc.poll()}):\n{self.stdout}\n{self.stderr}")
 
-    def health(self):
-        """GET /api/health: (status, Content-Type, document)."""
-        with urllib.request.urlopen(self.url + "/api/health", timeout=5) as resp:
+    def health(self, token=True):
+        """GET /api/health (with the token unless `token` is false, so the details
+        show): (status, Content-Type, document)."""
+        request = urllib.request.Request(self.url + "/api/health")
+        if token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=5) as resp:
             return resp.status, resp.headers.get("Content-Type"), json.loads(resp.read())
 
     def api(self, method, path, body=None, token=None):

@@ -327,6 +327,29 @@ def test_the_right_token_is_accepted(api):
                        authorization=f"bearer  {api.token} ").status == 200
 
 
+def test_servers_starting_at_once_agree_on_one_whole_token(tmp_path):
+    import threading
+
+    from orchestrator.config import api_token
+
+    tokens, errors = [], []
+
+    def start():
+        try:
+            tokens.append(api_token(tmp_path, create=True))
+        except Exception as exc:  # collected: the assertion below shows them
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == [] and len(tokens) == 30 and len(set(tokens)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api-token"]
+    assert (tmp_path / "api-token").stat().st_mode & 0o777 == 0o600
+
+
 def test_the_token_file_is_made_at_first_start_with_mode_0600_and_used(tmp_path,
                                                                         fresh_server):
     home = tmp_path / "fresh-home"

@@ -14,6 +14,7 @@ from conftest import ServiceProcess, register_flows
 
 from orchestrator import Client
 from orchestrator.client import ClientError, ServerNotRunning
+from orchestrator.storage import Script
 
 FLOWS = '''
 import time
@@ -64,6 +65,22 @@ with Flow("bad-parent") as bad_parent_flow:
     bad_child = create_flow_run(flow_name="child", project_name="p",
                                 parameters={"item": "boom"})
     wait_for_flow_run(bad_child, raise_final_state=True)
+
+
+@task
+def chatter(n):
+    for i in range(n):
+        get_logger().info("chatter line %d", i)
+
+
+with Flow("chatty-child") as chatty_child_flow:
+    chatter(Parameter("n"))
+
+
+with Flow("streaming-parent") as streaming_parent_flow:
+    chatty = create_flow_run(flow_name="chatty-child", project_name="p",
+                             parameters={"n": 2500})
+    wait_for_flow_run(chatty, stream_logs=True, poll_interval=3)
 
 
 rename = RenameFlowRun()
@@ -357,6 +374,21 @@ def test_a_parent_flow_runs_a_child_flow_through_up(client):
     assert f"Created flow run {child['id']}" in parent_logs
 
 
+def test_stream_logs_copies_every_line_of_the_child_not_one_page_per_look(client):
+    parent = client.create_flow_run("p/streaming-parent")
+    done = client.wait_for_flow_run(parent["id"], timeout=60)
+    assert done["state"] == "Success", done["message"]
+    copied, after = [], None
+    while True:
+        page = client.get_logs(parent["id"], after=after)
+        if not page:
+            break
+        copied += [line["message"] for line in page if "chatter line" in line["message"]]
+        after = page[-1]["id"]
+    assert len(copied) == 2500
+    assert copied[-1].endswith("chatter line 2499")
+
+
 def test_a_failing_child_fails_the_parent_with_raise_final_state(client):
     parent = client.create_flow_run("p/bad-parent")
     done = client.wait_for_flow_run(parent["id"], timeout=40)
@@ -407,3 +439,15 @@ def test_create_flow_run_task_falls_back_to_the_local_store(registered_store, mo
         wait_for_flow_run.run(run_id, max_duration=0, poll_interval=0)
     assert f"Flow run {run_id} is still Scheduled" in str(caught.value)
     assert not (Path(os.environ["ORCHESTRATOR_HOME"]) / "api-url").exists()
+
+
+def test_a_flow_registered_over_rest_runs_under_up_without_labels_given(client, tmp_path):
+    # Script storage adds no labels of its own; the API gives such a flow the
+    # server's host name, which up's agent has, so its runs are not stranded.
+    path = tmp_path / "over_rest.py"
+    path.write_text('from orchestrator import Flow, task\n\n@task\ndef one():\n    return 1\n\n'
+                    'with Flow("over-rest") as flow:\n    one()\n')
+    flow = client.register_flow("p", Script(str(path)))
+    assert flow["labels"] == [socket.gethostname()]
+    run = client.wait_for_flow_run(client.create_flow_run("p/over-rest")["id"], timeout=30)
+    assert run["state"] == "Success", run["message"]

@@ -107,6 +107,12 @@ def test_the_health_endpoint_reports_version_database_and_live_services(home, up
     assert body["agent"]["alive"] is True
     assert body["agent"]["labels"] == [socket.gethostname()]
     assert body["reaper"]["alive"] is True  # it ran once at start-up
+    # Without the token: alive or not, and the version; not where the data is.
+    status, _, public = process.health(token=False)
+    assert status == 200
+    assert public == {"status": "ok", "version": __version__, "agent": {"alive": True},
+                      "scheduler": {"alive": body["scheduler"]["alive"]},
+                      "reaper": {"alive": True}}
 
 
 def test_a_run_created_with_the_cli_runs_to_success_through_up(home, tmp_path, up):

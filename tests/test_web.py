@@ -512,6 +512,25 @@ def test_tab_reaches_the_sections_and_enter_opens_one(web, page):
 
 
 # -- every page asked only this server ------------------------------------------------------------
+def test_show_more_pages_back_through_older_runs_and_back_to_newest(web, page):
+    made = [web.call("POST", "/api/flow_runs", {"flow": "p/weekday", "labels": ["nowhere"]})
+            for _ in range(60)]
+    total = len(web.call("GET", "/api/flow_runs?flow=p/weekday&limit=500")["flow_runs"])
+    assert total > 50
+    web.go("#/runs?flow=p%2Fweekday", "runs")
+    rows = page.locator("#runs tbody tr")
+    expect(rows).to_have_count(50)
+    expect(rows.first).to_have_attribute("data-run", str(made[-1]["id"]))
+    page.get_by_role("button", name="Show more").click()
+    expect(rows).to_have_count(total)
+    ids = [int(i) for i in rows.evaluate_all("rows => rows.map(r => r.dataset.run)")]
+    assert ids == sorted(set(ids), reverse=True)  # newest first, none twice
+    expect(page.get_by_role("button", name="Show more")).to_be_hidden()
+    page.get_by_role("button", name="Back to newest").click()
+    expect(rows).to_have_count(50)
+    web.assert_clean()
+
+
 def test_the_page_asked_only_its_own_server(web):
     assert web.requests, "no request was recorded"
     foreign = [u for u in web.requests

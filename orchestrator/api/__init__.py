@@ -44,11 +44,12 @@ class TokenAuth:
 
     def process_request(self, req, resp):
         path = req.path
+        scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
+        req.context.authorized = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8", "replace"), self.token)
         if path in _PUBLIC or (path.startswith("/static/") and "/" not in path[8:]):
             return
-        scheme, _, given = (req.get_header("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode("utf-8", "replace"), self.token):
+        if not req.context.authorized:
             raise ApiError(falcon.HTTP_401, "A valid API token is required: send "
                            "Authorization: Bearer <the token in $ORCHESTRATOR_HOME/api-token>",
                            headers={"WWW-Authenticate": "Bearer"})

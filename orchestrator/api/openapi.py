@@ -70,7 +70,9 @@ SCHEMAS = {
                      "path": {"type": "string", "minLength": 1}, "ref": _NAME},
                     required=["type", "repo", "path"]),
         ]},
-        "flow_name": _nullable(_NAME), "labels": _nullable(_LABELS)},
+        "flow_name": _nullable(_NAME),
+        "labels": dict(_nullable(_LABELS), description="Labels its runs need; default: "
+                       "the server's host name, so this host's agents run them")},
         required=["project", "storage"]),
     "FlowRun": _object({
         "id": _ID, "name": {"type": "string"}, "flow_id": _ID, "flow": {"type": "string"},

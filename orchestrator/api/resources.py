@@ -7,6 +7,7 @@ Domain errors (NotFound, Conflict, bad parameters) become 4xx JSON in
 import json
 import os
 import re
+import socket
 import time
 
 import falcon
@@ -38,13 +39,19 @@ def _cursor(req):
 
 
 class Health:
-    """GET /api/health: version, database, and whether the services are alive."""
+    """GET /api/health: the version and whether the services are alive; with the
+    token also the database, the agent's name and labels (not for strangers)."""
 
     def __init__(self, status):
         self.status = status
 
     def on_get(self, req, resp):
-        _json(resp, dict(self.status(), version=__version__))
+        status = dict(self.status(), version=__version__)
+        if not req.context.get("authorized"):
+            status = {key: {"alive": value.get("alive", False)} if isinstance(value, dict)
+                      else value for key, value in status.items()
+                      if key in ("status", "version", "agent", "scheduler", "reaper")}
+        _json(resp, status)
 
 
 class WebPage:
@@ -132,6 +139,10 @@ class Flows:
         storage = Storage.from_ref(ref)
         flow = storage.get_flow(flow_name)
         flow.storage = storage
+        if labels is None:
+            # The flow's file is on this host: by default its runs go to this host's
+            # agents (which carry the host name), as Local storage does.
+            labels = [socket.gethostname()]
         record, new = service.register_flow(self.store, flow, project, labels=labels)
         _json(resp, flow_document(record), falcon.HTTP_201 if new else falcon.HTTP_200)
 

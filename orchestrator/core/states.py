@@ -351,6 +351,10 @@ def _aware(value):
     return value
 
 
+# The states a flow run ends in: nothing changes a run in one of them.
+TERMINAL_RUN_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
+                       "TriggerFailed", "Cached")
+
 _BY_NAME = {cls.__name__: cls for cls in (
     Pending, Scheduled, Retrying, Paused, Queued, Submitted, Running, Cancelling,
     Finished, Success, Cached, Mapped, Skipped, Failed, TriggerFailed, TimedOut,

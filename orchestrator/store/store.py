@@ -16,14 +16,14 @@ import time
 
 import peewee as pw
 
+from ..core.states import TERMINAL_RUN_STATES
 from . import models as m
 from .db import database_url, open_database
 from .errors import Conflict, NotFound, StoreError
 from .scheduling import SchedulingQueries, _prepared
 
 _DIGITS = re.compile(r"[0-9]{1,30}")
-TERMINAL_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
-                   "TriggerFailed", "Cached")
+TERMINAL_STATES = TERMINAL_RUN_STATES
 
 _RUN_FIELDS = (
     m.FlowRun.id, m.FlowRun.name, m.FlowRun.flow, m.FlowRun.parameters,

@@ -23,9 +23,9 @@ import logging
 import os
 import time
 
-from ..client import FINISHED_STATES, Client
 from ..core import signals
 from ..core.context import context
+from ..core.states import TERMINAL_RUN_STATES as TERMINAL_STATES
 from ..core.task import Task, task
 from ..exceptions import OrchestratorError
 
@@ -66,7 +66,11 @@ class _LocalRuns:
 
 def _runs_api():
     url = os.environ.get("ORCHESTRATOR_API_URL")
-    return Client(url) if url else _LocalRuns()
+    if not url:
+        return _LocalRuns()
+    from ..client import Client  # http.client only for runs that need it
+
+    return Client(url)
 
 
 class RenameFlowRun(Task):
@@ -93,6 +97,17 @@ class RenameFlowRun(Task):
         finally:
             api.close()
         return True
+
+
+def _copy_logs(api, run_id, after, page=1000):
+    """Log here every line of run `run_id` after id `after`; the last id copied."""
+    while True:
+        lines = api.get_logs(run_id, after=after, limit=page)
+        for line in lines:
+            after = line["id"]
+            logger.log(line["level"], "Flow run %s: %s", run_id, line["message"])
+        if len(lines) < page:
+            return after
 
 
 @task(name="create_flow_run")
@@ -142,10 +157,8 @@ def wait_for_flow_run(flow_run_id, stream_states=True, stream_logs=False,
                             f": {run['message']}" if run.get("message") else "")
                 seen_state = run["state"]
             if stream_logs:
-                for line in api.get_logs(flow_run_id, after=log_cursor):
-                    log_cursor = line["id"]
-                    logger.log(line["level"], "Flow run %s: %s", run["id"], line["message"])
-            if run["state"] in FINISHED_STATES:
+                log_cursor = _copy_logs(api, run["id"], log_cursor)
+            if run["state"] in TERMINAL_STATES:
                 break
             if time.monotonic() >= deadline:
                 raise signals.FAIL(f"Flow run {run['id']} is still {run['state']} after "

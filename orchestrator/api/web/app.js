@@ -271,8 +271,7 @@ function alertIn(el, err) {
 async function runsView(view, params) {
   const query = new URLSearchParams();
   for (const key of ["flow", "state", "since", "until"]) if (params.get(key)) query.set(key, params.get(key));
-  let shown = 50;
-  const pageQuery = () => { const q = new URLSearchParams(query); q.set("limit", String(shown)); return q; };
+  const pageQuery = () => { const q = new URLSearchParams(query); q.set("limit", "50"); return q; };
   // Both at once: the filter's flow list and the first page of runs.
   const [{flows}, firstPage] = await Promise.all([
     api("/api/flows"), api("/api/flow_runs?" + pageQuery())]);
@@ -314,18 +313,41 @@ async function runsView(view, params) {
                                   "Labels"].map((c) => h("th", {scope: "col"}, c)))), body)),
     count, more);
   let cursor = null;
+  let paged = false;  // older pages shown: the list stays still until "Back to newest"
+  const say = () => {
+    const n = body.children.length;
+    count.textContent = n ? `${n} runs shown` + (paged ? " (not refreshing while older runs are shown)" : "")
+      : "No runs match.";
+  };
   const fill = async (ready) => {
+    if (paged) return;
     const page = ready || await api("/api/flow_runs?" + pageQuery());
-    if (!view.live()) return;
+    if (!view.live() || paged) return;
     body.replaceChildren(...page.flow_runs.map(runRow));
     cursor = page.next_cursor;
     more.hidden = !cursor;
-    count.textContent = page.flow_runs.length ? `${page.flow_runs.length} runs shown` : "No runs match.";
+    say();
   };
   more.addEventListener("click", async () => {
-    shown = Math.min(shown + 50, 500);
-    await fill(null).catch((err) => failed(view.main, err));
+    try {
+      const q = pageQuery();
+      q.set("cursor", cursor);
+      const page = await api("/api/flow_runs?" + q);
+      if (!view.live()) return;
+      paged = true;
+      body.append(...page.flow_runs.map(runRow));
+      cursor = page.next_cursor;
+      more.hidden = !cursor;
+      newest.hidden = false;
+      say();
+    } catch (err) { failed(view.main, err); }
   });
+  const newest = h("button", {type: "button", class: "quiet", hidden: true, onclick: () => {
+    paged = false;
+    newest.hidden = true;
+    fill(null).catch((err) => failed(view.main, err));
+  }}, "Back to newest");
+  more.after(newest);
   await fill(firstPage);
   document.body.dataset.rendered = "runs";
   performance.mark("runs-rendered");
