@@ -193,6 +193,33 @@ def register(project_name, path, flow_name, labels):
                        f"{', '.join(record['labels']) or 'none'})")
 
 
+@main.command("register-ref", hidden=True)
+def register_ref():
+    """Register the flow a JSON request on stdin names (the API's child process).
+
+    Reads {"project", "storage", "flow_name", "labels"}; writes one JSON line to
+    stdout: {"flow": record, "new": bool} (exit 0) or {"error": {"kind", "message"}}
+    (exit 2). What the flow's code prints goes to stderr.
+    """
+    from . import service
+    from .store import Conflict, NotFound
+
+    request = json.loads(sys.stdin.read())
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            store = _open_store()
+            record, new = service.register_from_ref(
+                store, request["project"], request["storage"],
+                flow_name=request.get("flow_name"), labels=request.get("labels"))
+    except (OrchestratorError, UserError) as exc:
+        kind = ("NotFound" if isinstance(exc, NotFound)
+                else "Conflict" if isinstance(exc, Conflict) else "Error")
+        message = exc.format_message() if isinstance(exc, UserError) else str(exc)
+        click.echo(json.dumps({"error": {"kind": kind, "message": message}}))
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(json.dumps({"flow": record, "new": new}))
+
+
 @main.command("run")
 @click.argument("flow_ref", metavar="FLOW")
 @click.option("--project", "-p", "project_name", help="The flow's project, if ambiguous.")

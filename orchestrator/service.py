@@ -13,8 +13,8 @@ from .engine.flow_runner import resolve_parameters
 from .exceptions import ParameterError
 from .store import NotFound
 
-__all__ = ["register_flow", "create_flow_run", "check_run_parameters", "load_flow",
-           "parameter_specs"]
+__all__ = ["register_flow", "register_from_ref", "create_flow_run", "check_run_parameters",
+           "load_flow", "parameter_specs"]
 
 
 def parameter_specs(flow):
@@ -74,6 +74,19 @@ def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
         project, flow.name, fingerprint=identity, storage=storage.to_ref(),
         parameters=parameter_specs(flow), labels=all_labels, run_config=run_config_ref,
         schedule=schedule_ref, settings=settings, version=version)
+
+
+def register_from_ref(store, project, storage_ref, flow_name=None, labels=None):
+    """Load a flow from a storage reference (Script, Module, Git) and register it:
+    (flow record, is_new_version). This runs the flow's code: the API has a child
+    process do it (`orchestrator register-ref`), so that code cannot harm the server."""
+    from .storage import Storage
+
+    store.get_project(project)
+    storage = Storage.from_ref(storage_ref)
+    flow = storage.get_flow(flow_name)
+    flow.storage = storage
+    return register_flow(store, flow, project, labels=labels)
 
 
 def check_run_parameters(flow_record, parameters):

@@ -873,6 +873,29 @@ def test_registering_a_script_over_rest_is_201_then_200_unchanged(api, flow_file
     assert run["flow_id"] == first["id"]
 
 
+def test_a_flow_file_that_exits_while_loading_cannot_stop_the_server(api, flow_file,
+                                                                     tmp_path):
+    # Registration runs the flow's code; it runs in a child process, not the server.
+    path = tmp_path / "exits.py"
+    path.write_text("import os, sys\nprint('about to leave', file=sys.stderr)\nos._exit(3)\n")
+    resp = api.request("POST", "/api/flows", {
+        "project": "p", "storage": {"type": "Script", "path": str(path)}})
+    error = assert_error(resp, 400, "bad_request", "storage")
+    assert "exited with code 3" in error["message"]
+    assert "about to leave" in error["message"]
+    assert api.request("GET", "/api/health").status == 200
+
+
+def test_what_a_flow_file_prints_while_loading_does_not_spoil_its_registration(api, flow_file,
+                                                                                tmp_path):
+    name = unique("chatty-import")
+    path = tmp_path / f"{name}.py"
+    path.write_text('print("hello from the import")\n' + ONE_FLOW.format(name=name, default=1))
+    flow = api.call("POST", "/api/flows", {
+        "project": "p", "storage": {"type": "Script", "path": str(path)}}, expect=201)
+    assert flow["full_name"] == f"p/{name}"
+
+
 def test_registering_one_flow_of_a_file_named_in_the_body(api, flow_file):
     resp = api.request("POST", "/api/flows", {
         "project": "p", "storage": {"type": "Script", "path": str(flow_file)},

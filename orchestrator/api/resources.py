@@ -8,6 +8,8 @@ import json
 import os
 import re
 import socket
+import subprocess
+import sys
 import time
 
 import falcon
@@ -118,8 +120,6 @@ class Flows:
                                for f in flows]})
 
     def on_post(self, req, resp):
-        from ..storage import Storage
-
         body = read_body(req)
         only_fields(body, ("project", "storage", "flow_name", "labels"))
         project = optional_string(body, "project", required=True)
@@ -136,15 +136,50 @@ class Flows:
         if ref["type"] != "Git":
             flow_name = flow_name or ref.get("flow_name") or None
             ref = dict(ref, flow_name=flow_name)
-        storage = Storage.from_ref(ref)
-        flow = storage.get_flow(flow_name)
-        flow.storage = storage
         if labels is None:
             # The flow's file is on this host: by default its runs go to this host's
             # agents (which carry the host name), as Local storage does.
             labels = [socket.gethostname()]
-        record, new = service.register_flow(self.store, flow, project, labels=labels)
-        _json(resp, flow_document(record), falcon.HTTP_201 if new else falcon.HTTP_200)
+        record, new = _register_in_child({"project": project, "storage": ref,
+                                          "flow_name": flow_name, "labels": labels})
+        _json(resp, flow_document(record, self.store.flow_run_summary(record["id"])),
+              falcon.HTTP_201 if new else falcon.HTTP_200)
+
+
+REGISTER_TIMEOUT = 300.0  # seconds: a Git clone may take a while
+
+
+def _register_in_child(request):
+    """Registration runs the flow's code (its file or module is imported): do it in
+    a child process, so a flow that exits, hangs or leaks cannot take the server,
+    its agent or its scheduler down."""
+    from ..services.agent import describe_exit
+
+    what = f"{request['storage']['type']} storage {request['storage']}"
+    try:
+        done = subprocess.run([sys.executable, "-m", "orchestrator", "register-ref"],
+                              input=json.dumps(request), capture_output=True, text=True,
+                              timeout=REGISTER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise bad_request(f"Loading the flow from {what} took more than "
+                          f"{REGISTER_TIMEOUT:g} s; make importing it quick (no work at "
+                          "import time)", "storage") from None
+    lines = done.stdout.strip().splitlines()
+    try:
+        answer = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        answer = None
+    if done.returncode == 0 and isinstance(answer, dict) and "flow" in answer:
+        return answer["flow"], answer["new"]
+    if isinstance(answer, dict) and "error" in answer:
+        error = answer["error"]
+        status = {"NotFound": falcon.HTTP_404, "Conflict": falcon.HTTP_409}.get(
+            error.get("kind"), falcon.HTTP_400)
+        raise ApiError(status, error.get("message") or "Registration failed", "storage")
+    tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+    raise bad_request(f"Loading the flow from {what} {describe_exit(done.returncode)} before "
+                      f"registering it{': ' + tail if tail else ''}; fix the flow's file or "
+                      "module", "storage")
 
 
 def _check_storage_ref(ref):
@@ -340,8 +375,9 @@ class ConcurrencyLimits:
         only_fields(body, ("limit",))
         limit = whole_number(body.get("limit"))
         if limit is None or not 0 <= limit <= 100000:
-            raise bad_request(f"limit {body.get('limit')!r} is not valid: give a whole number from 0 to "
-                              "100000 (0 holds every run with the label)", "limit")
+            raise bad_request(f"limit {body.get('limit')!r} is not valid: give a whole "
+                              "number from 0 to 100000 (0 holds every run with the label)",
+                              "limit")
         self.store.set_concurrency_limit(label, limit, kind=kind)
         holders = (self.store.limit_holders(label=label) if kind == "label"
                    else self.store.tag_slot_holders(label))
