@@ -649,7 +649,7 @@ def server(host, port, expose):
     import signal
     import threading
 
-    from .up import ApiServer, _safe_url
+    from .up import ApiServer, safe_database_url
 
     if expose:
         host = "0.0.0.0"
@@ -666,7 +666,7 @@ def server(host, port, expose):
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    click.echo(f"orchestrator server: database {_safe_url(store.url)}\n"
+    click.echo(f"orchestrator server: database {safe_database_url(store.url)}\n"
                f"  API:     {api.url}/api/health\n"
                f"  web:     {api.url}/\n"
                f"  token:   {api.token_path} (print it with: orchestrator token)\n"
@@ -681,7 +681,7 @@ def scheduler_command():
     import signal
     import threading
 
-    from .up import Housekeeping, _safe_url
+    from .up import Housekeeping, safe_database_url
 
     store = _open_store()
     housekeeping = Housekeeping(store)
@@ -695,8 +695,8 @@ def scheduler_command():
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    click.echo(f"orchestrator scheduler: database {_safe_url(store.url)}; one process per "
-               "host leads (a file lock), others stand by. Stop with Ctrl-C.")
+    click.echo(f"orchestrator scheduler: database {safe_database_url(store.url)}; one "
+               "process per host leads (a file lock), others stand by. Stop with Ctrl-C.")
     housekeeping.reap()
     housekeeping.run(stopping)
     click.echo("orchestrator scheduler: stopped.")

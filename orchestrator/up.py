@@ -56,7 +56,7 @@ class ApiServer:
         self.url_path = home_dir() / API_URL_FILE
 
     def status(self):
-        return {"status": "ok", "database": _safe_url(self.store.url),
+        return {"status": "ok", "database": safe_database_url(self.store.url),
                 "started": _iso(self.started), "agent": {"alive": False,
                                                          "reason": "not in this process"}}
 
@@ -106,7 +106,7 @@ class Up:
     def status(self):
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",
-            "database": _safe_url(self.store.url), "started": _iso(self.started),
+            "database": safe_database_url(self.store.url), "started": _iso(self.started),
             "agent": dict(_liveness(self.ticks, "agent"), name=self.agent.name,
                           labels=self.agent.labels, running=len(self.agent.children)),
             **self.housekeeping.status(),
@@ -117,7 +117,7 @@ class Up:
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
         home = home_dir()
-        print(f"orchestrator up: database {_safe_url(self.store.url)}\n"
+        print(f"orchestrator up: database {safe_database_url(self.store.url)}\n"
               f"  flows:   {home / 'flows'}\n  results: {home / 'results'}\n"
               f"  logs:    {home / 'logs'} (and `orchestrator logs RUN`)\n"
               f"  agent:   {self.agent.name}, labels {', '.join(self.agent.labels) or 'none'}\n"
@@ -224,7 +224,7 @@ def _iso(epoch):
         epoch, _dt.timezone.utc).isoformat()
 
 
-def _safe_url(url):
+def safe_database_url(url):
     """A database URL without its password (in the user part or the query)."""
     if url and "://" in url and "?" in url:
         url = url.split("?", 1)[0] + "?…"
