@@ -144,10 +144,11 @@ class Client:
     def get_task_runs(self, run_id):
         return self._call("GET", f"/api/flow_runs/{_run_id(run_id)}/task_runs")["task_runs"]
 
-    def get_logs(self, run_id, after=None, level=None, limit=1000):
-        """Log lines of a run, oldest first; pass the last line's id as `after` to tail."""
+    def get_logs(self, run_id, after=None, level=None, limit=1000, task=None):
+        """Log lines of a run (of one task, by its slug), oldest first; pass the last
+        line's id as `after` to tail."""
         page = self._call("GET", f"/api/flow_runs/{_run_id(run_id)}/logs", query={
-            "cursor": after, "level": level, "limit": limit})
+            "cursor": after, "level": level, "limit": limit, "task": task})
         return page["logs"]
 
     # -- the rest ---------------------------------------------------------------

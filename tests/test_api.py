@@ -831,6 +831,16 @@ def test_the_logs_level_filter_keeps_that_level_and_above(api, executed_run):
                  "bad_request", "level")
 
 
+def test_the_logs_task_filter_keeps_that_tasks_lines(api, executed_run):
+    lines = api.get(f"/api/flow_runs/{executed_run}/logs?task=speak-1")["logs"]
+    assert {line["task_slug"] for line in lines} == {"speak-1"}
+    messages = [line["message"] for line in lines]
+    assert "saying bird" in messages and "careful with bird" in messages
+    assert "Task 'speak': Starting task run..." in messages  # the runner's line is the task's
+    assert not any("Flow run" in m for m in messages)
+    assert api.get(f"/api/flow_runs/{executed_run}/logs?task=nothing-1")["logs"] == []
+
+
 def test_the_parts_of_an_unknown_run_are_404(api):
     for part in ("", "/explain", "/task_runs", "/states", "/logs"):
         assert_error(api.request("GET", f"/api/flow_runs/9223372036854775807{part}"), 404,

@@ -280,6 +280,13 @@ def test_run_now_with_a_changed_parameter_follows_the_run_to_success(web, page):
     expect(page.locator("#logs")).not_to_contain_text("the browser test says")
     page.select_option("#log-level", "DEBUG")
     expect(page.locator("#logs")).to_contain_text(f"the browser test says {WORD}")
+    # The task filter: one mapped child's lines only, then all again.
+    child = page.locator("#log-task option", has_text=re.compile(r"^square")).first
+    page.select_option("#log-task", child.get_attribute("value"))
+    expect(page.locator("#logs")).to_contain_text("Task 'square[0]': Starting task run")
+    expect(page.locator("#logs")).not_to_contain_text("the browser test says")
+    page.select_option("#log-task", "")
+    expect(page.locator("#logs")).to_contain_text(f"the browser test says {WORD}")
     web.assert_clean()
 
 

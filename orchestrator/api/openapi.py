@@ -248,6 +248,8 @@ def openapi_document():
                     {"type": "string", "enum": list(LEVELS)},
                     {"type": "integer", "minimum": 0, "maximum": 100}]},
                     description="Lines at this level or above"),
+                _param("task", schema={"type": "string", "minLength": 1, "maxLength": 255},
+                       description="Only the lines of this task (its slug, e.g. 'load-1')"),
                 _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 10000})])},
         "/api/agents": {"get": _op("list_agents", "Agents with their running runs",
                                    _ok("AgentList"))},

@@ -328,7 +328,12 @@ class FlowRun:
         run = self.store.get_flow_run(run_id)
         after = _cursor(req) or 0
         limit = query_int(req, "limit", 1000, 1, 10000)
-        rows = self.store.logs(run_id, after_id=after, min_level=query_level(req), limit=limit)
+        task = req.get_param("task")
+        if task is not None and not 0 < len(task) <= 255:
+            raise bad_request(f"task {task[:40]!r}… is not a task slug: give 1 to 255 "
+                              "characters, e.g. load-1", "task")
+        rows = self.store.logs(run_id, after_id=after, min_level=query_level(req), limit=limit,
+                               task_slug=task)
         _json(resp, {"logs": [log_document(r) for r in rows],
                      "next_cursor": str(rows[-1]["id"] if rows else after),
                      "run_state": run["state"]})

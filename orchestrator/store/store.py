@@ -706,11 +706,13 @@ class Store(SchedulingQueries):
             params = list(itertools.chain.from_iterable(chunk))
             cursor.execute(head + ", ".join([one] * len(chunk)) + suffix, params)
 
-    def logs(self, run_id, after_id=0, min_level=0, limit=1000):
-        """Log rows of a run with id > after_id, oldest first."""
-        return list(m.Log.select().where(
-            (m.Log.flow_run == run_id) & (m.Log.id > after_id) & (m.Log.level >= min_level))
-            .order_by(m.Log.id).limit(limit).dicts())
+    def logs(self, run_id, after_id=0, min_level=0, limit=1000, task_slug=None):
+        """Log rows of a run with id > after_id (of one task, with `task_slug`),
+        oldest first."""
+        where = (m.Log.flow_run == run_id) & (m.Log.id > after_id) & (m.Log.level >= min_level)
+        if task_slug is not None:
+            where &= m.Log.task_slug == task_slug
+        return list(m.Log.select().where(where).order_by(m.Log.id).limit(limit).dicts())
 
     # -- secrets --------------------------------------------------------------
     def set_secret(self, name, value):

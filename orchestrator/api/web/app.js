@@ -384,25 +384,29 @@ async function runView(view, id) {
   const params = h("pre", {class: "json", id: "parameters"});
   const level = h("select", {id: "log-level", "aria-label": "Lowest log level"},
     LEVELS.map((l) => h("option", {value: l, selected: l === "INFO"}, l)));
+  const taskFilter = h("select", {id: "log-task", "aria-label": "Lines of which task"},
+    h("option", {value: ""}, "all tasks"));
   const logs = h("div", {class: "logs", id: "logs", role: "log", "aria-live": "polite", tabindex: "0"});
   view.main.replaceChildren(head, facts, explain,
     h("h2", {}, "Timeline"), gantt,
     h("div", {class: "grid2"},
       h("section", {}, h("h2", {}, "Parameters"), params),
       h("section", {}, h("h2", {}, "State history"), states)),
-    h("h2", {}, "Logs ", level), logs);
+    h("h2", {}, "Logs ", level, " ", taskFilter), logs);
 
   let logCursor = "0";
   let finished = false;
   let taskCount = 0;
   let tailing = null;  // one tail at a time, or lines would be shown twice
-  level.addEventListener("change", () => {
+  const restartLogs = () => {
     (tailing || Promise.resolve()).then(() => {
       logCursor = "0";
       logs.replaceChildren();
       return tailLogs();
     }).catch((err) => failed(view.main, err));
-  });
+  };
+  level.addEventListener("change", restartLogs);
+  taskFilter.addEventListener("change", restartLogs);
 
   function tailLogs() {
     if (!tailing) tailing = tailOnce().finally(() => { tailing = null; });
@@ -411,9 +415,11 @@ async function runView(view, id) {
 
   async function tailOnce() {
     const levelNow = level.value;
+    const taskNow = taskFilter.value;
+    const only = taskNow ? `&task=${encodeURIComponent(taskNow)}` : "";
     for (let pages = 0; pages < 20; pages++) {
-      const page = await api(`/api/flow_runs/${id}/logs?cursor=${logCursor}&level=${levelNow}`);
-      if (!view.live() || levelNow !== level.value) return;
+      const page = await api(`/api/flow_runs/${id}/logs?cursor=${logCursor}&level=${levelNow}${only}`);
+      if (!view.live() || levelNow !== level.value || taskNow !== taskFilter.value) return;
       const atBottom = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
       for (const line of page.logs) {
         logs.append(h("div", {class: line.level_name},
@@ -436,6 +442,11 @@ async function runView(view, id) {
     states.replaceChildren(...history.states.map((s) => h("li", {},
       badge(s.state), " ", when(s.time), s.message ? ` — ${s.message}` : "")));
     taskCount = tasks.task_runs.length;
+    const slugs = [...new Set(tasks.task_runs.map((t) => t.task_slug))];
+    const listed = [...taskFilter.options].slice(1).map((o) => o.value);
+    for (const slug of slugs) {
+      if (!listed.includes(slug)) taskFilter.append(h("option", {value: slug}, slug));
+    }
     drawGantt(gantt, run, tasks.task_runs);
     if (run.state === "Scheduled" || run.state === "Submitted") {
       const answer = await api(`/api/flow_runs/${id}/explain`);
