@@ -22,7 +22,7 @@ from .engine import run_logging
 from .engine.flow_runner import FlowRunner
 from .engine.reporter import Reporter
 from .exceptions import OrchestratorError
-from .store import TERMINAL_STATES
+from .store import TERMINAL_STATES, Store
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,52 @@ _PLAIN_STEPS = ("Running", "Success", "Mapped")
 # Retries due within this many seconds are waited for in the run's process;
 # later ones end the process and the run goes back to Scheduled.
 INLINE_RETRY_SECONDS = 600.0
+
+
+class StoreTaskSlots:
+    """Tag limits kept in the store, from the run's process or from a Dask worker:
+    it pickles as the store's URL and opens the store where it is unpickled
+    (SQLite for workers on this host; PostgreSQL for workers anywhere)."""
+
+    def __init__(self, store, run_id, tag_limits):
+        self.store = store
+        self.url = store.url
+        self.run_id = run_id
+        self.tag_limits = dict(tag_limits)
+        self.limited_tags = frozenset(tag_limits)
+
+    def __getstate__(self):
+        return {"url": self.url, "run_id": self.run_id, "tag_limits": self.tag_limits}
+
+    def __setstate__(self, state):
+        self.__init__(_worker_store(state["url"]), state["run_id"], state["tag_limits"])
+
+    def acquire_task_slots(self, tags, holder):
+        holder = f"{self.run_id}:{holder}"
+        for tag in tags:
+            limit = self.tag_limits[tag]
+            waited = 0.0
+            while not self.store.try_take_task_slot(tag, limit, self.run_id, holder):
+                if waited == 0.0:
+                    logger.info("Waiting for a slot of tag %r (at most %d at once)", tag,
+                                limit)
+                time.sleep(0.1)
+                waited += 0.1
+        return holder
+
+    def release_task_slots(self, token):
+        self.store.release_task_slots(token)
+
+
+_worker_stores = {}
+
+
+def _worker_store(url):
+    """One Store per database URL in a worker process."""
+    store = _worker_stores.get(url)
+    if store is None:
+        store = _worker_stores[url] = Store.open(url=url)
+    return store
 
 
 class StoreReporter(Reporter):
@@ -45,8 +91,8 @@ class StoreReporter(Reporter):
     def __init__(self, store, run_id):
         self.store = store
         self.run_id = run_id
-        self.tag_limits = store.concurrency_limits("tag")
-        self.limited_tags = frozenset(self.tag_limits)
+        self._slots = StoreTaskSlots(store, run_id, store.concurrency_limits("tag"))
+        self.limited_tags = self._slots.limited_tags
         self._lock = threading.Lock()
         self._tasks = []
         self._logs = []
@@ -62,20 +108,13 @@ class StoreReporter(Reporter):
         self._thread.start()
 
     def acquire_task_slots(self, tags, holder):
-        holder = f"{self.run_id}:{holder}"
-        limits = self.tag_limits
-        for tag in tags:
-            waited = 0.0
-            while not self.store.try_take_task_slot(tag, limits[tag], self.run_id, holder):
-                if waited == 0.0:
-                    logger.info("Waiting for a slot of tag %r (at most %d at once)", tag,
-                                limits[tag])
-                time.sleep(0.1)
-                waited += 0.1
-        return holder
+        return self._slots.acquire_task_slots(tags, holder)
 
     def release_task_slots(self, token):
-        self.store.release_task_slots(token)
+        self._slots.release_task_slots(token)
+
+    def task_slots(self):
+        return self._slots
 
     # called from the run's threads: no I/O here
     def task_state(self, slug, task_name, map_index, state, run_count):

@@ -325,6 +325,37 @@ def test_a_tag_limit_caps_tagged_tasks_across_runs(store, tmp_path, python):
     assert peak == 2
 
 
+TAGGED_PROCESSES = TAGGED.replace('LocalDaskExecutor("threads", num_workers=4)',
+                                  'DaskExecutor(cluster_kwargs={"n_workers": 3, '
+                                  '"threads_per_worker": 1, "processes": True, '
+                                  '"dashboard_address": None})').replace(
+    "import LocalDaskExecutor", "import DaskExecutor").replace(
+    "    query.map([1, 2, 3], out=unmapped(Parameter(\"out\")))",
+    "    out = Parameter(\"out\")\n    for i in range(4):\n        query(i, out)")
+
+
+def test_a_tag_limit_holds_for_tasks_in_worker_processes(store, tmp_path, python):
+    # The workers are other processes: they take their slots in the store
+    # themselves (the run's reporter does not reach them).
+    flows = tmp_path / "tagged_processes.py"
+    flows.write_text(TAGGED_PROCESSES)
+    service.register_flow(store, load_flows_from_file(flows)["tagged"], "p")
+    store.set_concurrency_limit("db", 1, kind="tag")
+    out = tmp_path / "spans.txt"
+    run = new_run(store, "tagged", parameters={"out": str(out)})
+    done = subprocess.run([python, "-m", "orchestrator", "execute", str(run)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert store.get_flow_run(run)["state"] == "Success"
+    events = sorted((float(t), kind) for kind, t in
+                    (line.split() for line in out.read_text().splitlines()))
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    assert len(events) == 8 and peak == 1
+
+
 def test_an_agent_leaves_a_late_run_of_a_skip_policy_flow_to_the_scheduler(home, tmp_path):
     path = tmp_path / "late.py"
     path.write_text(

@@ -26,5 +26,11 @@ class Reporter:
     def release_task_slots(self, token):
         """Give back what `acquire_task_slots` took."""
 
+    def task_slots(self):
+        """A picklable object with `limited_tags`, `acquire_task_slots` and
+        `release_task_slots` for tasks that run in other processes (Dask
+        workers), or None when tag limits cannot be kept there."""
+        return None
+
     def flush(self):
         """Write everything buffered so far."""

@@ -60,7 +60,7 @@ class RunSettings:
 
     __slots__ = ("flow_stack", "remote", "inline_wait", "reporter", "extra_loggers",
                  "parameters", "log_info", "checkpointing", "flow_result", "origin_pid",
-                 "location_base")
+                 "location_base", "task_slots")
 
     def __init__(self, flow_stack, *, remote=False, inline_wait=float("inf"),
                  reporter=None, extra_loggers=(), parameters=None, checkpointing=False,
@@ -69,6 +69,8 @@ class RunSettings:
         self.remote = remote
         self.inline_wait = inline_wait
         self.reporter = reporter
+        # Tag limits for tasks in other processes, which cannot reach the reporter.
+        self.task_slots = reporter.task_slots() if remote and reporter is not None else None
         self.extra_loggers = tuple(extra_loggers)
         self.parameters = parameters
         self.checkpointing = checkpointing
@@ -94,7 +96,7 @@ class TaskPlan:
     __slots__ = ("task", "name", "slug", "edges", "keyed", "constants", "run",
                  "default_trigger", "handlers", "result", "checkpoint", "tags", "mapped",
                  "settings", "flow_stack", "remote", "log_info", "inline_wait", "reporter",
-                 "flattened_inputs")
+                 "flattened_inputs", "slots")
 
     def __init__(self, task, slug, edges, constants, settings):
         self.task = task
@@ -126,6 +128,8 @@ class TaskPlan:
         # Tasks in other processes cannot reach the reporter: the flow runner
         # reports their states when they come back.
         self.reporter = None if settings.remote else settings.reporter
+        # Who keeps tag limits: the reporter here, or what it gave for other processes.
+        self.slots = settings.task_slots if settings.remote else settings.reporter
 
     def __getstate__(self):
         return {name: getattr(self, name) for name in self.__slots__ if name != "reporter"}
@@ -291,15 +295,17 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
             slots = None
             if plan.reporter is not None:
                 plan.reporter.task_state(plan.slug, plan.name, map_index, _RUNNING, run_count)
-                limited = plan.tags & plan.reporter.limited_tags
+            keeper = plan.slots
+            if keeper is not None and plan.tags:
+                limited = plan.tags & keeper.limited_tags
                 if limited:
-                    slots = plan.reporter.acquire_task_slots(
-                        sorted(limited), f"{full_name}@{id(overlay)}")
+                    slots = keeper.acquire_task_slots(
+                        sorted(limited), f"{full_name}@{os.getpid()}.{id(overlay)}")
             try:
                 state = _call(plan, full_name, inputs)
             finally:
                 if slots is not None:
-                    plan.reporter.release_task_slots(slots)
+                    keeper.release_task_slots(slots)
         except signals.ENDRUN as end:  # the task asked for this exact state
             return _transition(plan, _RUNNING, end.state) if handlers else end.state
         finally:
