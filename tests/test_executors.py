@@ -9,7 +9,9 @@ Tasks are defined at module level: the spawned workers import this module
 
 import os
 import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -294,6 +296,33 @@ def test_threads_executor_runs_independent_tasks_at_the_same_time():
 
     assert isinstance(state, Success), state.result
     assert (state.result[a].result, state.result[b].result) == (1, 2)
+
+
+@task
+def meet_by_file(i, folder):
+    """Leave a mark, then wait for the other task's mark: fails unless both run at once."""
+    folder = Path(folder)
+    (folder / f"here-{i}").touch()
+    other = folder / f"here-{1 - i}"
+    deadline = time.monotonic() + 20
+    while not other.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"task {i} ran alone: the other never started meanwhile")
+        time.sleep(0.01)
+    return i
+
+
+def test_processes_executor_runs_independent_tasks_at_the_same_time(tmp_path):
+    # Dask's process scheduler batches 6 tasks per submit by default, which ran
+    # these two one after the other in one worker.
+    with Flow("parallel-processes") as flow:
+        a = meet_by_file(0, str(tmp_path))
+        b = meet_by_file(1, str(tmp_path))
+
+    state = flow.run(executor=LocalDaskExecutor("processes", num_workers=2))
+
+    assert isinstance(state, Success), [s.result for s in state.result.values()]
+    assert (state.result[a].result, state.result[b].result) == (0, 1)
 
 
 # -- logs from other processes ------------------------------------------------------------

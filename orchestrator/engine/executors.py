@@ -186,7 +186,10 @@ class _LocalDaskSession:
         elif executor.scheduler == "processes":
             from dask.multiprocessing import get
 
-            values = get(graph, keys, pool=self._pool, **executor.dask_config)
+            # Dask batches 6 tasks per submit to its pool by default, which runs
+            # independent tasks one after another in one process: one per submit.
+            config = dict({"chunksize": 1}, **executor.dask_config)
+            values = get(graph, keys, pool=self._pool, **config)
         else:
             import dask
 
