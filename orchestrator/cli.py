@@ -204,7 +204,13 @@ def register_ref():
     from . import service
     from .store import Conflict, NotFound
 
-    request = json.loads(sys.stdin.read())
+    try:
+        request = json.loads(sys.stdin.read())
+    except ValueError:
+        request = None
+    if not isinstance(request, dict) or not {"project", "storage"} <= set(request):
+        raise UserError('register-ref reads a JSON object with "project" and "storage" on '
+                        "stdin; it is the API's helper, not meant to be run by hand")
     try:
         with contextlib.redirect_stdout(sys.stderr):
             store = _open_store()
@@ -610,11 +616,37 @@ def concurrency_delete(label):
     click.echo(f"Removed the limit of label {label!r}.")
 
 
+def _listen_options(command):
+    """--host, --port and --expose, for the commands that serve the API."""
+    command = click.option("--expose", is_flag=True,
+                           help="Listen on every interface (0.0.0.0).")(command)
+    command = click.option("--port", type=click.IntRange(0, 65535), default=4200,
+                           show_default=True,
+                           help="Port to listen on (0: any free port).")(command)
+    return click.option("--host", default="127.0.0.1", show_default=True,
+                        help="Address to listen on.")(command)
+
+
+def _stop_on_signals(*wakes):
+    """An Event set by SIGINT or SIGTERM, which also call each of `wakes`.
+    (A handler only sets flags; the loops do the work of stopping.)"""
+    import signal
+    import threading
+
+    stopping = threading.Event()
+
+    def request_stop(signum, frame):
+        stopping.set()
+        for wake in wakes:
+            wake()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stopping
+
+
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=4200, show_default=True,
-              help="Port to listen on (0: any free port).")
-@click.option("--expose", is_flag=True, help="Listen on every interface (0.0.0.0).")
+@_listen_options
 @click.option("--label", "labels", multiple=True, help="Agent label. Repeatable.")
 @click.option("--no-hostname-label", is_flag=True, help="No host-name label on the agent.")
 @click.option("--limit", type=click.IntRange(1, 10000), default=None,
@@ -640,15 +672,9 @@ def up(host, port, expose, labels, no_hostname_label, limit, poll_interval, grac
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=4200, show_default=True,
-              help="Port to listen on (0: any free port).")
-@click.option("--expose", is_flag=True, help="Listen on every interface (0.0.0.0).")
+@_listen_options
 def server(host, port, expose):
     """Serve the REST API alone (agents and the scheduler run elsewhere)."""
-    import signal
-    import threading
-
     from .up import ApiServer, safe_database_url
 
     if expose:
@@ -658,14 +684,7 @@ def server(host, port, expose):
         api = ApiServer(store, host=host, port=port)
     except (OrchestratorError, OSError) as exc:
         raise UserError(f"Cannot start: {exc}") from None
-    stopping = threading.Event()
-
-    def request_stop(signum, frame):
-        stopping.set()
-        api.close()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stopping = _stop_on_signals(api.close)
     click.echo(f"orchestrator server: database {safe_database_url(store.url)}\n"
                f"  API:     {api.url}/api/health\n"
                f"  web:     {api.url}/\n"
@@ -678,23 +697,11 @@ def server(host, port, expose):
 @main.command("scheduler")
 def scheduler_command():
     """Create scheduled runs and fail runs whose process died (no API, no agent)."""
-    import signal
-    import threading
-
     from .up import Housekeeping, safe_database_url
 
     store = _open_store()
     housekeeping = Housekeeping(store)
-    if housekeeping.scheduler is None:
-        raise UserError("The scheduler needs croniter; install the package's dependencies "
-                        "(pip install -e .)")
-    stopping = threading.Event()
-
-    def request_stop(signum, frame):
-        stopping.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stopping = _stop_on_signals()
     click.echo(f"orchestrator scheduler: database {safe_database_url(store.url)}; one "
                "process per host leads (a file lock), others stand by. Stop with Ctrl-C.")
     housekeeping.reap()
@@ -729,23 +736,13 @@ def token(rotate):
               help="On SIGINT/SIGTERM, seconds to wait for running flow runs.")
 def agent(labels, no_hostname_label, limit, agent_name, poll_interval, grace):
     """Execute scheduled runs whose labels this agent has, each in its own process."""
-    import signal
-    import threading
-
     from .services.agent import Agent
 
     store = _open_store()
     worker = Agent(store, name=agent_name, labels=list(labels),
                    hostname_label=not no_hostname_label, limit=limit,
                    poll_interval=poll_interval)
-    stop = threading.Event()
-
-    def request_stop(signum, frame):
-        stop.set()
-        worker.wake.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = _stop_on_signals(worker.wake.set)
     click.echo(f"Agent {worker.name} started: labels {', '.join(worker.labels) or 'none'}; "
                f"limit {limit or 'none'}.", err=True)
     worker.run(stop)

@@ -13,7 +13,7 @@ from pathlib import Path
 from .core.flow import Flow
 from .exceptions import OrchestratorError
 
-__all__ = ["FlowFileError", "load_flows_from_file", "pick_flow"]
+__all__ = ["FlowFileError", "flows_in", "load_flows_from_file", "pick_flow"]
 
 
 class FlowFileError(OrchestratorError):
@@ -50,10 +50,7 @@ def load_flows_from_file(path):
             f"Running {path} failed at {where.filename}:{where.lineno} with "
             f"{type(exc).__name__}: {exc}"
         ) from None
-    flows = {}
-    for value in namespace.values():
-        if isinstance(value, Flow):
-            flows.setdefault(value.name, value)
+    flows = flows_in(namespace)
     if not flows:
         raise FlowFileError(
             f"{path} defines no Flow at its top level; create one with "
@@ -78,3 +75,13 @@ def pick_flow(flows, name, path):
     raise FlowFileError(
         f"{path} has no flow named {name!r}; it defines: {', '.join(sorted(flows))}.{hint}"
     )
+
+
+def flows_in(namespace):
+    """The Flows defined at the top level of a module's namespace, by name (the
+    first of each name)."""
+    flows = {}
+    for value in namespace.values():
+        if isinstance(value, Flow):
+            flows.setdefault(value.name, value)
+    return flows

@@ -31,6 +31,16 @@ class Referable:
         raise NotImplementedError
 
     @classmethod
+    def _from_ref(cls, ref):
+        """The member's own constructor from its ref (called by `from_ref`)."""
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.to_ref() == self.to_ref()
+
+    __hash__ = None
+
+    @classmethod
     def from_ref(cls, ref):
         """The object described by `ref` (a dict made by `to_ref()`)."""
         kind = cls._kind

@@ -60,14 +60,6 @@ class RunConfig(Referable):
     def validate(self):
         """Check what can only be checked where the run starts; raise RunConfigError."""
 
-    @classmethod
-    def _from_ref(cls, ref):
-        raise NotImplementedError
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.to_ref() == self.to_ref()
-
-    __hash__ = None
 
 
 class LocalRun(RunConfig):

@@ -44,7 +44,7 @@ from .config import home_dir
 from .core.flow import Flow
 from .exceptions import OrchestratorError
 from .refs import Referable
-from .flow_files import FlowFileError, load_flows_from_file, pick_flow
+from .flow_files import FlowFileError, flows_in, load_flows_from_file, pick_flow
 
 __all__ = ["StorageError", "Storage", "Local", "Script", "Module", "Git",
            "flow_fingerprint"]
@@ -90,14 +90,6 @@ class Storage(Referable):
         """The flow called `flow_name`, loaded now; raises StorageError."""
         raise NotImplementedError
 
-    @classmethod
-    def _from_ref(cls, ref):
-        raise NotImplementedError
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.to_ref() == self.to_ref()
-
-    __hash__ = None
 
 
 def _bind_source_flow(storage, flow, project, version, what):
@@ -457,10 +449,7 @@ class Module(Storage):
 
     def get_flow(self, flow_name=None):
         module = self._import()
-        flows = {}
-        for value in vars(module).values():
-            if isinstance(value, Flow):
-                flows.setdefault(value.name, value)
+        flows = flows_in(vars(module))
         if not flows:
             raise StorageError(
                 f"Module {self.module!r} ({getattr(module, '__file__', None)}) defines no "

@@ -22,6 +22,7 @@ from .api import MAX_BODY_BYTES, create_app
 from .config import API_TOKEN_FILE, API_URL_FILE, api_token, home_dir, load_config
 from .services.agent import Agent
 from .services.reaper import Reaper
+from .services.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -164,15 +165,14 @@ class Housekeeping:
     def __init__(self, store, on_runs_created=None):
         config = load_config()["services"]
         self.reaper = Reaper(store, heartbeat_timeout=config["heartbeat_timeout"])
-        self.scheduler = _make_scheduler(store)
+        self.scheduler = Scheduler(store)
         self.on_runs_created = on_runs_created
         self.ticks = {}
 
     def status(self):
         return {
             "scheduler": dict(_liveness(self.ticks, "scheduler"),
-                              leader=bool(self.scheduler and self.scheduler.is_leader()))
-            if self.scheduler else {"alive": False, "reason": "not available"},
+                              leader=self.scheduler.is_leader()),
             "reaper": _liveness(self.ticks, "reaper"),
         }
 
@@ -183,10 +183,9 @@ class Housekeeping:
         """Loop until `stopping` is set."""
         jobs = schedule.Scheduler()
         jobs.every(REAPER_EVERY).seconds.do(self.reap)
-        if self.scheduler is not None:
-            jobs.every(SCHEDULER_EVERY).seconds.do(_tick, self.ticks, "scheduler",
-                                                   self._schedule_once)
-            _tick(self.ticks, "scheduler", self._schedule_once)
+        jobs.every(SCHEDULER_EVERY).seconds.do(_tick, self.ticks, "scheduler",
+                                               self._schedule_once)
+        _tick(self.ticks, "scheduler", self._schedule_once)
         while not stopping.is_set():
             jobs.run_pending()
             stopping.wait(max(0.1, min(jobs.idle_seconds or 1.0, 1.0)))
@@ -209,14 +208,6 @@ def _tick(ticks, name, step):
         ticks[name] = time.time()
     except Exception:  # a failed tick must not stop the service; say why
         logger.exception("orchestrator: the %s step failed; it runs again", name)
-
-
-def _make_scheduler(store):
-    try:
-        from .services.scheduler import Scheduler
-    except ImportError:
-        return None
-    return Scheduler(store)
 
 
 def _iso(epoch):

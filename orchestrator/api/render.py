@@ -12,15 +12,17 @@ import re
 
 import falcon
 
+from ..core.states import TERMINAL_RUN_STATES
 from ..schedules import describe_schedule
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ID = 2 ** 63 - 1
 MAX_PAGE = 500
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-RUN_STATES = ("Scheduled", "Submitted", "Running", "Cancelling", "Success", "Failed",
-              "Cancelled", "TimedOut", "Skipped", "TriggerFailed", "Cached", "Pending",
-              "Retrying", "Paused", "Looped", "Mapped")
+# What a stored flow run may be in: the agent's steps, the final states, and the
+# passing states a flow runner can report.
+RUN_STATES = ("Scheduled", "Submitted", "Running", "Cancelling", *TERMINAL_RUN_STATES,
+              "Pending", "Retrying", "Paused", "Looped", "Mapped")
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",

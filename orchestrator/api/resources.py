@@ -365,14 +365,14 @@ class ConcurrencyLimits:
         self.store = store
 
     def on_get(self, req, resp):
-        limits = []
-        for kind in _KINDS:
-            for label, limit in sorted(self.store.concurrency_limits(kind).items()):
-                holders = (self.store.limit_holders(label=label) if kind == "label"
-                           else self.store.tag_slot_holders(label))
-                limits.append({"kind": kind, "label": label, "limit": limit,
-                               "holders": holders})
-        _json(resp, {"concurrency_limits": limits})
+        _json(resp, {"concurrency_limits": [
+            self._document(kind, label, limit) for kind in _KINDS
+            for label, limit in sorted(self.store.concurrency_limits(kind).items())]})
+
+    def _document(self, kind, label, limit):
+        holders = (self.store.limit_holders(label=label) if kind == "label"
+                   else self.store.tag_slot_holders(label))
+        return {"kind": kind, "label": label, "limit": limit, "holders": holders}
 
     def on_put_one(self, req, resp, kind, label):
         kind, label = self._key(kind, label)
@@ -384,9 +384,7 @@ class ConcurrencyLimits:
                               "number from 0 to 100000 (0 holds every run with the label)",
                               "limit")
         self.store.set_concurrency_limit(label, limit, kind=kind)
-        holders = (self.store.limit_holders(label=label) if kind == "label"
-                   else self.store.tag_slot_holders(label))
-        _json(resp, {"kind": kind, "label": label, "limit": limit, "holders": holders})
+        _json(resp, self._document(kind, label, limit))
 
     def on_delete_one(self, req, resp, kind, label):
         kind, label = self._key(kind, label)
