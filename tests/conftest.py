@@ -298,3 +298,15 @@ def registered_store(home, tmp_path):
     yield make
     for store in opened:
         store.close()
+
+
+def overlap(path):
+    """Of a file of "start <time>" / "end <time>" lines that tasks wrote: (the
+    number of lines, the most tasks that were running at once)."""
+    events = sorted((float(t), kind) for kind, t in
+                    (line.split() for line in Path(path).read_text().splitlines()))
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        peak = max(peak, running)
+    return len(events), peak

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from conftest import overlap
 
 from orchestrator import service
 from orchestrator.services.agent import Agent
@@ -159,13 +160,7 @@ def test_limit_caps_how_many_runs_an_agent_runs_at_once(store, tmp_path):
     agent = Agent(store, hostname_label=False, limit=1)
 
     assert wait_until_finished(agent, store, runs) == ["Success"] * 3
-    events = sorted((float(t), kind) for kind, t in
-                    (line.split() for line in out.read_text().splitlines()))
-    running = peak = 0
-    for _, kind in events:
-        running += 1 if kind == "start" else -1
-        peak = max(peak, running)
-    assert peak == 1
+    assert overlap(out)[1] == 1
 
 
 def test_four_agent_processes_run_each_of_300_runs_exactly_once(store, home, tmp_path):

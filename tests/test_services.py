@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from conftest import overlap
 
 from orchestrator import service
 from orchestrator.explain import explain_flow_run
@@ -315,14 +316,7 @@ def test_a_tag_limit_caps_tagged_tasks_across_runs(store, tmp_path, python):
         for p in procs:
             p.kill()
     assert [p.returncode for p in procs] == [0, 0], errors
-    events = sorted((float(t), kind) for kind, t in
-                    (line.split() for line in out.read_text().splitlines()))
-    running = peak = 0
-    for _, kind in events:
-        running += 1 if kind == "start" else -1
-        peak = max(peak, running)
-    assert len(events) == 12  # 2 runs x 3 tasks, started and ended
-    assert peak == 2
+    assert overlap(out) == (12, 2)  # 2 runs x 3 tasks, started and ended; 2 at once
 
 
 TAGGED_PROCESSES = TAGGED.replace('LocalDaskExecutor("threads", num_workers=4)',
@@ -347,13 +341,7 @@ def test_a_tag_limit_holds_for_tasks_in_worker_processes(store, tmp_path, python
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert store.get_flow_run(run)["state"] == "Success"
-    events = sorted((float(t), kind) for kind, t in
-                    (line.split() for line in out.read_text().splitlines()))
-    running = peak = 0
-    for _, kind in events:
-        running += 1 if kind == "start" else -1
-        peak = max(peak, running)
-    assert len(events) == 8 and peak == 1
+    assert overlap(out) == (8, 1)
 
 
 def test_an_agent_leaves_a_late_run_of_a_skip_policy_flow_to_the_scheduler(home, tmp_path):
