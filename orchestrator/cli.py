@@ -1,18 +1,21 @@
 """The `orchestrator` command. Commands parse, call the library, and print.
 
 Exit codes scripts can rely on: 0 ok, 1 the run failed (when waited on),
-2 bad input (with a one-line message, and nothing stored).
+2 bad input (with a one-line message, and nothing stored). Values are
+checked by `orchestrator.validation`, as in the REST API: ids and limits
+here as they are parsed, names, labels and parameters by `service`.
 """
 
 import contextlib
 import datetime as _dt
 import json
+import re
 import sys
 import time
 
 import click
 
-from . import __version__
+from . import __version__, validation
 from .exceptions import OrchestratorError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -33,16 +36,37 @@ def _user_errors():
         raise UserError(str(exc)) from None
 
 
+class _Checked(click.ParamType):
+    """An argument checked by a function of `orchestrator.validation` as click
+    parses it. A bad value is a one-line error with exit code 2 (click's own
+    BadParameter would print the usage too)."""
+
+    def __init__(self, name, check):
+        self.name = name
+        self.check = check
+
+    def convert(self, value, param, ctx):
+        with _user_errors():
+            return self.check(value)
+
+
+def _whole_number(text):
+    """Command-line text as an int when it is one (validation says what else is
+    wrong with it); at most 50 digits, so that int() has no long work to do."""
+    if isinstance(text, str) and re.fullmatch(r"\s*-?[0-9]{1,50}\s*", text):
+        return int(text)
+    return text
+
+
+RUN_ID = _Checked("run_id", validation.check_id)
+LABEL = _Checked("label", lambda text: validation.check_name(text, "label", what="Label"))
+LIMIT = _Checked("limit", lambda text: validation.check_concurrency_limit(_whole_number(text)))
+
+
 def _parse_params(pairs, params_file):
     values = {}
     if params_file is not None:
-        try:
-            data = json.loads(params_file.read())
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"--params-file {params_file.name}: not JSON ({exc.msg} at line "
-                f"{exc.lineno}); it should hold an object like {{\"day\": \"2024-05-01\"}}"
-            ) from None
+        data = _read_params_file(params_file)
         if not isinstance(data, dict):
             raise UserError(
                 f"--params-file {params_file.name}: holds a {type(data).__name__}, "
@@ -55,9 +79,47 @@ def _parse_params(pairs, params_file):
             raise UserError(f"--param {pair!r} should look like name=value (e.g. day=2024-05-01)")
         try:
             values[name] = json.loads(text)
-        except json.JSONDecodeError:
+        except RecursionError:
+            raise UserError(f"--param {name}: its value nests lists or objects too deeply; "
+                            f"flatten it (at most {validation.MAX_DEPTH} levels)") from None
+        except ValueError:
             values[name] = text  # a bare word is a string
     return values
+
+
+def _read_params_file(params_file):
+    """The JSON in a --params-file (opened as bytes: we say when it is not UTF-8,
+    rather than fail decoding it)."""
+    raw = params_file.read()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark some editors write is fine
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"--params-file {params_file.name}: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+            f"at offset {exc.start}); save it as UTF-8 JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"--params-file {params_file.name}: not JSON ({exc.msg} at line "
+            f"{exc.lineno}); it should hold an object like {{\"day\": \"2024-05-01\"}}"
+        ) from None
+    except RecursionError:
+        raise UserError(f"--params-file {params_file.name}: nests lists or objects too "
+                        f"deeply; flatten it (at most {validation.MAX_DEPTH} levels)"
+                        ) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise UserError(f"--params-file {params_file.name}: not JSON we can read ({exc}); "
+                        "write large numbers as strings") from None
+
+
+def _load_config():
+    """The configuration, checked before a command starts work with it: a bad
+    setting is a one-line error, before a run is claimed or a service starts."""
+    from .config import load_config
+
+    with _user_errors():
+        return load_config()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,7 +133,7 @@ def main():
 @click.option("--name", "flow_name", help="Which flow, when the file defines several.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A parameter value (JSON, or a bare string). Repeatable.")
-@click.option("--params-file", type=click.File("r"), help="A JSON object of parameters.")
+@click.option("--params-file", type=click.File("rb"), help="A JSON object of parameters.")
 @click.option("--executor", type=click.Choice(["local", "threads", "processes"]),
               default=None, help="Override the flow's executor.")
 @click.option("--json", "as_json", is_flag=True, help="Print task states as JSON.")
@@ -231,7 +293,7 @@ def register_ref():
 @click.option("--project", "-p", "project_name", help="The flow's project, if ambiguous.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="A parameter value (JSON, or a bare string). Repeatable.")
-@click.option("--params-file", type=click.File("r"), help="A JSON object of parameters.")
+@click.option("--params-file", type=click.File("rb"), help="A JSON object of parameters.")
 @click.option("--name", "run_name", help="The run's name (default: generated).")
 @click.option("--label", "labels", multiple=True, help="Run labels (default: the flow's).")
 @click.option("--idempotency-key", help="Creating a run twice with one key gives one run.")
@@ -244,6 +306,8 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
     from . import service
 
     values = _parse_params(params, params_file)
+    if local:
+        _load_config()
     store = _open_store()
     with _user_errors():
         run = service.create_flow_run(store, flow_ref, project=project_name,
@@ -277,11 +341,12 @@ def _execute(store, run_id, agent=None):
 
 
 @main.command(hidden=False)
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option("--agent", "agent_name", hidden=True,
               help="The agent that claimed the run (set by agents).")
 def execute(run_id, agent_name):
     """Execute flow run RUN_ID in this process (what an agent runs for each run)."""
+    _load_config()
     state = _execute(_open_store(), run_id, agent=agent_name)
     click.echo(f"Flow run {run_id}: {state}")
     sys.exit(EXIT_OK if state in ("Success", "Scheduled", "Paused") else EXIT_RUN_FAILED)
@@ -404,7 +469,7 @@ def runs(flow_ref, states, limit, as_json):
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--json", "as_json", is_flag=True)
 def show(run_id, as_json):
     """Show a flow run with its task runs."""
@@ -440,7 +505,7 @@ def show(run_id, as_json):
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
 @click.option("--level", type=click.Choice(list(_LEVELS), case_sensitive=False),
               default="DEBUG", help="Only lines at this level or above.")
@@ -528,7 +593,7 @@ def secret_delete(name):
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--wait", "wait_seconds", type=click.FloatRange(0, 86400), default=None,
               help="Wait up to this many seconds for the run to end Cancelled.")
 def cancel(run_id, wait_seconds):
@@ -553,7 +618,7 @@ def cancel(run_id, wait_seconds):
 
 
 @main.command()
-@click.argument("run_id")
+@click.argument("run_id", type=RUN_ID)
 @click.option("--json", "as_json", is_flag=True)
 def explain(run_id, as_json):
     """Say why a flow run has not started (or what it is doing)."""
@@ -576,9 +641,11 @@ def concurrency():
     """Limits on how many runs with a label run at once."""
 
 
-@concurrency.command("set")
-@click.argument("label")
-@click.argument("limit", type=int)
+# Unknown options are arguments here, so that `set x -1` is a limit said to be
+# out of range, not "no such option '-1'".
+@concurrency.command("set", context_settings={"ignore_unknown_options": True})
+@click.argument("label", type=LABEL)
+@click.argument("limit", type=LIMIT)
 @click.option("--tag", is_flag=True,
               help="LABEL is a task tag: at most LIMIT tasks with it run at once, across runs.")
 def concurrency_set(label, limit, tag):
@@ -700,7 +767,8 @@ def scheduler_command():
     from .up import Housekeeping, safe_database_url
 
     store = _open_store()
-    housekeeping = Housekeeping(store)
+    with _user_errors():
+        housekeeping = Housekeeping(store)
     stopping = _stop_on_signals()
     click.echo(f"orchestrator scheduler: database {safe_database_url(store.url)}; one "
                "process per host leads (a file lock), others stand by. Stop with Ctrl-C.")
@@ -738,10 +806,11 @@ def agent(labels, no_hostname_label, limit, agent_name, poll_interval, grace):
     """Execute scheduled runs whose labels this agent has, each in its own process."""
     from .services.agent import Agent
 
+    config = _load_config()["services"]
     store = _open_store()
     worker = Agent(store, name=agent_name, labels=list(labels),
                    hostname_label=not no_hostname_label, limit=limit,
-                   poll_interval=poll_interval)
+                   poll_interval=poll_interval, cancel_grace=config["cancel_grace"])
     stop = _stop_on_signals(worker.wake.set)
     click.echo(f"Agent {worker.name} started: labels {', '.join(worker.labels) or 'none'}; "
                f"limit {limit or 'none'}.", err=True)

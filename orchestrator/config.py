@@ -9,11 +9,14 @@ environment (`ORCHESTRATOR__SECTION__KEY=value`, as Prefect's
 Environment values are parsed as TOML values when they parse (`true`, `3`,
 `["boto3"]`) and kept as strings otherwise. Known settings are checked when
 the configuration loads: switches such as `flows.checkpointing` become bools
-(from true/false, yes/no, 1/0 in any case), and a log format that cannot
-format a record is a ConfigError then, not an error on every log call.
+(from true/false, yes/no, 1/0 in any case), the `services` durations become
+floats (positive, finite, at most a day, the heartbeat interval below the
+timeout), and a log format that cannot format a record is a ConfigError
+then, not an error on every log call or a run that never gets a heartbeat.
 """
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -53,6 +56,12 @@ _BOOLEANS = {("logging", "propagate"): False, ("flows", "checkpointing"): False,
              ("flows", "use_local_secrets"): True}
 _TRUE_WORDS = ("true", "yes", "1")
 _FALSE_WORDS = ("false", "no", "0")
+
+# Durations in seconds. Zero or less would make a heartbeat loop spin, reap
+# every run at once or kill a cancelled run with no grace; above a day, a wait
+# overflows or a dead run goes unnoticed for days.
+_SECONDS = ("heartbeat_interval", "heartbeat_timeout", "cancel_grace")
+_MAX_SECONDS = 86400.0
 
 # Attributes run logging stamps on every record it handles (see
 # orchestrator.engine.run_logging), so a format may use them.
@@ -126,11 +135,11 @@ def load_config(home=None, environ=None):
         section, key = parts
         values.setdefault(section, {})[key] = _parse_env_value(text)
         sources[(section, key)] = name
-    _check(values)
+    _check(values, sources)
     return Config(values, sources)
 
 
-def _check(values):
+def _check(values, sources=None):
     logging_ = values["logging"]
     extra = logging_.get("extra_loggers")
     if isinstance(extra, str):
@@ -156,7 +165,32 @@ def _check(values):
         if keys.get(key) is None and may_be_unset:
             continue
         keys[key] = _as_bool(section, key, keys.get(key))
+    _check_services(values["services"], sources or {})
     log_formatter(logging_)
+
+
+def _check_services(services, sources):
+    def where(key):
+        source = sources.get(("services", key))
+        return f" (from {source})" if source else ""
+
+    for key in _SECONDS:
+        value = services.get(key)
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or not 0 < value <= _MAX_SECONDS):
+            raise ConfigError(
+                f"services.{key} = {value!r}{where(key)} is not valid: give a number of "
+                f"seconds above 0 and at most {_MAX_SECONDS:g}, e.g. {key} = "
+                f"{DEFAULTS['services'][key]:g}")
+        services[key] = float(value)
+    interval, timeout = services["heartbeat_interval"], services["heartbeat_timeout"]
+    if interval >= timeout:
+        raise ConfigError(
+            f"services.heartbeat_interval = {interval:g}{where('heartbeat_interval')} is not "
+            f"below services.heartbeat_timeout = {timeout:g}{where('heartbeat_timeout')}: "
+            "every run would be taken for dead between two heartbeats; make the interval "
+            "a fraction of the timeout, e.g. heartbeat_interval = 5 with "
+            "heartbeat_timeout = 60")
 
 
 def _as_bool(section, key, value):

@@ -36,3 +36,16 @@ class ResultError(OrchestratorError):
 
 class TaskCallError(OrchestratorError, TypeError):
     """A task was called in a flow with arguments its `run` does not take."""
+
+
+class InputError(OrchestratorError, ValueError):
+    """A value given at an edge (command line, request body, library call) is not
+    valid; `field` names it as the REST API does ("name", "parameters.day")."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):  # keep `field` when pickled to another process
+        return type(self), (str(self), self.field)
+

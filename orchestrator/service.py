@@ -1,13 +1,17 @@
 """Use cases: what the CLI (and later the REST API) do, over one Store.
 
 Every function takes the store first and returns plain values; errors are
-OrchestratorError subclasses with messages meant for the user.
+OrchestratorError subclasses with messages meant for the user. What users
+give (names, labels, parameters, keys) is checked here with
+`orchestrator.validation`, before anything is stored, so the CLI, the REST
+API and library tasks refuse the same inputs with the same messages.
 """
 
 import datetime as _dt
 import hashlib
 import json
 
+from . import validation
 from .core.task import Parameter, no_default
 from .engine.flow_runner import resolve_parameters
 from .exceptions import ParameterError
@@ -40,9 +44,11 @@ def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
     from .run_configs import LocalRun
     from .storage import Local, flow_fingerprint
 
-    flow.validate()
     if isinstance(labels, str):
         labels = [labels]
+    if labels is not None:
+        labels = validation.check_labels(labels)
+    flow.validate()
     storage = flow.storage or Local()
     run_config = flow.run_config or LocalRun()
     all_labels = sorted(set(run_config.labels) | set(storage.labels) | set(labels or ()))
@@ -123,11 +129,20 @@ def create_flow_run(store, flow_ref, project=None, parameters=None, name=None,
 
     With `report`, returns (run, created): created is False when the
     idempotency key found the run an earlier call made."""
-    flow = store.get_flow(flow_ref, project=project)
-    parameters = dict(parameters or {})
-    check_run_parameters(flow, parameters)
+    # What the caller gives is checked first, the same for every edge: a bad
+    # value is a 400 / exit 2 whichever flow it names, and nothing is stored.
+    parameters = validation.check_parameters({} if parameters is None else parameters)
+    if name is not None:
+        validation.check_name(name, "name", what="Run name")
     if isinstance(labels, str):
         labels = [labels]
+    if labels is not None:
+        labels = validation.check_labels(labels)
+    if idempotency_key is not None:
+        validation.check_idempotency_key(idempotency_key)
+    flow = store.get_flow(flow_ref, project=project)
+    parameters = dict(parameters)
+    check_run_parameters(flow, parameters)
     when = scheduled_start_time
     if isinstance(when, _dt.datetime):
         if when.tzinfo is None:

@@ -19,9 +19,10 @@ import falcon
 
 from ..exceptions import OrchestratorError, ParameterError
 from ..store import Conflict, NotFound
+from ..validation import check_storable
 from . import resources
 from .openapi import openapi_document
-from .render import MAX_BODY_BYTES, ApiError, check_text, error_document
+from .render import MAX_BODY_BYTES, ApiError, error_document
 
 __all__ = ["create_app", "MAX_BODY_BYTES"]
 
@@ -78,7 +79,7 @@ class KnownQueryParameters:
                 raise ApiError(falcon.HTTP_400, f"Unknown query parameter {name!r}; this "
                                f"operation takes {', '.join(sorted(allowed)) or 'none'}",
                                name)
-            check_text(value, name)
+            check_storable(value, name)
 
 
 def _serialize_error(req, resp, exc):

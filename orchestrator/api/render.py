@@ -2,8 +2,10 @@
 and checked field by field, and store records turned into JSON documents
 (times as ISO 8601 strings with their UTC offset).
 
-Every check raises `ApiError` naming the field, the problem and the fix, so
-a bad input is a 4xx with a message, never a 500.
+Every check raises `ApiError`, or `InputError` from `orchestrator.validation`
+(which checks values for the CLI and the API alike, and which the app answers
+as a 400 naming the field), with the field, the problem and the fix, so a bad
+input is a 4xx with a message, never a 500.
 """
 
 import datetime as _dt
@@ -14,9 +16,11 @@ import falcon
 
 from ..core.states import TERMINAL_RUN_STATES
 from ..schedules import describe_schedule
+from ..validation import (MAX_ID, MAX_PARAMETERS_BYTES, check_labels, check_name,
+                          check_storable)
 
-MAX_BODY_BYTES = 1024 * 1024
-MAX_ID = 2 ** 63 - 1
+# A run's parameters may be as large as a whole body (both 1 MiB).
+MAX_BODY_BYTES = MAX_PARAMETERS_BYTES
 MAX_PAGE = 500
 LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 # What a stored flow run may be in: the agent's steps, the final states, and the
@@ -78,39 +82,14 @@ def read_body(req, max_bytes=MAX_BODY_BYTES):
     if not isinstance(body, dict):
         raise bad_request(f"The request body is a JSON {type(body).__name__}, not an object; "
                           'send an object such as {"flow": "project/name"}')
-    check_text(body, "body")
+    for key, value in body.items():  # each field is named by its key in messages
+        check_storable(key, "body", depth=1)
+        check_storable(value, key, depth=1)
     return body
-
-
-MAX_DEPTH = 32  # of objects and lists in a body: stored values are read back recursively
 
 
 def _no_constant(name):
     raise ValueError(f"{name} is not a JSON number; send null or a string instead")
-
-
-def check_text(value, field, depth=0):
-    """Strings anywhere in `value` must be storable (no NUL, no lone surrogate),
-    and objects and lists nest at most MAX_DEPTH deep."""
-    if depth > MAX_DEPTH:
-        raise bad_request(f"{field} nests objects or lists more than {MAX_DEPTH} deep; "
-                          "flatten it", field)
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise bad_request(f"{field} contains a NUL character; remove it", field)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise bad_request(f"{field} contains invalid Unicode (a lone surrogate); send "
-                              "valid UTF-8 text", field) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key, field, depth + 1)
-            check_text(item, f"{field}.{key}" if field != "body" else key, depth + 1)
-    elif isinstance(value, list):
-        for item in value:
-            check_text(item, field, depth + 1)
-    return value
 
 
 def only_fields(body, allowed):
@@ -131,27 +110,21 @@ def whole_number(value):
     return None
 
 
-def optional_string(body, field, max_length=200, required=False):
+def optional_string(body, field, required=False):
+    """body[field], a name (see validation.check_name), or None when absent."""
     value = body.get(field)
     if value is None:
         if required:
             raise bad_request(f"Field {field!r} is required", field)
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
-        raise bad_request(f"{field} {value!r} is not valid: give a non-empty string of at "
-                          f"most {max_length} characters", field)
-    return value
+    return check_name(value, field)
 
 
 def optional_labels(body, field="labels"):
+    """body[field], a list of labels (see validation.check_labels; one string
+    is not taken for a list here, as it is from Python), or None when absent."""
     value = body.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(
-            isinstance(v, str) and v.strip() and len(v) <= 200 for v in value):
-        raise bad_request(f"{field} {value!r} is not valid: give a list of label strings, "
-                          'e.g. ["etl", "gpu"]', field)
-    return value
+    return None if value is None else check_labels(value, field)
 
 
 def parse_time(value, field):
@@ -222,11 +195,7 @@ def query_level(req):
 
 
 def path_name(value, what):
-    check_text(value, what)
-    if not value.strip() or len(value) > 200 or "\n" in value:
-        raise bad_request(f"{what.capitalize()} name {value!r} is not valid: use 1 to 200 "
-                          "characters on one line", what)
-    return value
+    return check_name(value, what, what=f"{what.capitalize()} name")
 
 
 # -- writing responses ---------------------------------------------------------------

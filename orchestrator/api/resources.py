@@ -17,7 +17,8 @@ import falcon
 from .. import __version__, service
 from ..explain import AGENT_ALIVE_SECONDS, explain_flow_run
 from ..store import TERMINAL_STATES, Conflict
-from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, bad_request, check_text,
+from ..validation import check_concurrency_limit, check_id, check_storable, shown
+from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, bad_request,
                      flow_document, log_document, only_fields, optional_labels,
                      optional_string, parse_time, path_name, query_int, query_level,
                      query_states, query_time, read_body, run_document, state_document,
@@ -251,22 +252,18 @@ class FlowRuns:
                            "idempotency_key"))
         flow = body.get("flow")
         if whole_number(flow) is not None:
-            flow = whole_number(flow)
-        if isinstance(flow, bool) or not (isinstance(flow, int) and 0 < flow <= MAX_ID
-                or isinstance(flow, str) and flow.strip() and len(flow) <= 401):
-            raise bad_request(f"flow {flow!r} is not valid: give 'project/name' or a flow id",
-                              "flow")
-        parameters = body.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise bad_request(f"parameters {parameters!r} is not an object; give e.g. "
-                              '{"day": "2024-05-01"}', "parameters")
+            flow = check_id(whole_number(flow), "flow", field="flow")
+        elif not (isinstance(flow, str) and flow.strip() and len(flow) <= 401):
+            raise bad_request(f"flow {shown(flow)} is not valid: give 'project/name' or a "
+                              "flow id", "flow")
         when = body.get("scheduled_start_time")
+        # service checks the name, labels, parameters and key (as for the CLI).
         run, created = service.create_flow_run(
-            self.store, flow, parameters=parameters, name=optional_string(body, "name"),
+            self.store, flow, parameters=body.get("parameters"), name=body.get("name"),
             labels=optional_labels(body),
             scheduled_start_time=None if when is None
             else parse_time(when, "scheduled_start_time"),
-            idempotency_key=optional_string(body, "idempotency_key"), report=True)
+            idempotency_key=body.get("idempotency_key"), report=True)
         if created and self.on_run_created is not None:
             self.on_run_created(run)
         _json(resp, run_document(run), falcon.HTTP_201 if created else falcon.HTTP_200)
@@ -276,7 +273,7 @@ class FlowRuns:
         flow_ref = req.get_param("flow")
         flow_id = None
         if flow_ref is not None:
-            check_text(flow_ref, "flow")
+            check_storable(flow_ref, "flow")
             flow_id = self.store.get_flow(flow_ref)["id"]
         rows = self.store.list_flow_runs(
             flow_id=flow_id, all_versions=True, state=query_states(req), limit=limit,
@@ -378,11 +375,7 @@ class ConcurrencyLimits:
         kind, label = self._key(kind, label)
         body = read_body(req)
         only_fields(body, ("limit",))
-        limit = whole_number(body.get("limit"))
-        if limit is None or not 0 <= limit <= 100000:
-            raise bad_request(f"limit {body.get('limit')!r} is not valid: give a whole "
-                              "number from 0 to 100000 (0 holds every run with the label)",
-                              "limit")
+        limit = check_concurrency_limit(body.get("limit"))
         self.store.set_concurrency_limit(label, limit, kind=kind)
         _json(resp, self._document(kind, label, limit))
 
