@@ -295,6 +295,21 @@ def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(h
     old.execute_sql("DROP INDEX flow_archived_schedule_active")
     old.execute_sql('ALTER TABLE "flow" DROP COLUMN "schedule_active"')
     old.execute_sql('ALTER TABLE "flow_run" DROP COLUMN "restarts"')
+    # Some history, which the upgrade must keep (a table rebuilt with foreign keys
+    # on would have taken every run with it).
+    for sql in ("INSERT INTO project (name, created) VALUES ('p', 0)",
+                "INSERT INTO flow (project_id, name, version, fingerprint, storage, "
+                "parameters, labels, settings, archived, created) "
+                "VALUES (1, 'f', 1, 'x', '{}', '[]', '[]', '{}', 0, 0)",
+                "INSERT INTO flow_run (flow_id, name, parameters, labels, state, "
+                "scheduled_start_time, auto_scheduled, created, updated) "
+                "VALUES (1, 'r', '{}', '[]', 'Success', 0, 0, 0, 0)",
+                "INSERT INTO task_run (flow_run_id, task_slug, task_name, map_index, state, "
+                "run_count) VALUES (1, 'a', 'a', -1, 'Success', 1)",
+                "INSERT INTO state_event (flow_run_id, state, time) VALUES (1, 'Success', 0)",
+                "INSERT INTO log (flow_run_id, time, level, logger, message) "
+                "VALUES (1, 0, 20, 'x', 'hello')"):
+        old.execute_sql(sql)
     old.close()
 
     store = Store.open()
@@ -302,3 +317,8 @@ def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(h
     fresh = Store.open(home=home / "fresh")
     expected = {t: {c.name for c in fresh.db.get_columns(t)} for t in fresh.db.get_tables()}
     assert upgraded == expected
+    assert [store.db.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in
+            ("flow", "flow_run", "task_run", "state_event", "log")] == [1, 1, 1, 1, 1]
+    run = store.get_flow_run(1)
+    assert (run["state"], run["restarts"]) == ("Success", 0)
+    assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1

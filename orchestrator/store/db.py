@@ -192,9 +192,22 @@ def migrate(db):
             for version, _ in MIGRATIONS:
                 models.SchemaVersion.create(version=version, applied=time.time())
         return
-    for version, step in MIGRATIONS:
-        if version <= current:
-            continue
-        with db.atomic():
-            step(db)
-            models.SchemaVersion.create(version=version, applied=time.time())
+    sqlite = isinstance(db, pw.SqliteDatabase)
+    if sqlite:
+        # SQLite changes some columns by rebuilding their table; with foreign keys
+        # on, dropping the old table would cascade and delete every run, task run
+        # and log line. The pragma works only outside a transaction.
+        db.pragma("foreign_keys", 0)
+    try:
+        for version, step in MIGRATIONS:
+            if version <= current:
+                continue
+            with db.atomic():
+                step(db)
+                if sqlite and db.execute_sql("PRAGMA foreign_key_check").fetchone():
+                    raise StoreError(f"Migration {version} would break the database's "
+                                     "references; nothing was changed. Please report it.")
+                models.SchemaVersion.create(version=version, applied=time.time())
+    finally:
+        if sqlite:
+            db.pragma("foreign_keys", 1)
