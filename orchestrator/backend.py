@@ -9,12 +9,17 @@ resumed after a RETRY with a later start time reuses the results of the tasks
 that already finished.
 """
 
+import contextlib
 import datetime as _dt
+import errno
 import logging
 import os
+import signal
+import sys
 import threading
 import time
 
+from . import exit_codes
 from .config import home_dir, load_config
 from .core import states as st
 from .core.results import PackedResult
@@ -22,12 +27,16 @@ from .engine import run_logging
 from .engine.flow_runner import FlowRunner
 from .engine.reporter import Reporter
 from .exceptions import OrchestratorError
-from .store import TERMINAL_STATES, Store
+from .store import TERMINAL_STATES, AttemptLost, OutageLog, Store, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
 FLUSH_ROWS = 500
+# While the store cannot be written, a run keeps at most this many log lines
+# waiting (and counts the ones it drops); task states are all kept.
+MAX_WAITING_LOGS = 100_000
+RETRY_SECONDS = 1.0  # between tries to write while the store cannot be written
 _PLAIN_STEPS = ("Running", "Success", "Mapped")
 # Retries due within this many seconds are waited for in the run's process;
 # later ones end the process and the run goes back to Scheduled.
@@ -88,9 +97,11 @@ class StoreReporter(Reporter):
     the per-line cost on the writer's side is the database's, not Python's.
     """
 
-    def __init__(self, store, run_id):
+    def __init__(self, store, run_id, attempt, ownership=None):
         self.store = store
         self.run_id = run_id
+        self.attempt = attempt
+        self.ownership = ownership
         self._slots = StoreTaskSlots(store, run_id, store.concurrency_limits("tag"))
         self.limited_tags = self._slots.limited_tags
         self._lock = threading.Lock()
@@ -143,6 +154,8 @@ class StoreReporter(Reporter):
             raise self._error
 
     def close(self):
+        if self._stopping:
+            return
         self.flush()
         with self._lock:
             self._stopping = True
@@ -150,6 +163,9 @@ class StoreReporter(Reporter):
         self._thread.join(30)
 
     def _write_loop(self):
+        # What is taken but not yet written: kept across tries while the store
+        # cannot be written (a full disk), so no state is lost.
+        merged, events, logs, dropped = {}, [], [], 0
         while True:
             with self._lock:
                 # One batch per FLUSH_SECONDS, sooner when a flush is asked for.
@@ -157,20 +173,38 @@ class StoreReporter(Reporter):
                     self._wake.wait(FLUSH_SECONDS)
                 self._flush_requested = False
                 tasks, self._tasks = self._tasks, []
-                logs, self._logs = self._logs, []
+                taken, self._logs = self._logs, []
                 self._generation += 1
                 generation = self._generation
                 stopping = self._stopping
+            for item in tasks:
+                self._merge_task(merged, events, item)
+            logs.extend(taken)
             try:
-                if tasks or logs:
+                if merged or events:
+                    self.store.record_task_runs(self.run_id, self.attempt,
+                                                list(merged.values()), events)
                     merged, events = {}, []
-                    for item in tasks:
-                        self._merge_task(merged, events, item)
-                    self.store.record_task_runs(self.run_id, list(merged.values()), events)
-                    self.store.write_logs(logs)
+                self.store.write_logs(
+                    logs + [_lost_lines_row(self.run_id, dropped)] if dropped else logs)
+                logs, dropped = [], 0
+                _outage.ok()
+            except AttemptLost as exc:
+                if self.ownership is not None:
+                    self.ownership.lost(exc)
+                self._error, merged, events, logs = exc, {}, [], []
+            except StoreUnavailable as exc:
+                _outage.failed(f"Flow run {self.run_id}", exc)
+                if len(logs) > MAX_WAITING_LOGS:
+                    dropped += len(logs) - MAX_WAITING_LOGS
+                    del logs[:len(logs) - MAX_WAITING_LOGS]
+                with self._lock:
+                    self._wake.wait(RETRY_SECONDS)
+                continue  # not written: a flush waits on
             except Exception as exc:  # surfaced to the run at its next flush
                 self._error = OrchestratorError(
                     f"Writing run {self.run_id} to the store failed: {exc}")
+                merged, events, logs = {}, [], []
             with self._lock:
                 self._done_generation = generation
                 self._written.notify_all()
@@ -201,21 +235,33 @@ class StoreReporter(Reporter):
 
 class Heartbeat:
     """Records every `interval` seconds that the run is alive, from a thread of
-    its own, so a run stuck in one long task still shows it is there."""
+    its own, so a run stuck in one long task still shows it is there. A beat
+    that is refused (another attempt owns the run) stops the process."""
 
-    def __init__(self, store, run_id, interval):
+    def __init__(self, store, run_id, attempt, interval, ownership):
         self.store = store
         self.run_id = run_id
+        self.attempt = attempt
         self.interval = float(interval)
+        self.ownership = ownership
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True,
                                         name=f"orchestrator-heartbeat-{run_id}")
         self._thread.start()
 
     def _beat(self):
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        while not self._stop.wait(wait):
+            wait = self.interval
             try:
-                self.store.heartbeat(self.run_id)
+                self.store.heartbeat(self.run_id, self.attempt)
+            except AttemptLost as exc:
+                self.ownership.lost(exc)
+            except StoreUnavailable as exc:
+                # Beat again soon: the reaper counts silence from when the store
+                # could be written again, so the first beat after must come quickly.
+                _outage.failed(f"The heartbeat of flow run {self.run_id}", exc)
+                wait = min(RETRY_SECONDS, self.interval)
             except Exception:  # a missed beat is not worth failing the run
                 logger.warning("Heartbeat of run %s could not be recorded", self.run_id,
                                exc_info=True)
@@ -223,6 +269,74 @@ class Heartbeat:
     def stop(self):
         self._stop.set()
         self._thread.join(5)
+
+
+class RunOwnership:
+    """What a run's process does when it learns that its run is no longer its
+    own (another attempt took it over, or another process ended it): it says so
+    in its stderr and in the run's log, and stops at once, so no further task
+    starts. Started by an agent, it leads its process group, and takes the
+    processes its tasks started with it."""
+
+    def __init__(self, store, run_id, attempt, leader=False):
+        self.store = store
+        self.run_id = run_id
+        self.attempt = attempt
+        self.leader = leader and os.getpgrp() == os.getpid()
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def lost(self, exc):
+        """Stop the process for AttemptLost `exc` (from any thread); never returns."""
+        with self._lock:
+            stopping, self._stopping = self._stopping, True
+        if stopping:  # another thread is ending the process
+            threading.Event().wait()
+        try:
+            sys.stderr.write(f"orchestrator execute: {exc}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+        log_lost(self.store, self.run_id, exc)
+        if self.leader:
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(exit_codes.TAKEN_OVER)
+
+
+def log_lost(store, run_id, exc):
+    """Put the line saying why this process stops in the run's log (unfenced:
+    the line tells what a process of an earlier attempt did)."""
+    try:
+        store.write_logs([(run_id, None, None, time.time(), logging.WARNING, logger.name,
+                           str(exc))])
+    except Exception:  # the store may be what failed; stderr has the line too
+        pass
+
+
+def _lost_lines_row(run_id, count):
+    return (run_id, None, None, time.time(), logging.WARNING, logger.name,
+            f"{count} log lines of this run were dropped while the store could not be "
+            "written.")
+
+
+_outage = OutageLog(logger)
+
+
+def _until_written(run_id, what, write):
+    """Call `write` until it works while the disk (or the store) is full, saying
+    so on stderr once a minute: the run's work is done and must be recorded."""
+    said = None
+    while True:
+        try:
+            return write()
+        except (StoreUnavailable, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if said is None or time.monotonic() - said > OutageLog.EVERY:
+                said = time.monotonic()
+                print(f"orchestrator execute: flow run {run_id}: cannot {what} yet ({exc}); "
+                      "trying again until there is room.", file=sys.stderr, flush=True)
+            time.sleep(RETRY_SECONDS)
 
 
 class StoreLogHandler(logging.Handler):
@@ -282,66 +396,136 @@ def _restore_task_states(store, run_id, flow):
     return restored
 
 
-def execute_flow_run(store, run_id, load_flow, agent=None):
+def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
     """Run flow run `run_id` in this process; returns the final state name.
 
     `load_flow(flow_record)` returns the Flow object (from its storage). An
-    agent passes its name: the run must be Submitted to it. By hand, the run
-    must be Scheduled.
+    agent passes its name and the attempt it claimed: the run must be
+    Submitted on that attempt (else AttemptLost). By hand, the run must be
+    Scheduled, and starting it mints its attempt.
     """
     run = store.get_flow_run(run_id)
     if run["state"] in TERMINAL_STATES:
         raise OrchestratorError(
             f"Flow run {run_id} ({run['name']}) already finished: {run['state']}. "
             f"Start a new run with: orchestrator run {run['project']}/{run['flow_name']}")
-    if not store.start_flow_run(run_id, os.getpid(), agent=agent):
+    try:
+        started = store.start_flow_run(run_id, os.getpid(), attempt=attempt)
+    except AttemptLost as exc:
+        log_lost(store, run_id, exc)
+        raise
+    if started is None:
         run = store.get_flow_run(run_id)
         holder = f" by agent {run['agent']}" if run["agent"] else ""
         raise OrchestratorError(
             f"Flow run {run_id} is {run['state']}{holder}, so it is not started here; see "
             f"orchestrator explain {run_id}")
+    attempt = started
+    ownership = RunOwnership(store, run_id, attempt, leader=agent is not None)
+    try:
+        return _run_attempt(store, run, attempt, ownership, load_flow)
+    except AttemptLost as exc:
+        log_lost(store, run_id, exc)
+        raise
+
+
+def _run_attempt(store, run, attempt, ownership, load_flow):
+    run_id = run["id"]
     flow_record = store.get_flow(run["flow_id"])
     try:
         flow = load_flow(flow_record)
     except OrchestratorError as exc:
-        store.set_flow_run_state(run_id, "Failed", f"Could not load the flow: {exc}", end=True)
+        why = f"Could not load the flow: {exc}"
+        _until_written(run_id, "record its final state", lambda: store.finish_flow_run(
+            run_id, attempt, "Failed", why))
         return "Failed"
     config = load_config()
     run_logging.ensure_logging()
     heartbeat = None
     if flow_record["settings"].get("heartbeat", True):
-        heartbeat = Heartbeat(store, run_id, config["services"]["heartbeat_interval"])
-    reporter = StoreReporter(store, run_id)
+        heartbeat = Heartbeat(store, run_id, attempt, config["services"]["heartbeat_interval"],
+                              ownership)
+    reporter = StoreReporter(store, run_id, attempt, ownership)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [
         logging.getLogger(n) for n in config["logging"].get("extra_loggers") or ()]
     for lg in loggers:
         lg.addHandler(handler)
     try:
-        if flow.result is None:
-            flow.result = PackedResult(home_dir() / "results")
-        runner = FlowRunner(flow, reporter=reporter, inline_wait=INLINE_RETRY_SECONDS,
-                            config=_with_checkpointing(config), backend=True)
-        try:
-            state = runner.run(
-                parameters=run["parameters"], flow_run_id=str(run_id),
-                flow_run_name=run["name"],
-                scheduled_start_time=_dt.datetime.fromtimestamp(
-                    run["scheduled_start_time"], _dt.timezone.utc),
-                task_states=_restore_task_states(store, run_id, flow))
-        except OrchestratorError as exc:
-            state = st.Failed(str(exc))
-            logger.error("Flow run %s failed before it started: %s", run_id, exc)
-        PackedResult.flush_all()  # results on disk before the run is recorded as done
-        reporter.flush()
+        with _run_signals(store, run_id, attempt, ownership, reporter):
+            if flow.result is None:
+                flow.result = PackedResult(home_dir() / "results")
+            runner = FlowRunner(flow, reporter=reporter, inline_wait=INLINE_RETRY_SECONDS,
+                                config=_with_checkpointing(config), backend=True)
+            try:
+                state = runner.run(
+                    parameters=run["parameters"], flow_run_id=str(run_id),
+                    flow_run_name=run["name"],
+                    scheduled_start_time=_dt.datetime.fromtimestamp(
+                        run["scheduled_start_time"], _dt.timezone.utc),
+                    task_states=_restore_task_states(store, run_id, flow))
+            except OrchestratorError as exc:
+                state = st.Failed(str(exc))
+                logger.error("Flow run %s failed before it started: %s", run_id, exc)
+        # Results on disk, then task states and logs in the store, then the final
+        # state: each waits for room on a full disk. The heartbeat goes on meanwhile.
+        _until_written(run_id, "write its results", PackedResult.flush_all)
+        for lg in loggers:
+            lg.removeHandler(handler)
+        reporter.close()
+        return _until_written(run_id, "record its final state",
+                              lambda: _record_final_state(store, run_id, attempt, state))
     finally:
-        PackedResult.flush_all()
+        try:
+            PackedResult.flush_all()
+        except OSError:
+            pass  # said above; a crash of the run loses nothing more than this
         if heartbeat is not None:
             heartbeat.stop()
         for lg in loggers:
             lg.removeHandler(handler)
         reporter.close()
-    return _record_final_state(store, run_id, state)
+
+
+@contextlib.contextmanager
+def _run_signals(store, run_id, attempt, ownership, reporter):
+    """While the flow runs (in the main thread, as `orchestrator execute` runs it):
+
+    - SIGCONT (resumed after a stop): the main thread asks the store whether the
+      run is still this attempt's before it goes on, so a task body that was
+      frozen stops before its next line instead of racing the heartbeat thread
+      (a sleep that the stop outlasted is over at once);
+    - SIGTERM (a cancel, or the host shutting down): what the run has reported
+      so far (task states, log lines) is written before the process ends, so
+      the run's page shows how far it got.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_resume(signum, frame):
+        try:
+            store.heartbeat(run_id, attempt)
+        except AttemptLost as exc:
+            ownership.lost(exc)
+        except Exception:  # the heartbeat thread says what is wrong with the store
+            pass
+
+    def on_terminate(signum, frame):
+        logger.warning("Flow run %s: stopping on SIGTERM (cancelled, or the host is "
+                       "stopping)", run_id)
+        try:
+            reporter.flush()
+        finally:
+            os._exit(128 + signum)
+
+    previous = {signal.SIGCONT: signal.signal(signal.SIGCONT, on_resume),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _with_checkpointing(config):
@@ -349,19 +533,19 @@ def _with_checkpointing(config):
     return config
 
 
-def _record_final_state(store, run_id, state):
+def _record_final_state(store, run_id, attempt, state):
     if isinstance(state, st.Running):
         retry_at = _earliest_retry(state)
         if retry_at is not None:
-            store.reschedule_flow_run(run_id, retry_at.timestamp(),
+            store.reschedule_flow_run(run_id, attempt, retry_at.timestamp(),
                                       f"Waiting for a task retry at {retry_at.isoformat()}")
             return "Scheduled"
-        store.set_flow_run_state(run_id, "Paused", state.message)
+        store.pause_flow_run(run_id, attempt, state.message)
         return "Paused"
     name = type(state).__name__
     if name not in TERMINAL_STATES:
         name = "Failed" if state.is_failed() else "Success"
-    store.set_flow_run_state(run_id, name, state.message, end=True)
+    store.finish_flow_run(run_id, attempt, name, state.message)
     return name
 
 

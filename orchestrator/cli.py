@@ -1,9 +1,11 @@
 """The `orchestrator` command. Commands parse, call the library, and print.
 
-Exit codes scripts can rely on: 0 ok, 1 the run failed (when waited on),
-2 bad input (with a one-line message, and nothing stored). Values are
-checked by `orchestrator.validation`, as in the REST API: ids and limits
-here as they are parsed, names, labels and parameters by `service`.
+Exit codes scripts can rely on (`orchestrator.exit_codes`): 0 ok, 1 the run
+failed (when waited on), 2 bad input (with a one-line message, and nothing
+stored), 3 the store cannot be written now (its disk is full; the same command
+later works), 4 `execute` stopped because another attempt owns the run.
+Values are checked by `orchestrator.validation`, as in the REST API: ids and
+limits here as they are parsed, names, labels and parameters by `service`.
 """
 
 import contextlib
@@ -15,10 +17,11 @@ import time
 
 import click
 
-from . import __version__, validation
-from .exceptions import OrchestratorError
+from . import __version__, exit_codes, validation
+from .exceptions import OrchestratorError, Unavailable
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.RUN_FAILED, \
+    exit_codes.BAD_INPUT
 
 
 class UserError(click.ClickException):
@@ -27,13 +30,33 @@ class UserError(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
+class StoreUnavailableError(click.ClickException):
+    """The store cannot be written now (its disk is full): one line, exit code 3."""
+
+    exit_code = exit_codes.STORE_UNAVAILABLE
+
+
 @contextlib.contextmanager
 def _user_errors():
-    """A domain error inside the block becomes a one-line message and exit code 2."""
+    """A domain error inside the block becomes a one-line message and exit code 2
+    (3 when the store cannot be written now)."""
     try:
         yield
+    except Unavailable as exc:
+        raise StoreUnavailableError(str(exc)) from None
     except OrchestratorError as exc:
         raise UserError(str(exc)) from None
+
+
+class _Commands(click.Group):
+    """The command group: wherever a command meets a store that cannot be written
+    (a full disk), the user gets one line and exit code 3, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except Unavailable as exc:
+            raise StoreUnavailableError(str(exc)) from None
 
 
 class _Checked(click.ParamType):
@@ -122,7 +145,7 @@ def _load_config():
         return load_config()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="orchestrator")
 def main():
     """Run Prefect 1 style flows on this machine."""
@@ -333,21 +356,32 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
                "it up. To run it here instead: orchestrator execute " + str(run["id"]))
 
 
-def _execute(store, run_id, agent=None):
+def _execute(store, run_id, agent=None, attempt=None):
     from . import backend, service
+    from .store import AttemptLost
 
     with _user_errors():
-        return backend.execute_flow_run(store, run_id, service.load_flow, agent=agent)
+        try:
+            return backend.execute_flow_run(store, run_id, service.load_flow, agent=agent,
+                                            attempt=attempt)
+        except AttemptLost as exc:  # another attempt owns the run: this one stops
+            click.echo(f"orchestrator execute: {exc}", err=True)
+            sys.exit(exit_codes.TAKEN_OVER)
 
 
 @main.command(hidden=False)
 @click.argument("run_id", type=RUN_ID)
 @click.option("--agent", "agent_name", hidden=True,
               help="The agent that claimed the run (set by agents).")
-def execute(run_id, agent_name):
-    """Execute flow run RUN_ID in this process (what an agent runs for each run)."""
+@click.option("--attempt", type=click.IntRange(1), hidden=True,
+              help="The attempt the agent's claim minted (set by agents).")
+def execute(run_id, agent_name, attempt):
+    """Execute flow run RUN_ID in this process (what an agent runs for each run).
+
+    Exit code 4: another attempt of the run owns it now, and this process stopped.
+    """
     _load_config()
-    state = _execute(_open_store(), run_id, agent=agent_name)
+    state = _execute(_open_store(), run_id, agent=agent_name, attempt=attempt)
     click.echo(f"Flow run {run_id}: {state}")
     sys.exit(EXIT_OK if state in ("Success", "Scheduled", "Paused") else EXIT_RUN_FAILED)
 
@@ -712,17 +746,32 @@ def _stop_on_signals(*wakes):
     return stopping
 
 
+def _agent_options(command):
+    """The options of the commands that run an agent (`up` and `agent`)."""
+    for option in reversed((
+            click.option("--label", "labels", multiple=True,
+                         help="A label of runs to take. Repeatable."),
+            click.option("--no-hostname-label", is_flag=True,
+                         help="Do not add this host's name to the agent's labels."),
+            click.option("--strict-labels", is_flag=True,
+                         help="Take a run without labels only when the agent has none "
+                              "(Prefect 1's rule); by default any agent takes it."),
+            click.option("--limit", type=click.IntRange(1, 10000), default=None,
+                         help="At most this many runs at once."),
+            click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=0.25,
+                         show_default=True, help="Seconds between looks for new runs."),
+            click.option("--grace", type=click.FloatRange(0, 86400), default=30.0,
+                         show_default=True,
+                         help="On SIGINT/SIGTERM, seconds to wait for running flow runs."))):
+        command = option(command)
+    return command
+
+
 @main.command()
 @_listen_options
-@click.option("--label", "labels", multiple=True, help="Agent label. Repeatable.")
-@click.option("--no-hostname-label", is_flag=True, help="No host-name label on the agent.")
-@click.option("--limit", type=click.IntRange(1, 10000), default=None,
-              help="At most this many runs at once.")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=0.25,
-              show_default=True, help="Seconds between the agent's looks for runs.")
-@click.option("--grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
-              help="On SIGINT/SIGTERM, seconds to wait for running flow runs.")
-def up(host, port, expose, labels, no_hostname_label, limit, poll_interval, grace):
+@_agent_options
+def up(host, port, expose, labels, no_hostname_label, strict_labels, limit, poll_interval,
+       grace):
     """Run everything in one process: API, scheduler, agent and reaper."""
     from .up import Up
 
@@ -732,7 +781,7 @@ def up(host, port, expose, labels, no_hostname_label, limit, poll_interval, grac
     try:
         service = Up(store, host=host, port=port, labels=list(labels),
                      hostname_label=not no_hostname_label, limit=limit,
-                     poll_interval=poll_interval, grace=grace)
+                     poll_interval=poll_interval, grace=grace, strict_labels=strict_labels)
     except (OrchestratorError, OSError) as exc:
         raise UserError(f"Cannot start: {exc}") from None
     service.serve()
@@ -792,17 +841,9 @@ def token(rotate):
 
 
 @main.command()
-@click.option("--label", "labels", multiple=True, help="A label of runs to take. Repeatable.")
-@click.option("--no-hostname-label", is_flag=True,
-              help="Do not add this host's name to the agent's labels.")
-@click.option("--limit", type=click.IntRange(1, 10000), default=None,
-              help="At most this many runs at once.")
+@_agent_options
 @click.option("--name", "agent_name", help="The agent's name (default: host-pid).")
-@click.option("--poll-interval", type=click.FloatRange(0.05, 3600), default=0.25,
-              show_default=True, help="Seconds between looks for new runs.")
-@click.option("--grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
-              help="On SIGINT/SIGTERM, seconds to wait for running flow runs.")
-def agent(labels, no_hostname_label, limit, agent_name, poll_interval, grace):
+def agent(labels, no_hostname_label, strict_labels, limit, poll_interval, grace, agent_name):
     """Execute scheduled runs whose labels this agent has, each in its own process."""
     from .services.agent import Agent
 
@@ -810,10 +851,11 @@ def agent(labels, no_hostname_label, limit, agent_name, poll_interval, grace):
     store = _open_store()
     worker = Agent(store, name=agent_name, labels=list(labels),
                    hostname_label=not no_hostname_label, limit=limit,
-                   poll_interval=poll_interval, cancel_grace=config["cancel_grace"])
+                   poll_interval=poll_interval, cancel_grace=config["cancel_grace"],
+                   strict_labels=strict_labels)
     stop = _stop_on_signals(worker.wake.set)
-    click.echo(f"Agent {worker.name} started: labels {', '.join(worker.labels) or 'none'}; "
-               f"limit {limit or 'none'}.", err=True)
+    click.echo(f"Agent {worker.name} started: labels {', '.join(worker.labels) or 'none'}"
+               f"{' (strict)' if strict_labels else ''}; limit {limit or 'none'}.", err=True)
     worker.run(stop)
     left = worker.stop(grace)
     if left:

@@ -27,8 +27,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-__all__ = ["DEFAULTS", "Config", "home_dir", "load_config", "log_formatter", "api_token",
-           "rotate_api_token", "api_url"]
+__all__ = ["DEFAULTS", "Config", "home_dir", "private_dir", "load_config", "log_formatter",
+           "api_token", "rotate_api_token", "api_url"]
 
 ENV_PREFIX = "ORCHESTRATOR__"
 
@@ -71,6 +71,14 @@ _RUN_STAMPS = ("flow_name", "flow_run_id", "task_name", "task_slug", "map_index"
 def home_dir():
     """`ORCHESTRATOR_HOME`, or `~/.orchestrator`."""
     return Path(os.environ.get("ORCHESTRATOR_HOME") or Path.home() / ".orchestrator")
+
+
+def private_dir(path):
+    """Directory `path`, made if missing, readable by its owner only (0700): the
+    home holds the database (secrets too), run logs and results."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 class Config(dict):

@@ -49,3 +49,7 @@ class InputError(OrchestratorError, ValueError):
     def __reduce__(self):  # keep `field` when pickled to another process
         return type(self), (str(self), self.field)
 
+
+class Unavailable(OrchestratorError):
+    """What the call must write cannot be written now (its disk is full): the same
+    call later works. The CLI exits with code 3; the REST API answers 503."""

@@ -3,6 +3,8 @@ checklist, answered from the store instead of by the user."""
 
 import time
 
+from .store import agent_takes
+
 AGENT_ALIVE_SECONDS = 30.0
 
 
@@ -40,15 +42,16 @@ def explain_flow_run(store, run_id, now=None):
     matching = []
     for agent in agents:
         have = set(agent["labels"])
-        if labels and not labels <= have:
+        if agent_takes(labels, have, agent.get("strict_labels")):
+            matching.append(agent)
+        elif labels:
             reasons.append(f"Agent {agent['name']} has labels {sorted(have)}; the run needs "
                            f"{sorted(labels)}, so it lacks {sorted(labels - have)}.")
-        elif not labels and have:
-            reasons.append(f"The run has no labels, so only an agent without labels takes it; "
-                           f"agent {agent['name']} has {sorted(have)}. Start an agent with "
-                           "--no-hostname-label, or run the flow with --label.")
         else:
-            matching.append(agent)
+            reasons.append(f"The run has no labels, and agent {agent['name']} takes runs "
+                           f"without labels only when it has none (--strict-labels); it has "
+                           f"{sorted(have)}. Run the flow with --label, or start an agent "
+                           "without --strict-labels.")
     active = store.active_runs() if any(a["limit"] for a in matching) else []
     for agent in matching:
         if agent["limit"]:

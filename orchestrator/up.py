@@ -23,6 +23,7 @@ from .config import API_TOKEN_FILE, API_URL_FILE, api_token, home_dir, load_conf
 from .services.agent import Agent
 from .services.reaper import Reaper
 from .services.scheduler import Scheduler
+from .store import OutageLog, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,13 @@ class ApiServer:
 
 class Up:
     def __init__(self, store, host="127.0.0.1", port=4200, labels=(), hostname_label=True,
-                 limit=None, poll_interval=0.25, grace=30.0):
+                 limit=None, poll_interval=0.25, grace=30.0, strict_labels=False):
         config = load_config()["services"]
         self.store = store
         self.grace = grace
         self.agent = Agent(store, labels=labels, hostname_label=hostname_label, limit=limit,
-                           poll_interval=poll_interval, cancel_grace=config["cancel_grace"])
+                           poll_interval=poll_interval, cancel_grace=config["cancel_grace"],
+                           strict_labels=strict_labels)
         # Runs due now start without waiting for the agent's next poll.
         self.housekeeping = Housekeeping(store, on_runs_created=self.agent.wake.set)
         self.reaper = self.housekeeping.reaper
@@ -121,7 +123,8 @@ class Up:
         print(f"orchestrator up: database {safe_database_url(self.store.url)}\n"
               f"  flows:   {home / 'flows'}\n  results: {home / 'results'}\n"
               f"  logs:    {home / 'logs'} (and `orchestrator logs RUN`)\n"
-              f"  agent:   {self.agent.name}, labels {', '.join(self.agent.labels) or 'none'}\n"
+              f"  agent:   {self.agent.name}, labels {', '.join(self.agent.labels) or 'none'}"
+              f"{' (strict)' if self.agent.strict_labels else ''}\n"
               f"  API:     {self.url}/api/health\n"
               f"  web:     {self.url}/\n"
               f"  token:   {self.api.token_path} (print it with: orchestrator token)\n"
@@ -152,7 +155,7 @@ class Up:
 
     def _agent_loop(self):
         while not self.stopping.is_set():
-            _tick(self.ticks, "agent", self.agent.run_once)
+            self.housekeeping.tick("agent", self.agent.run_once)
             self.agent.wake.wait(self.agent.poll_interval)
             self.agent.wake.clear()
 
@@ -167,7 +170,10 @@ class Housekeeping:
         self.reaper = Reaper(store, heartbeat_timeout=config["heartbeat_timeout"])
         self.scheduler = Scheduler(store)
         self.on_runs_created = on_runs_created
-        self.ticks = {}
+        self.ticks = {}  # part name -> when its last step went well
+        # One for the process (up's agent too): a full disk is said once a minute,
+        # not once per part.
+        self.outage = OutageLog(logger, probe=store.probe_write)
 
     def status(self):
         return {
@@ -177,15 +183,28 @@ class Housekeeping:
         }
 
     def reap(self):
-        _tick(self.ticks, "reaper", self.reaper.run_once)
+        self.tick("reaper", self.reaper.run_once)
+
+    def tick(self, name, step):
+        """One step of part `name`; a failed step is said (once a minute while the
+        store cannot be written) and the part goes on."""
+        try:
+            step()
+            self.ticks[name] = time.time()
+            self.outage.ok()
+        except StoreUnavailable as exc:
+            self.outage.failed(f"The {name}", exc)
+        except Exception:  # a failed tick must not stop the service; say why
+            logger.exception("orchestrator: the %s step failed; it runs again", name)
 
     def run(self, stopping):
         """Loop until `stopping` is set."""
         jobs = schedule.Scheduler()
-        jobs.every(REAPER_EVERY).seconds.do(self.reap)
-        jobs.every(SCHEDULER_EVERY).seconds.do(_tick, self.ticks, "scheduler",
-                                               self._schedule_once)
-        _tick(self.ticks, "scheduler", self._schedule_once)
+        # At least twice per heartbeat timeout, so a dead run is noticed in time.
+        every = min(REAPER_EVERY, self.reaper.heartbeat_timeout / 2)
+        jobs.every(every).seconds.do(self.reap)
+        jobs.every(SCHEDULER_EVERY).seconds.do(self.tick, "scheduler", self._schedule_once)
+        self.tick("scheduler", self._schedule_once)
         while not stopping.is_set():
             jobs.run_pending()
             stopping.wait(max(0.1, min(jobs.idle_seconds or 1.0, 1.0)))
@@ -200,14 +219,6 @@ class Housekeeping:
 def _liveness(ticks, name):
     when = ticks.get(name)
     return {"alive": when is not None and time.time() - when < 60, "last_tick": _iso(when)}
-
-
-def _tick(ticks, name, step):
-    try:
-        step()
-        ticks[name] = time.time()
-    except Exception:  # a failed tick must not stop the service; say why
-        logger.exception("orchestrator: the %s step failed; it runs again", name)
 
 
 def _iso(epoch):

@@ -310,3 +310,32 @@ def overlap(path):
         running += 1 if kind == "start" else -1
         peak = max(peak, running)
     return len(events), peak
+
+
+# -- moving runs between states, as agents and run processes do ----------------
+def claim(store, agent, labels=(), limit=50, **options):
+    """The ids of the runs `agent` claims (`Store.claim_runs` gives (id, attempt))."""
+    return [run_id for run_id, _ in store.claim_runs(agent, list(labels), limit, **options)]
+
+
+def start_run(store, run_id, pid=None, agent=None, labels=()):
+    """Run `run_id` Running in process `pid` (default: this one); returns its attempt.
+    With `agent`, that agent claims it first (it must be the one due run it takes),
+    as under an agent; without, it starts by hand."""
+    pid = os.getpid() if pid is None else pid
+    if agent is None:
+        return store.start_flow_run(run_id, pid)
+    claims = dict(store.claim_runs(agent, list(labels), 50))
+    assert run_id in claims, f"agent {agent} did not claim run {run_id}: {claims}"
+    return store.start_flow_run(run_id, pid, attempt=claims[run_id])
+
+
+def end_run(store, run_id, state="Success", message=None):
+    """Run `run_id` ends in `state` as its process records it (started first, by
+    hand or on its claim, when it has not started)."""
+    run = store.get_flow_run(run_id)
+    attempt = run["attempt"]
+    if run["state"] in ("Scheduled", "Submitted"):
+        attempt = store.start_flow_run(run_id, os.getpid(),
+                                       attempt=attempt if run["state"] == "Submitted" else None)
+    store.finish_flow_run(run_id, attempt, state, message)

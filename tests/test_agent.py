@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import overlap
+from conftest import claim, overlap
 
 from orchestrator import service
 from orchestrator.services.agent import Agent
@@ -84,31 +84,36 @@ def wait_until_finished(agent, store, run_ids, timeout=30):
 # -- labels (the FAQ's "stuck in Scheduled" rules) -------------------------------
 def test_a_run_goes_to_an_agent_that_has_all_its_labels(store):
     run = make_run(store, "record", labels=["gpu"], out="x")
-    assert store.claim_runs("cpu-agent", ["cpu"], 5) == []
-    assert store.claim_runs("gpu-agent", ["gpu", "big"], 5) == [run]
+    assert claim(store, "cpu-agent", ["cpu"], 5) == []
+    assert claim(store, "gpu-agent", ["gpu", "big"], 5) == [run]
     assert store.get_flow_run(run)["state"] == "Submitted"
     assert store.get_flow_run(run)["agent"] == "gpu-agent"
 
 
-def test_a_run_without_labels_goes_only_to_an_agent_without_labels(store):
+def test_a_run_without_labels_goes_to_any_agent(store):
     run = make_run(store, "record", out="x")
-    assert store.claim_runs("labelled", ["anything"], 5) == []
-    assert store.claim_runs("bare", [], 5) == [run]
+    assert claim(store, "labelled", ["anything"], 5) == [run]
+
+
+def test_a_strict_agent_takes_a_run_without_labels_only_when_it_has_none(store):
+    run = make_run(store, "record", out="x")
+    assert claim(store, "labelled", ["anything"], 5, strict_labels=True) == []
+    assert claim(store, "bare", [], 5, strict_labels=True) == [run]
 
 
 def test_a_run_scheduled_later_is_not_claimed_until_it_is_due(store):
     later = time.time() + 3600
     run = service.create_flow_run(store, "record", parameters={"out": "x"}, labels=[],
                                   scheduled_start_time=later)["id"]
-    assert store.claim_runs("a", [], 5, now=time.time()) == []
-    assert store.claim_runs("a", [], 5, now=later + 1) == [run]
+    assert claim(store, "a", [], 5, now=time.time()) == []
+    assert claim(store, "a", [], 5, now=later + 1) == [run]
 
 
 def test_a_run_is_claimed_once_however_many_agents_ask(store):
     runs = [make_run(store, "record", out="x") for _ in range(20)]
     claimed = []
     for i in range(5):
-        claimed += store.claim_runs(f"agent-{i}", [], 7)
+        claimed += claim(store, f"agent-{i}", [], 7)
     assert sorted(claimed) == sorted(runs)
 
 

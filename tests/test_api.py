@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ServiceProcess, cli
+from conftest import ServiceProcess, cli, end_run
 
 from orchestrator.api.render import MAX_BODY_BYTES
 
@@ -680,7 +680,7 @@ def test_runs_are_listed_by_flow_and_by_state(api, registered_store):
     failed = api.create_run(f"p/{name}")["id"]
     other = api.create_run("p/talk")["id"]
     api.call("POST", f"/api/flow_runs/{cancelled}/cancel")
-    assert store.set_flow_run_state(failed, "Failed", "it broke", end=True)
+    end_run(store, failed, "Failed", "it broke")
 
     def ids(query):
         return {r["id"] for r in api.get(f"/api/flow_runs?flow=p/{name}{query}")["flow_runs"]}

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from conftest import claim
+
 from orchestrator import service
 from orchestrator.flow_files import load_flows_from_file
 from orchestrator.services.agent import Agent
@@ -251,7 +253,7 @@ def test_a_claim_left_by_a_killed_agent_is_not_stuck_when_it_restarts_under_its_
         store.register_agent("worker", [], socket.gethostname(), gone.pid)
         out = tmp_path / "executions.txt"
         run_id = service.create_flow_run(store, "chaos", parameters={"out": str(out)})["id"]
-        assert store.claim_runs("worker", [], 1) == [run_id]
+        assert claim(store, "worker", [], 1) == [run_id]
         agent = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "agent", "--no-hostname-label",
              "--poll-interval", "0.05", "--name", "worker"],

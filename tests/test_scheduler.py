@@ -15,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import claim, end_run
 
 from orchestrator import Flow, Parameter, service, task
 from orchestrator.schedules import (CronClock, CronSchedule, IntervalSchedule,
@@ -327,7 +328,7 @@ def test_a_run_that_already_ran_is_not_created_again_by_a_new_version(store, sch
     register(store, make_flow(CronSchedule("0 * * * *")))
     scheduler.run_once(now=NOW - HOUR)
     ran = auto_runs(store)[1]  # 06:00
-    assert store.set_flow_run_state(ran["id"], "Success", end=True)
+    end_run(store, ran["id"], "Success")
     store.set_schedule_active("daily", False, now=NOW - 30 * MINUTE)
     store.set_schedule_active("daily", True)
     register(store, make_flow(CronSchedule("0 * * * *"), changed=True))
@@ -480,7 +481,7 @@ def test_late_policies_touch_only_auto_runs_still_scheduled(store, scheduler):
     flow = register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="skip"))
     scheduler.run_once(now=NOW)
     claimed = auto_runs(store)[0]["id"]
-    assert store.claim_runs("agent-1", flow["labels"], limit=1, now=NOW) == [claimed]
+    assert claim(store, "agent-1", flow["labels"], limit=1, now=NOW) == [claimed]
     manual = store.create_flow_run(flow["id"], scheduled_start_time=NOW)["id"]
     scheduler.run_once(now=NOW + 3 * HOUR)
     assert store.get_flow_run(claimed)["state"] == "Submitted"
@@ -494,7 +495,7 @@ def test_an_agent_claims_only_the_latest_late_run_under_run_latest(store, schedu
     scheduler.run_once(now=NOW)
     later = NOW + 3 * HOUR
     due = [r for r in auto_runs(store) if r["scheduled_start_time"] <= later]
-    claimed = store.claim_runs("agent-1", flow["labels"], limit=20, now=later)
+    claimed = claim(store, "agent-1", flow["labels"], limit=20, now=later)
     assert claimed == [due[-1]["id"]]
 
 
@@ -523,8 +524,8 @@ def test_under_run_latest_a_run_seconds_behind_is_claimed_as_usual(store, schedu
     runs = auto_runs(store)
     # At 06:01:30 the 06:00 run is 90 s late with a newer one due: only the newer
     # one starts. At 06:00:50 with 06:00 alone due, it starts (50 s is not late).
-    assert store.claim_runs("agent-1", flow["labels"], limit=5, now=NOW + 50) == [runs[0]["id"]]
-    assert store.claim_runs("agent-1", flow["labels"], limit=5, now=NOW + 120 + 30) == [
+    assert claim(store, "agent-1", flow["labels"], limit=5, now=NOW + 50) == [runs[0]["id"]]
+    assert claim(store, "agent-1", flow["labels"], limit=5, now=NOW + 120 + 30) == [
         runs[2]["id"]]
 
 

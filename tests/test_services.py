@@ -1,6 +1,7 @@
 """Reaper, cancellation, explain and concurrency limits, on a real store with
 real processes."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import overlap
+from conftest import claim, end_run, overlap, start_run
 
 from orchestrator import service
 from orchestrator.explain import explain_flow_run
@@ -74,8 +75,7 @@ def alive(pid):
 def test_a_running_run_whose_process_is_gone_is_failed_at_once_and_says_why(store):
     run = new_run(store)
     store.register_agent("a1", [], socket.gethostname(), os.getpid())
-    store.claim_runs("a1", [], 1)
-    store.set_flow_run_state(run, "Running", start=True, pid=dead_pid())
+    start_run(store, run, pid=dead_pid(), agent="a1")
 
     assert Reaper(store, heartbeat_timeout=3600).run_once() == [run]
     stored = store.get_flow_run(run)
@@ -86,7 +86,7 @@ def test_a_running_run_whose_process_is_gone_is_failed_at_once_and_says_why(stor
 
 def test_a_run_with_an_old_heartbeat_is_failed_when_its_process_is_unknown(store):
     run = new_run(store)
-    store.set_flow_run_state(run, "Running", start=True)  # started by hand: no agent
+    start_run(store, run)  # started by hand: no agent
     reaper = Reaper(store, heartbeat_timeout=60)
 
     assert reaper.run_once(now=time.time() + 30) == []
@@ -94,9 +94,27 @@ def test_a_run_with_an_old_heartbeat_is_failed_when_its_process_is_unknown(store
     assert "the last heartbeat was" in store.get_flow_run(run)["message"]
 
 
+def test_the_task_runs_of_a_run_the_reaper_fails_end_failed_saying_why(store):
+    run = new_run(store, "long", parameters={"pidfile": "x"})
+    attempt = start_run(store, run)  # by hand: judged by its heartbeat
+    task = dict(task_slug="long_with_child-1", task_name="long_with_child", map_index=-1,
+                state="Running", run_count=1, start_time=time.time())
+    store.record_task_runs(run, attempt, [task, dict(task, task_slug="done-1",
+                                                     state="Success")])
+    assert Reaper(store, heartbeat_timeout=60).run_once(now=time.time() + 120) == [run]
+    tasks = {t["task_slug"]: t for t in store.task_runs(run)}
+    assert tasks["done-1"]["state"] == "Success"
+    ended = tasks["long_with_child-1"]
+    assert ended["state"] == "Failed" and ended["end_time"] is not None
+    assert ended["message"].startswith("The flow run failed before this task ended: "
+                                       + NO_HEARTBEAT)
+    history = [(e["task_slug"], e["state"]) for e in store.state_events(run)]
+    assert ("long_with_child-1", "Failed") in history
+
+
 def test_a_heartbeat_keeps_a_run_alive(store):
     run = new_run(store)
-    store.set_flow_run_state(run, "Running", start=True)
+    start_run(store, run)
     store.db.execute_sql("UPDATE flow_run SET heartbeat = ? WHERE id = ?",
                          (time.time() + 100, run))
     assert Reaper(store, heartbeat_timeout=60).run_once(now=time.time() + 120) == []
@@ -104,17 +122,50 @@ def test_a_heartbeat_keeps_a_run_alive(store):
 
 def test_a_flow_without_heartbeats_is_not_failed_for_being_silent(store):
     run = new_run(store, "quiet")
-    store.set_flow_run_state(run, "Running", start=True)
+    start_run(store, run)
     assert Reaper(store, heartbeat_timeout=1).run_once(now=time.time() + 3600) == []
     assert store.get_flow_run(run)["state"] == "Running"
 
 
-def test_a_live_local_process_keeps_its_run_alive_whatever_the_heartbeat(store):
+@contextlib.contextmanager
+def run_process(run_id):
+    """A live process that looks like `orchestrator execute RUN_ID` (its command line)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "execute",
+                             str(run_id)])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_live_local_process_that_beats_keeps_its_run_alive(store):
     run = new_run(store)
     store.register_agent("a1", [], socket.gethostname(), os.getpid())
-    store.claim_runs("a1", [], 1)
-    store.set_flow_run_state(run, "Running", start=True, pid=os.getpid())
-    assert Reaper(store, heartbeat_timeout=1).run_once(now=time.time() + 3600) == []
+    with run_process(run) as proc:
+        start_run(store, run, pid=proc.pid, agent="a1")
+        assert Reaper(store, heartbeat_timeout=60).run_once(now=time.time() + 30) == []
+    assert store.get_flow_run(run)["state"] == "Running"
+
+
+def test_a_local_process_that_stopped_beating_loses_its_run_saying_it_is_stopped_or_hung(
+        store):
+    run = new_run(store)
+    store.register_agent("a1", [], socket.gethostname(), os.getpid())
+    with run_process(run) as proc:
+        start_run(store, run, pid=proc.pid, agent="a1")
+        assert Reaper(store, heartbeat_timeout=60).run_once(now=time.time() + 120) == [run]
+    stored = store.get_flow_run(run)
+    assert stored["state"] == "Failed"
+    assert f"its process (pid {proc.pid}) is still there, stopped or hung" in stored["message"]
+
+
+def test_a_recycled_pid_is_not_taken_for_the_run_process(store):
+    run = new_run(store)
+    store.register_agent("a1", [], socket.gethostname(), os.getpid())
+    start_run(store, run, pid=os.getpid(), agent="a1")  # alive, but not `execute RUN`
+    assert Reaper(store, heartbeat_timeout=3600).run_once() == [run]
+    assert f"its process (pid {os.getpid()}) is gone" in store.get_flow_run(run)["message"]
 
 
 def test_within_max_restarts_a_lost_run_is_scheduled_again_then_failed(store):
@@ -122,24 +173,27 @@ def test_within_max_restarts_a_lost_run_is_scheduled_again_then_failed(store):
     store.register_agent("a1", [], socket.gethostname(), os.getpid())
     reaper = Reaper(store, heartbeat_timeout=3600)
     for expected in ("Scheduled", "Failed"):
-        assert store.claim_runs("a1", [], 1) == [run]
-        store.set_flow_run_state(run, "Running", start=True, pid=dead_pid())
+        start_run(store, run, pid=dead_pid(), agent="a1")
         reaper.run_once()
         assert store.get_flow_run(run)["state"] == expected
     assert store.get_flow_run(run)["restarts"] == 1
 
 
-def test_a_claimed_run_whose_agent_is_gone_is_failed(store):
+def test_a_claimed_run_whose_agent_died_before_starting_it_is_scheduled_again(store):
     run = new_run(store)
     store.register_agent("gone", [], socket.gethostname(), dead_pid())
-    store.claim_runs("gone", [], 1)
-    Reaper(store).run_once()
-    assert "its agent gone" in store.get_flow_run(run)["message"]
+    claim(store, "gone", [], 1)
+    assert Reaper(store).run_once() == [run]
+    stored = store.get_flow_run(run)
+    assert stored["state"] == "Scheduled", stored
+    assert "its agent gone" in stored["message"] and "never ran" in stored["message"]
+    assert stored["restarts"] == 0 and stored["agent"] is None
+    assert claim(store, "another", [], 1) == [run]  # and an agent takes it as usual
 
 
 def test_the_reaper_never_touches_a_finished_run(store):
     run = new_run(store)
-    store.set_flow_run_state(run, "Success", end=True)
+    end_run(store, run, "Success")
     assert Reaper(store, heartbeat_timeout=0).run_once(now=time.time() + 10**6) == []
     assert store.get_flow_run(run)["state"] == "Success"
 
@@ -148,12 +202,12 @@ def test_the_reaper_never_touches_a_finished_run(store):
 def test_cancelling_a_scheduled_run_ends_it_at_once(store):
     run = new_run(store)
     assert store.request_cancel(run) == "Cancelled"
-    assert store.claim_runs("a", [], 5) == []
+    assert claim(store, "a", [], 5) == []
 
 
 def test_cancelling_a_finished_run_changes_nothing(store):
     run = new_run(store)
-    store.set_flow_run_state(run, "Success", end=True)
+    end_run(store, run, "Success")
     assert store.request_cancel(run) == "Success"
 
 
@@ -176,6 +230,11 @@ def test_cancelling_a_running_run_stops_it_and_its_children(store, tmp_path):
     stored = store.get_flow_run(run)
     assert stored["state"] == "Cancelled", stored
     assert "Cancelled on request" in stored["message"]
+    (task,) = [t for t in store.task_runs(run)  # it was Running: it ends with its run
+               if t["task_name"] == "long_with_child"]
+    assert (task["state"], task["message"]) == (
+        "Cancelled", "The flow run was cancelled before this task ended.")
+    assert task["end_time"] is not None
     for _ in range(40):  # the grandchild was in the run's process group
         if not alive(grandchild):
             break
@@ -197,10 +256,10 @@ def test_the_cancel_command_reports_what_happened(store, python):
 # -- concurrency limits ------------------------------------------------------------
 def test_a_flow_limit_lets_one_run_start_at_a_time(store):
     first, second = new_run(store, "limited"), new_run(store, "limited")
-    assert store.claim_runs("a", [], 5) == [first]
-    assert store.claim_runs("a", [], 5) == []
-    store.set_flow_run_state(first, "Success", end=True)
-    assert store.claim_runs("a", [], 5) == [second]
+    assert claim(store, "a", [], 5) == [first]
+    assert claim(store, "a", [], 5) == []
+    end_run(store, first, "Success")
+    assert claim(store, "a", [], 5) == [second]
 
 
 def test_a_label_limit_holds_runs_with_that_label_across_flows(store):
@@ -208,16 +267,16 @@ def test_a_label_limit_holds_runs_with_that_label_across_flows(store):
     a = new_run(store, "quick", labels=["db"])
     b = new_run(store, "limited", labels=["db"])
     other = new_run(store, "quick", labels=["web"])
-    assert store.claim_runs("x", ["db", "web"], 5) == [a, other]
+    assert claim(store, "x", ["db", "web"], 5) == [a, other]
     assert store.get_flow_run(b)["state"] == "Scheduled"
-    store.set_flow_run_state(a, "Failed", end=True)
-    assert store.claim_runs("x", ["db", "web"], 5) == [b]
+    end_run(store, a, "Failed")
+    assert claim(store, "x", ["db", "web"], 5) == [b]
 
 
 def test_a_label_limit_of_zero_holds_every_such_run(store):
     store.set_concurrency_limit("frozen", 0)
     new_run(store, labels=["frozen"])
-    assert store.claim_runs("x", ["frozen"], 5) == []
+    assert claim(store, "x", ["frozen"], 5) == []
 
 
 def test_a_negative_limit_is_refused(store):
@@ -240,10 +299,20 @@ def test_explain_shows_both_label_sets_when_they_do_not_match(store):
     assert "['cpu']" in reasons and "['gpu']" in reasons and "lacks ['gpu']" in reasons
 
 
-def test_explain_says_a_run_without_labels_needs_an_agent_without_labels(store):
+def test_explain_says_a_strict_agent_takes_a_run_without_labels_only_without_labels(store):
+    run = new_run(store)
+    store.register_agent("host-agent", ["vm"], socket.gethostname(), os.getpid(),
+                         strict_labels=True)
+    reasons = explain_flow_run(store, run)
+    assert any("host-agent" in r and "--strict-labels" in r for r in reasons), reasons
+
+
+def test_explain_says_nothing_holds_a_run_without_labels_back_from_an_agent_with_some(store):
     run = new_run(store)
     store.register_agent("host-agent", ["vm"], socket.gethostname(), os.getpid())
-    assert any("--no-hostname-label" in r for r in explain_flow_run(store, run))
+    assert explain_flow_run(store, run) == [
+        "Nothing holds it back: a matching agent should claim it at its next look (within "
+        "a second or so)."]
 
 
 def test_explain_says_when_a_run_is_scheduled_for_later(store):
@@ -257,7 +326,7 @@ def test_explain_names_the_runs_holding_a_full_limit(store):
     holder = new_run(store, labels=["db"])
     waiting = new_run(store, labels=["db"])
     store.register_agent("a", ["db"], socket.gethostname(), os.getpid(), limit=5)
-    store.claim_runs("a", ["db"], 5)
+    claim(store, "a", ["db"], 5)
     reasons = " ".join(explain_flow_run(store, waiting))
     assert f"Label 'db' allows 1 concurrent runs, and runs {holder} hold them" in reasons
 
@@ -266,14 +335,14 @@ def test_explain_says_an_agent_is_at_its_limit(store):
     running = new_run(store)
     waiting = new_run(store)
     store.register_agent("small", [], socket.gethostname(), os.getpid(), limit=1)
-    store.claim_runs("small", [], 1)
+    claim(store, "small", [], 1)
     reasons = " ".join(explain_flow_run(store, waiting))
     assert f"Agent small is at its limit of 1 runs (running: {running})" in reasons
 
 
 def test_explain_of_a_finished_run_says_it_will_not_start_again(store):
     run = new_run(store)
-    store.set_flow_run_state(run, "Failed", "boom", end=True)
+    end_run(store, run, "Failed", "boom")
     assert "will not start again" in explain_flow_run(store, run)[0]
 
 
@@ -370,7 +439,7 @@ def test_an_agent_leaves_a_late_run_of_a_skip_policy_flow_to_the_scheduler(home,
     by_hand = store.create_flow_run(ids["skipper"], labels=[],
                                     scheduled_start_time=an_hour_ago)["id"]
 
-    claimed = store.claim_runs("a", [], 10)
+    claimed = claim(store, "a", [], 10)
 
     assert late["skipper"] not in claimed  # the scheduler will skip it, saying why
     assert sorted(claimed) == sorted([late["runner"], by_hand])

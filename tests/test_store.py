@@ -1,11 +1,13 @@
 """The embedded store: schema, safety rules, queries on indexes, bad databases."""
 
+import os
 import sqlite3
 import time
 
 import pytest
+from conftest import end_run
 
-from orchestrator.store import Conflict, NotFound, Store, StoreError
+from orchestrator.store import AttemptLost, Conflict, NotFound, Store, StoreError
 from orchestrator.store.db import MIGRATIONS, open_database
 
 
@@ -144,17 +146,21 @@ def test_an_idempotency_key_of_another_flows_run_is_a_conflict(store, flow_id):
 
 def test_a_terminal_state_is_never_overwritten(store, flow_id):
     run = store.create_flow_run(flow_id)
-    assert store.set_flow_run_state(run["id"], "Running", start=True)
-    assert store.set_flow_run_state(run["id"], "Success", end=True)
-    assert not store.set_flow_run_state(run["id"], "Failed", "late heartbeat check")
+    attempt = store.start_flow_run(run["id"], os.getpid())
+    store.finish_flow_run(run["id"], attempt, "Success", None)
+    assert not store.fail_flow_run(run["id"], attempt, "Running", "late heartbeat check")
+    with pytest.raises(AttemptLost, match="was ended Success by another process"):
+        store.finish_flow_run(run["id"], attempt, "Failed", "again")
     assert store.get_flow_run(run["id"])["state"] == "Success"
     assert [e["state"] for e in store.state_events(run["id"])] == [
         "Scheduled", "Running", "Success"]
 
 
-def test_an_expected_state_guard_refuses_other_states(store, flow_id):
+def test_a_move_refuses_a_run_in_another_state_than_it_judged(store, flow_id):
     run = store.create_flow_run(flow_id)
-    assert not store.set_flow_run_state(run["id"], "Running", expect=["Submitted"])
+    assert not store.fail_flow_run(run["id"], 0, "Submitted", "not what was judged")
+    with pytest.raises(AttemptLost):
+        store.start_flow_run(run["id"], os.getpid(), attempt=0)  # never claimed
     assert store.get_flow_run(run["id"])["state"] == "Scheduled"
 
 
@@ -170,7 +176,7 @@ def test_runs_filter_by_flow_and_state(store, flow_id):
     other, _ = store.register_flow("etl", "weekly", "fp", {}, [], [])
     a = store.create_flow_run(flow_id)
     store.create_flow_run(other["id"])
-    store.set_flow_run_state(a["id"], "Failed", end=True)
+    end_run(store, a["id"], "Failed")
     assert [r["id"] for r in store.list_flow_runs(flow_id=flow_id)] == [a["id"]]
     assert [r["id"] for r in store.list_flow_runs(state="Failed")] == [a["id"]]
     assert store.list_flow_runs(state=["Success"]) == []
@@ -178,11 +184,13 @@ def test_runs_filter_by_flow_and_state(store, flow_id):
 
 def test_task_runs_are_upserted_keeping_the_first_start_time(store, flow_id):
     run = store.create_flow_run(flow_id)
-    store.record_task_runs(run["id"], [dict(task_slug="a-1", task_name="a", map_index=-1,
-                                            state="Running", run_count=1, start_time=100.0)])
-    store.record_task_runs(run["id"], [dict(task_slug="a-1", task_name="a", map_index=-1,
-                                            state="Success", run_count=1, start_time=None,
-                                            end_time=105.0, result_location="/r")])
+    attempt = store.start_flow_run(run["id"], os.getpid())
+    store.record_task_runs(run["id"], attempt, [dict(
+        task_slug="a-1", task_name="a", map_index=-1, state="Running", run_count=1,
+        start_time=100.0)])
+    store.record_task_runs(run["id"], attempt, [dict(
+        task_slug="a-1", task_name="a", map_index=-1, state="Success", run_count=1,
+        start_time=None, end_time=105.0, result_location="/r")])
     (row,) = store.task_runs(run["id"])
     assert (row["state"], row["start_time"], row["end_time"], row["result_location"]) == (
         "Success", 100.0, 105.0, "/r")
@@ -295,6 +303,7 @@ def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(h
     old.execute_sql("DROP INDEX flow_archived_schedule_active")
     old.execute_sql('ALTER TABLE "flow" DROP COLUMN "schedule_active"')
     old.execute_sql('ALTER TABLE "flow_run" DROP COLUMN "restarts"')
+    old.execute_sql('ALTER TABLE "flow_run" DROP COLUMN "attempt"')
     # Some history, which the upgrade must keep (a table rebuilt with foreign keys
     # on would have taken every run with it).
     for sql in ("INSERT INTO project (name, created) VALUES ('p', 0)",
@@ -322,3 +331,57 @@ def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(h
     run = store.get_flow_run(1)
     assert (run["state"], run["restarts"]) == ("Success", 0)
     assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_only_the_lifecycle_module_writes_a_runs_state():
+    """Every move of a run's state lives in store/lifecycle.py (one function each)."""
+    import ast
+    from pathlib import Path
+
+    import orchestrator
+
+    package = Path(orchestrator.__file__).parent
+    writers = set()
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "update" \
+                    and ast.unparse(node.func.value).endswith("FlowRun"):
+                keys = {k.arg for k in node.keywords if k.arg} | {
+                    ast.unparse(k) for a in node.args if isinstance(a, ast.Dict)
+                    for k in a.keys if k is not None}
+                if "state" in keys or any(k.endswith(".state") for k in keys) or any(
+                        k.arg is None for k in node.keywords):
+                    writers.add(path.relative_to(package).as_posix())
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and "update flow_run" in node.value.lower() \
+                    and "state" in node.value.lower():
+                writers.add(path.relative_to(package).as_posix())
+    assert writers == {"store/lifecycle.py"}
+
+
+def test_an_outage_is_said_once_a_minute_and_its_end_once(log_records):
+    import logging
+
+    from orchestrator.store import DiskFull, OutageLog
+
+    probes = []
+
+    def probe():
+        probes.append(1)
+        if len(probes) == 1:
+            raise DiskFull("still full")
+
+    outage = OutageLog(logging.getLogger("orchestrator.test"), probe=probe)
+    full = DiskFull("The disk that holds /x is full (0 bytes free)")
+    for second in range(0, 130, 2):  # a disk that flaps: a failure every 2 s
+        outage.failed("The agent", full, now=100.0 + second)
+        outage.ok(now=101.0 + second)
+    outage.ok(now=240.0)  # quiet for 12 s: the probe still fails
+    outage.ok(now=241.0)  # the probe works: it is over
+    outage.ok(now=300.0)
+    said = log_records.messages("orchestrator.test")
+    assert [m.split(":")[0] for m in said] == ["The agent cannot write to the store"] * 3 + [
+        "The store can be written again (it could not be for 128 s)."]
+    assert all("0 bytes free" in m for m in said[:3])

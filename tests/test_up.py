@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from conftest import claim, start_run
 
 from orchestrator import __version__, service
 from orchestrator.services.reaper import NO_HEARTBEAT
@@ -191,9 +192,7 @@ def test_a_run_left_running_by_a_dead_process_is_failed_at_start_up(store, tmp_p
     store.register_agent("crashed-agent", [host], host, dead_pid())
     out = str(tmp_path / "executions.txt")
     run_id = service.create_flow_run(store, "record", parameters={"out": out})["id"]
-    assert store.claim_runs("crashed-agent", [host], 1) == [run_id]
-    assert store.set_flow_run_state(run_id, "Running", "Running flow.", start=True,
-                                    pid=dead_pid())
+    start_run(store, run_id, pid=dead_pid(), agent="crashed-agent", labels=[host])
 
     process = up()
     process.wait_for_banner()
@@ -205,22 +204,24 @@ def test_a_run_left_running_by_a_dead_process_is_failed_at_start_up(store, tmp_p
     assert run["end_time"] is not None
 
 
-def test_a_run_a_dead_agent_claimed_but_never_started_is_failed_at_start_up(store, tmp_path,
-                                                                             up):
+def test_a_run_a_dead_agent_claimed_but_never_started_is_run_at_start_up(store, tmp_path, up):
     host = socket.gethostname()
     store.register_agent("crashed-agent", [host], host, dead_pid())
     out = tmp_path / "executions.txt"
     run_id = service.create_flow_run(store, "record", parameters={"out": str(out)})["id"]
-    assert store.claim_runs("crashed-agent", [host], 1) == [run_id]
+    assert claim(store, "crashed-agent", [host], 1) == [run_id]
 
     process = up()
     process.wait_for_banner()
-    # max_restarts is 0 by default: the run is not started again, it is failed.
-    run = wait_for_state(store, run_id, TERMINAL_STATES, timeout=4)
-    assert run["state"] == "Failed"
-    assert run["message"].startswith(NO_HEARTBEAT)
-    assert "crashed-agent" in run["message"]
-    assert "is gone" in run["message"]
+    # It never ran, so it is scheduled again (no restart spent) and up's agent runs it.
+    run = wait_for_state(store, run_id, TERMINAL_STATES, timeout=10)
+    assert run["state"] == "Success", run
+    assert run["restarts"] == 0 and run["attempt"] == 2
+    moves = [(e["state"], e["message"]) for e in store.state_events(run_id)]
+    assert [state for state, _ in moves] == ["Scheduled", "Submitted", "Scheduled",
+                                            "Submitted", "Running", "Success"]
+    assert "its agent crashed-agent" in moves[2][1] and "never ran" in moves[2][1]
+    assert out.read_text().split() == [str(run_id)]
 
 
 SCHEDULED = '''

@@ -18,7 +18,7 @@ import re
 import falcon
 
 from ..exceptions import OrchestratorError, ParameterError
-from ..store import Conflict, NotFound
+from ..store import Conflict, NotFound, StoreUnavailable
 from ..validation import check_storable
 from . import resources
 from .openapi import openapi_document
@@ -99,6 +99,8 @@ def _serialize_error(req, resp, exc):
 
 def _domain_error(req, resp, exc, params):
     field = getattr(exc, "field", None)
+    if isinstance(exc, StoreUnavailable):  # a full disk: the same request works later
+        raise ApiError(falcon.HTTP_503, str(exc), headers={"Retry-After": "60"})
     if isinstance(exc, NotFound):
         raise ApiError(falcon.HTTP_404, str(exc), field)
     if isinstance(exc, Conflict):

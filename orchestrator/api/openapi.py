@@ -84,6 +84,9 @@ SCHEMAS = {
         "end_time": _TIME_OR_NULL, "heartbeat": _TIME_OR_NULL, "agent": _STRING_OR_NULL,
         "pid": _INT_OR_NULL, "idempotency_key": _STRING_OR_NULL,
         "auto_scheduled": {"type": "boolean"}, "restarts": {"type": "integer"},
+        "attempt": dict({"type": "integer", "minimum": 0}, description=(
+            "Each claim of the run mints the next attempt; only the process of the "
+            "current attempt may write about the run")),
         "created": _TIME, "updated": _TIME}),
     "CreateFlowRun": _object({
         "flow": {"oneOf": [_ID, {"type": "string", "minLength": 1, "maxLength": 401,
@@ -116,6 +119,8 @@ SCHEMAS = {
     "Agent": _object({
         "name": {"type": "string"}, "labels": {"type": "array", "items": {"type": "string"}},
         "host": {"type": "string"}, "pid": {"type": "integer"}, "limit": _INT_OR_NULL,
+        "strict_labels": dict({"type": "boolean"}, description=(
+            "Takes runs without labels only when it has no labels (Prefect 1's rule)")),
         "started": _TIME, "last_seen": _TIME, "alive": {"type": "boolean"},
         "running": {"type": "array", "items": {"type": "integer"}}}),
     "AgentList": _object({"agents": {"type": "array", "items": _ref("Agent")}}),

@@ -174,7 +174,10 @@ def query_time(req, name):
 def query_states(req):
     """`?state=A&state=B` or `?state=A,B`; each must be a state name."""
     values = req.get_param_as_list("state") or []
-    states = [s.strip() for v in values for s in v.split(",") if s.strip()]
+    states = [s.strip() for v in values for s in v.split(",")]
+    if "" in states:
+        raise bad_request("A state in ?state= is empty; give state names such as "
+                          "?state=Failed or ?state=Failed,Cancelled", "state")
     for state in states:
         if state not in RUN_STATES:
             raise bad_request(f"State {state!r} is not a state; use one of "
@@ -234,6 +237,7 @@ def run_document(run):
         "heartbeat": iso(run["heartbeat"]), "agent": run["agent"], "pid": run["pid"],
         "idempotency_key": run["idempotency_key"],
         "auto_scheduled": bool(run["auto_scheduled"]), "restarts": run["restarts"],
+        "attempt": run["attempt"],
         "created": iso(run["created"]), "updated": iso(run["updated"]),
     }
 
@@ -267,7 +271,8 @@ def state_document(row):
 def agent_document(row, running, now, alive_seconds):
     return {
         "name": row["name"], "labels": row["labels"], "host": row["host"], "pid": row["pid"],
-        "limit": row["limit"], "started": iso(row["started"]),
+        "limit": row["limit"], "strict_labels": bool(row["strict_labels"]),
+        "started": iso(row["started"]),
         "last_seen": iso(row["last_seen"]), "alive": now - row["last_seen"] < alive_seconds,
         "running": running,
     }

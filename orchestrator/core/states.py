@@ -354,6 +354,12 @@ def _aware(value):
 # The states a flow run ends in: nothing changes a run in one of them.
 TERMINAL_RUN_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
                        "TriggerFailed", "Cached")
+# The states of a flow run that holds a claim or a process.
+ACTIVE_RUN_STATES = ("Submitted", "Running", "Cancelling")
+# The states of a task run that has not ended yet: when its flow run ends
+# otherwise than by finishing (cancel, crash, reaper), these end with it.
+UNFINISHED_TASK_STATES = ("Pending", "Scheduled", "Submitted", "Queued", "Running",
+                          "Retrying", "Paused", "Cancelling", "Looped")
 
 _BY_NAME = {cls.__name__: cls for cls in (
     Pending, Scheduled, Retrying, Paused, Queued, Submitted, Running, Cancelling,

@@ -10,6 +10,7 @@ marked Failed with the exit code or signal and the last lines of its stderr.
     agent.run(stop_event)   # loop until the event is set
 """
 
+import errno
 import logging
 import os
 import signal
@@ -20,8 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..config import home_dir
-from ..store import TERMINAL_STATES
+from .. import exit_codes
+from ..config import home_dir, private_dir
+from ..store import TERMINAL_STATES, OutageLog, StoreUnavailable
+from .reaper import process_alive
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +50,29 @@ def describe_exit(returncode):
 
 
 class _Child:
-    __slots__ = ("run_id", "process", "stderr_path", "started", "term_sent")
+    """A run process this agent started: attempt `attempt` of run `run_id`."""
 
-    def __init__(self, run_id, process, stderr_path):
+    __slots__ = ("run_id", "attempt", "process", "stderr_path", "started", "term_sent",
+                 "kill_at")
+
+    def __init__(self, run_id, attempt, process, stderr_path):
         self.run_id = run_id
+        self.attempt = attempt
         self.process = process
         self.stderr_path = stderr_path
         self.started = time.time()
-        self.term_sent = None
+        self.term_sent = None   # when SIGTERM went to a run being cancelled
+        self.kill_at = None     # when to SIGKILL a process whose run is over
 
 
 class Agent:
     """Claims and executes runs. `labels` are the runs it may take (plus the
-    host name unless `hostname_label=False`); `limit` caps concurrent runs."""
+    host name unless `hostname_label=False`); `limit` caps concurrent runs.
+    A run without labels goes to any agent, unless `strict_labels` (Prefect 1's
+    rule: then only to an agent without labels)."""
 
     def __init__(self, store, name=None, labels=(), hostname_label=True, limit=None,
-                 poll_interval=0.25, python=None, cancel_grace=10.0):
+                 poll_interval=0.25, python=None, cancel_grace=10.0, strict_labels=False):
         if isinstance(labels, str):
             labels = [labels]
         labels = set(labels)
@@ -73,11 +83,12 @@ class Agent:
         self.store = store
         self.name = name or default_agent_name()
         self.labels = sorted(labels)
+        self.strict_labels = bool(strict_labels)
         self.limit = limit
         self.poll_interval = poll_interval
         self.cancel_grace = cancel_grace
         self.python = python or sys.executable
-        self.children = {}
+        self.children = {}  # (run id, attempt) -> _Child
         self.wake = threading.Event()
         self.env = {}  # set for every run's process (e.g. ORCHESTRATOR_API_URL under up)
         self._registered = False
@@ -87,24 +98,22 @@ class Agent:
         return f"<Agent {self.name} labels={self.labels} limit={self.limit}>"
 
     def run_once(self, now=None):
-        """Reap finished children, then claim and start what fits. Returns the
-        ids of the runs started."""
+        """Reap finished children, watch running ones, then claim and start what
+        fits. Returns the ids of the runs started."""
         if not self._registered:
             started = time.time()
             self.store.register_agent(self.name, self.labels, socket.gethostname(),
-                                      os.getpid(), self.limit)
-            for run_id in self.store.requeue_stale_claims(self.name, before=started):
-                logger.warning("Agent %s: run %s was claimed by an earlier process of "
-                               "this agent and never started; scheduled it again",
-                               self.name, run_id)
+                                      os.getpid(), self.limit, self.strict_labels)
+            self._return_stale_claims(before=started)
             self._registered = True
         self.reap()
-        self.stop_cancelled()
+        self.watch()
         free = (self.limit - len(self.children)) if self.limit else 50
         started = []
         if free > 0:
-            for run_id in self.store.claim_runs(self.name, self.labels, free, now=now):
-                self._start(run_id)
+            for run_id, attempt in self.store.claim_runs(self.name, self.labels, free, now=now,
+                                                         strict_labels=self.strict_labels):
+                self._start(run_id, attempt)
                 started.append(run_id)
         if time.monotonic() - self._last_seen > SEEN_EVERY:
             self.store.agent_seen(self.name)  # a write: not on every short poll
@@ -113,72 +122,127 @@ class Agent:
 
     def run(self, stop):
         """Loop until `stop` (a threading.Event) is set; `wake` cuts a wait short."""
+        outage = OutageLog(logger, probe=self.store.probe_write)
         while not stop.is_set():
             try:
                 self.run_once()
+                outage.ok()
+            except StoreUnavailable as exc:
+                outage.failed(f"Agent {self.name}", exc)
             except Exception:  # the loop must outlive a bad tick; say what happened
                 logger.exception("Agent %s: a step failed; trying again", self.name)
             self.wake.wait(self.poll_interval)
             self.wake.clear()
 
-    def _start(self, run_id):
+    def _return_stale_claims(self, before):
+        """Claims an earlier process of this agent (same name) made and did not
+        start go back to Scheduled, unless their process is there and starting
+        (it was orphaned by the restart and will run them itself)."""
+        for claim in self.store.stale_claims(self.name, before=before):
+            if claim["pid"] and process_alive(claim["pid"], claim["id"]):
+                logger.info("Agent %s: run %s is starting in process %s of an earlier "
+                            "process of this agent; it is left to it", self.name,
+                            claim["id"], claim["pid"])
+                continue
+            if self.store.return_unstarted(
+                    claim["id"], claim["attempt"],
+                    f"Scheduled again: its agent {self.name} restarted before starting it, "
+                    "so it never ran."):
+                logger.warning("Agent %s: run %s was claimed by an earlier process of "
+                               "this agent and never started; scheduled it again",
+                               self.name, claim["id"])
+
+    def _start(self, run_id, attempt):
         run = self.store.get_flow_run(run_id)
         flow = self.store.get_flow(run["flow_id"])
         config = flow.get("run_config") or {}
         env = dict(os.environ, **self.env)
         env.update(config.get("env") or {})
         cwd = config.get("working_dir") or None
-        logs = home_dir() / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        stderr_path = logs / f"run-{run_id}.stderr"
+        # One stderr file per attempt: a second process never truncates a first's.
+        stderr_path = private_dir(home_dir() / "logs") / f"run-{run_id}.{attempt}.stderr"
         try:
-            with open(stderr_path, "wb") as stderr:
+            stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
                 process = subprocess.Popen(
                     [self.python, "-m", "orchestrator", "execute", str(run_id),
-                     "--agent", self.name],
+                     "--agent", self.name, "--attempt", str(attempt)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                     env=env, cwd=cwd, start_new_session=True)
+            finally:
+                os.close(stderr)
         except OSError as exc:
-            self.store.set_flow_run_state(
-                run_id, "Failed", f"Agent {self.name} could not start the run: {exc}",
-                end=True)
+            why = f"Agent {self.name} could not start the run: {exc}"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # it never ran: later, again
+                self.store.return_unstarted(run_id, attempt, f"Scheduled again: {why}")
+            else:
+                self.store.fail_flow_run(run_id, attempt, "Submitted", why)
             return
-        self.children[run_id] = _Child(run_id, process, stderr_path)
-        logger.info("Agent %s: started flow run %s (pid %s)", self.name, run_id, process.pid)
+        self.children[(run_id, attempt)] = _Child(run_id, attempt, process, stderr_path)
+        logger.info("Agent %s: started flow run %s, attempt %s (pid %s)", self.name, run_id,
+                    attempt, process.pid)
+        self.store.record_run_process(run_id, attempt, process.pid)
 
-    def stop_cancelled(self):
-        """SIGTERM the process group of each run asked to cancel; SIGKILL it
-        after the grace period. `reap` then records it Cancelled."""
-        for run_id, child in list(self.children.items()):
-            if child.process.poll() is not None:
-                continue
-            if child.term_sent is None:
-                if self.store.get_flow_run(run_id)["state"] != "Cancelling":
-                    continue
-                child.term_sent = time.monotonic()
-                _signal_group(child.process, signal.SIGTERM)
-                logger.info("Agent %s: cancelling flow run %s", self.name, run_id)
-            elif time.monotonic() - child.term_sent > self.cancel_grace:
+    def watch(self):
+        """Look at the runs of the children still running: SIGTERM the process
+        group of a run asked to cancel (SIGKILL after the grace period), and
+        SIGKILL a process whose run another attempt owns now (at once) or that
+        was ended by someone else (after the grace period: it may be ending)."""
+        live = [c for c in self.children.values() if c.process.poll() is None]
+        if not live:
+            return
+        runs = self.store.run_attempts([c.run_id for c in live])
+        now = time.monotonic()
+        for child in live:
+            state, attempt = runs.get(child.run_id, (None, None))
+            if attempt != child.attempt:
+                logger.warning("Agent %s: run %s attempt %s is owned by attempt %s now; "
+                               "stopping its process %s", self.name, child.run_id,
+                               child.attempt, attempt, child.process.pid)
                 _signal_group(child.process, signal.SIGKILL)
+            elif state == "Cancelling":
+                if child.term_sent is None:
+                    child.term_sent = now
+                    _signal_group(child.process, signal.SIGTERM)
+                    logger.info("Agent %s: cancelling flow run %s", self.name, child.run_id)
+                elif now - child.term_sent > self.cancel_grace:
+                    _signal_group(child.process, signal.SIGKILL)
+            elif state in TERMINAL_STATES or state is None:
+                if child.kill_at is None:
+                    child.kill_at = now + self.cancel_grace
+                elif now > child.kill_at:
+                    logger.warning("Agent %s: run %s is %s but its process %s goes on; "
+                                   "stopping it", self.name, child.run_id, state,
+                                   child.process.pid)
+                    _signal_group(child.process, signal.SIGKILL)
 
     def reap(self):
-        """Collect children that ended; fail runs they left unfinished."""
-        for run_id, child in list(self.children.items()):
+        """Collect children that ended; record the runs they left unfinished. A
+        child is forgotten only once that is recorded (the store may be full)."""
+        for key, child in list(self.children.items()):
             returncode = child.process.poll()
             if returncode is None:
                 continue
-            del self.children[run_id]
-            state = self.store.get_flow_run(run_id)["state"]
-            if state in TERMINAL_STATES or state in ("Scheduled", "Paused"):
-                continue
-            if state == "Cancelling" or child.term_sent is not None:
-                self.store.set_flow_run_state(
-                    run_id, "Cancelled", f"Cancelled on request; its process "
-                    f"{describe_exit(returncode)}.", end=True)
-                continue
-            message = (f"Flow run process {describe_exit(returncode)} before recording "
-                       f"a final state.{_tail(child.stderr_path)}")
-            self.store.set_flow_run_state(run_id, "Failed", message, end=True)
+            self._record_exit(child, returncode)
+            del self.children[key]
+
+    def _record_exit(self, child, returncode):
+        run_id, attempt = child.run_id, child.attempt
+        state = self.store.run_attempts([run_id]).get(run_id, (None, None))[0]
+        if state == "Cancelling":
+            self.store.cancelled_flow_run(run_id, attempt, f"Cancelled on request; its "
+                                          f"process {describe_exit(returncode)}.")
+            return
+        if state not in ("Submitted", "Running"):
+            return  # it ended, waits, or belongs to another attempt: the run says so
+        if state == "Submitted" and returncode == exit_codes.STORE_UNAVAILABLE:
+            # It could not start the run (the store could not be written): it never ran.
+            self.store.return_unstarted(run_id, attempt, "Scheduled again: its process could "
+                                        "not write to the store to start it.")
+            return
+        message = (f"Flow run process {describe_exit(returncode)} before recording "
+                   f"a final state.{_tail(child.stderr_path)}")
+        if self.store.fail_flow_run(run_id, attempt, state, message):
             logger.warning("Agent %s: flow run %s %s", self.name, run_id,
                            describe_exit(returncode))
 
@@ -189,14 +253,14 @@ class Agent:
             self.reap()
             time.sleep(0.1)
         self.reap()
-        return list(self.children)
+        return [child.run_id for child in self.children.values()]
 
 
 def _signal_group(process, signum):
     """Signal the run's whole process group: the run and any child it started."""
     try:
         os.killpg(process.pid, signum)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 

@@ -3,8 +3,10 @@
 `Store` is the facade the rest of the package uses; it returns plain values.
 """
 
-from .errors import Conflict, NotFound, StoreError
+from .errors import (AttemptLost, Conflict, DiskFull, NotFound, OutageLog, StoreError,
+                     StoreUnavailable)
+from .lifecycle import agent_takes
 from .store import TERMINAL_STATES, Store, default_run_name
 
-__all__ = ["Store", "StoreError", "NotFound", "Conflict", "TERMINAL_STATES",
-           "default_run_name"]
+__all__ = ["Store", "StoreError", "StoreUnavailable", "DiskFull", "AttemptLost", "NotFound",
+           "Conflict", "OutageLog", "TERMINAL_STATES", "default_run_name", "agent_takes"]

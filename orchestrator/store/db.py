@@ -8,7 +8,9 @@ Migrations run under a host-wide file lock, so two processes starting at once
 apply each migration once.
 """
 
+import errno
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -22,7 +24,7 @@ from playhouse.migrate import migrate as migrate_columns
 
 from ..config import home_dir
 from . import models
-from .errors import StoreError
+from .errors import DiskFull, StoreError
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -103,8 +105,8 @@ def _connect(home, url):
         path = Path(url[len("sqlite:///"):])
         _check_home(path.parent)
         _check_sqlite_file(path)
-        db = pw.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE",
-                               check_same_thread=False, timeout=30)
+        db = _SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE",
+                             check_same_thread=False, timeout=30)
         lock_path = str(path) + ".migrate.lock"
     elif url.startswith(("postgres://", "postgresql://")):
         _check_home(home)
@@ -126,6 +128,79 @@ def _connect(home, url):
     return db, lock_path
 
 
+class _SqliteDatabase(pw.SqliteDatabase):
+    """SQLite whose ROLLBACK after a failed write is never an error of its own.
+
+    A full disk or an I/O error makes SQLite roll the transaction back itself;
+    peewee's ROLLBACK then fails with "cannot rollback - no transaction is
+    active", which would hide the error that matters from the caller.
+    """
+
+    def rollback(self):
+        try:
+            super().rollback()
+        except pw.OperationalError as exc:
+            if "no transaction is active" not in str(exc):
+                raise
+
+
+# -- a full disk ----------------------------------------------------------------
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+_PG_DISK_FULL = "53100"
+_LOW_SPACE = 4 * 1024 * 1024  # an I/O error with less free than this is a full disk
+
+
+def disk_full_error(exc, url):
+    """The DiskFull that database error `exc` (or one in its chain) means, or None.
+
+    SQLite says "database or disk is full" (or, when its WAL or shared memory
+    cannot grow, an I/O error); PostgreSQL has the SQLSTATE 53100.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        code = getattr(exc, "sqlite_errorcode", None)
+        text = str(exc)
+        if isinstance(exc, sqlite3.Error) or "disk" in text:
+            full = (code is not None and code & 0xFF == _SQLITE_FULL) \
+                or "database or disk is full" in text
+            io_error = (code is not None and code & 0xFF == _SQLITE_IOERR) \
+                or "disk I/O error" in text
+            if full or (io_error and _free_bytes(url) < _LOW_SPACE):
+                return _sqlite_disk_full(url)
+        if getattr(exc, "pgcode", None) == _PG_DISK_FULL:
+            first = text.strip().splitlines()[0] if text.strip() else "disk full"
+            return DiskFull(f"The disk of the PostgreSQL server is full ({first}). Free "
+                            "some space there; orchestrator goes on once it can write.")
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _sqlite_disk_full(url)
+        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = nested or exc.__cause__ or exc.__context__
+    return None
+
+
+def _sqlite_path(url):
+    return Path(url[len("sqlite:///"):]) if url and url.startswith("sqlite:///") else None
+
+
+def _free_bytes(url):
+    path = _sqlite_path(url)
+    try:
+        return shutil.disk_usage(path.parent).free if path else _LOW_SPACE
+    except OSError:
+        return _LOW_SPACE
+
+
+def _sqlite_disk_full(url):
+    path = _sqlite_path(url)
+    if path is None:
+        return DiskFull("The disk that holds the database is full. Free some space there; "
+                        "orchestrator goes on once it can write.")
+    return DiskFull(f"The disk that holds {path.parent} is full ({_free_bytes(url):,} bytes "
+                    f"free), so {path.name} there cannot be written. Free some space on it; "
+                    "orchestrator goes on once it can write.")
+
+
 # -- migrations ---------------------------------------------------------------
 def _create_initial_tables(db):
     # Only for databases made by schema version 1; new databases get the
@@ -133,13 +208,16 @@ def _create_initial_tables(db):
     db.create_tables(models.INITIAL_MODELS)
 
 
+def _migrator(db):
+    return PostgresqlMigrator(db) if isinstance(db, pw.PostgresqlDatabase) else SqliteMigrator(db)
+
+
 def _add_agents(db):
     db.create_tables([models.Agent])
 
 
 def _add_scheduling_and_limits(db):
-    migrator = (PostgresqlMigrator(db) if isinstance(db, pw.PostgresqlDatabase)
-                else SqliteMigrator(db))
+    migrator = _migrator(db)
     migrate_columns(
         migrator.add_column("flow", "schedule_active", models.Flow.schedule_active),
         migrator.add_column("flow_run", "restarts", models.FlowRun.restarts),
@@ -150,9 +228,17 @@ def _add_scheduling_and_limits(db):
 
 
 def _index_scheduled_flows(db):
-    migrator = (PostgresqlMigrator(db) if isinstance(db, pw.PostgresqlDatabase)
-                else SqliteMigrator(db))
+    migrator = _migrator(db)
     migrate_columns(migrator.add_index("flow", ("archived", "schedule_active"), False))
+
+
+def _add_run_attempts(db):
+    # Plain ADD COLUMN with a default: no table rebuild, on either database. (A
+    # table made by an earlier migration from today's model has the column.)
+    for table, column, kind in (("flow_run", "attempt", "INTEGER NOT NULL DEFAULT 0"),
+                                ("agent", "strict_labels", "BOOLEAN NOT NULL DEFAULT FALSE")):
+        if column not in {c.name for c in db.get_columns(table)}:
+            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
 
 
 MIGRATIONS = [
@@ -160,6 +246,7 @@ MIGRATIONS = [
     (2, _add_agents),
     (3, _add_scheduling_and_limits),
     (4, _index_scheduled_flows),
+    (5, _add_run_attempts),
 ]
 
 

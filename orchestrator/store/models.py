@@ -78,6 +78,9 @@ class FlowRun(BaseModel):
     idempotency_key = pw.CharField(null=True, unique=True)
     auto_scheduled = pw.BooleanField(default=False)
     restarts = pw.IntegerField(default=0)
+    # Each claim (or start by hand) mints the next attempt; every later write
+    # about the run is a compare-and-set on it (see lifecycle.py).
+    attempt = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
     created = pw.DoubleField()
     updated = pw.DoubleField()
 
@@ -143,6 +146,8 @@ class Agent(BaseModel):
     host = pw.CharField()
     pid = pw.IntegerField()
     limit = pw.IntegerField(null=True)
+    # Prefect 1's rule: takes a run without labels only when it has none itself.
+    strict_labels = pw.BooleanField(default=False, constraints=[pw.SQL("DEFAULT FALSE")])
     started = pw.DoubleField()
     last_seen = pw.DoubleField()
 

@@ -4,8 +4,8 @@ A mixin of `Store` (see store.py), kept in its own module. The queries are
 served by indexes: the flow run index (flow, auto_scheduled, state,
 scheduled_start_time) for a flow's auto-scheduled runs, the unique index on
 idempotency_key for creating runs, the (project, name, version) index for a
-flow's versions. (`scheduled_flows` still reads the flow table whole: it
-needs an index on flow (archived, schedule_active).) Bulk changes run in bounded batches, each one short
+flow's versions, the flow index (archived, schedule_active) for the flows
+with a schedule. Bulk changes run in bounded batches, each one short
 transaction, so 100,000 late runs never hold the database for long.
 
 An auto-scheduled run's idempotency key names the flow's version group
@@ -268,52 +268,6 @@ class SchedulingQueries:
                        & (m.FlowRun.scheduled_start_time < before))
                 .order_by(m.FlowRun.scheduled_start_time).limit(limit).tuples()]
 
-    def skip_late_auto_runs(self, flow_id, before, message, now=None, limit=1000,
-                            keep_latest=False):
-        """Mark Skipped, with `message`, up to `limit` of the flow's auto runs still
-        Scheduled before `before`, oldest first, in one short transaction.
-
-        In `message`, ``{late}`` becomes each run's lateness in whole seconds
-        (computed by the database: one UPDATE for the batch, never a row at a
-        time) and ``{latest}`` the id of the run kept by `keep_latest`, which
-        spares the latest late run. Returns (runs skipped, id kept or None).
-        """
-        now = time.time() if now is None else now
-        with self.db.atomic():
-            kept = None
-            if keep_latest:
-                latest = (m.FlowRun.select(m.FlowRun.id, m.FlowRun.scheduled_start_time)
-                          .where(self._auto_scheduled(flow_id)
-                                 & (m.FlowRun.scheduled_start_time < before))
-                          .order_by(m.FlowRun.scheduled_start_time.desc()).limit(1)
-                          .tuples().first())
-                if latest is None:
-                    return 0, None
-                kept, before = latest
-                message = message.replace("{latest}", str(kept))
-            query = (m.FlowRun.select(m.FlowRun.id)
-                     .where(self._auto_scheduled(flow_id)
-                            & (m.FlowRun.scheduled_start_time < before))
-                     .order_by(m.FlowRun.scheduled_start_time).limit(limit))
-            if self.db.for_update:  # PostgreSQL: hold the rows against a racing claim
-                query = query.for_update()
-            ids = [row[0] for row in query.tuples()]
-            text = _message_expression(message, now)
-            for i in range(0, len(ids), _ID_CHUNK):
-                chunk = ids[i:i + _ID_CHUNK]
-                (m.FlowRun.update(state="Skipped", message=text, end_time=now, updated=now)
-                 .where(m.FlowRun.id.in_(chunk) & (m.FlowRun.state == "Scheduled"))
-                 .execute())
-                # The rows are this transaction's alone (SQLite's write lock, or
-                # PostgreSQL's row locks): every id in the chunk was changed.
-                m.StateEvent.insert_from(
-                    m.FlowRun.select(m.FlowRun.id, pw.Value("Skipped"), m.FlowRun.message,
-                                     pw.Value(now))
-                    .where(m.FlowRun.id.in_(chunk)),
-                    [m.StateEvent.flow_run, m.StateEvent.state, m.StateEvent.message,
-                     m.StateEvent.time]).execute()
-        return len(ids), kept
-
 
 class _Prepared:
     """A peewee query built once, run many times with new values.
@@ -355,13 +309,3 @@ def _prepared(db, name, build):
         query = _PREPARED[key] = _Prepared(db, build,
                                            len(inspect.signature(build).parameters))
     return query
-
-
-def _message_expression(template, now):
-    """`template` as an SQL text expression, ``{late}`` as each row's lateness."""
-    parts = template.split("{late}")
-    expression = pw.Value(parts[0])
-    for part in parts[1:]:
-        lateness = pw.Cast(pw.Value(now) - m.FlowRun.scheduled_start_time, "INTEGER")
-        expression = expression.concat(lateness).concat(pw.Value(part))
-    return expression

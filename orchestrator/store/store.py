@@ -5,10 +5,13 @@ values in and out (dicts with UTC-epoch floats for times).
     project, _ = store.create_project("etl")
     run = store.create_flow_run(flow_id, parameters={"day": "2024-05-01"})
 
-Writers take short IMMEDIATE transactions. A terminal state is never
-overwritten: state changes are conditional UPDATEs.
+Writers take short IMMEDIATE transactions. A run's state changes only in
+lifecycle.py, by compare-and-set on its attempt. A database error that means
+a full disk comes out as `DiskFull` (a StoreUnavailable), never as the
+driver's error.
 """
 
+import functools
 import itertools
 import json
 import re
@@ -16,10 +19,12 @@ import time
 
 import peewee as pw
 
-from ..core.states import TERMINAL_RUN_STATES
+from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES
+from ..exceptions import OrchestratorError
 from . import models as m
-from .db import database_url, open_database
+from .db import database_url, disk_full_error, open_database
 from .errors import Conflict, NotFound, StoreError
+from .lifecycle import RunLifecycle
 from .scheduling import SchedulingQueries, _prepared
 
 _DIGITS = re.compile(r"[0-9]{1,30}")
@@ -30,7 +35,8 @@ _RUN_FIELDS = (
     m.FlowRun.labels, m.FlowRun.state, m.FlowRun.message,
     m.FlowRun.scheduled_start_time, m.FlowRun.start_time, m.FlowRun.end_time,
     m.FlowRun.heartbeat, m.FlowRun.agent, m.FlowRun.pid, m.FlowRun.idempotency_key,
-    m.FlowRun.auto_scheduled, m.FlowRun.restarts, m.FlowRun.created, m.FlowRun.updated,
+    m.FlowRun.auto_scheduled, m.FlowRun.restarts, m.FlowRun.attempt, m.FlowRun.created,
+    m.FlowRun.updated,
     m.Flow.name.alias("flow_name"), m.Flow.version.alias("flow_version"),
     m.Project.name.alias("project"),
 )
@@ -56,7 +62,7 @@ def _loads(text):
     return None if text is None else m.JSONField().python_value(text)
 
 
-class Store(SchedulingQueries):
+class Store(RunLifecycle, SchedulingQueries):
     """Facade over the database. Create one per process with `Store.open()`."""
 
     def __init__(self, db, url=None):
@@ -78,6 +84,14 @@ class Store(SchedulingQueries):
 
     def atomic(self):
         return self.db.atomic()
+
+    def probe_write(self):
+        """One small write (it changes nothing): raises DiskFull while the
+        database cannot be written."""
+        with self.db.atomic():
+            m.SchemaVersion.update(applied=m.SchemaVersion.applied).where(
+                m.SchemaVersion.version == m.SchemaVersion.select(
+                    pw.fn.MAX(m.SchemaVersion.version))).execute()
 
     # -- projects -------------------------------------------------------------
     def create_project(self, name):
@@ -334,107 +348,6 @@ class Store(SchedulingQueries):
             query = query.where(m.FlowRun.id < before_id)
         return [_run_row(r) for r in query.order_by(m.FlowRun.id.desc()).limit(limit).dicts()]
 
-    def set_flow_run_state(self, run_id, state, message=None, *, start=False, end=False,
-                           expect=None, pid=None):
-        """Move a run to `state` unless it is already terminal (or not in `expect`).
-
-        Returns True when the state changed.
-        """
-        now = time.time()
-        values = {"state": state, "message": message, "updated": now}
-        if start:
-            values["start_time"] = now
-            values["heartbeat"] = now
-        if end:
-            values["end_time"] = now
-        if pid is not None:
-            values["pid"] = pid
-        with self.db.atomic():
-            query = m.FlowRun.update(**values).where(
-                (m.FlowRun.id == run_id) & m.FlowRun.state.not_in(TERMINAL_STATES))
-            if expect is not None:
-                query = query.where(m.FlowRun.state.in_(list(expect)))
-            changed = query.execute() == 1
-            if changed:
-                m.StateEvent.create(flow_run=run_id, state=state, message=message, time=now)
-        return changed
-
-    def start_flow_run(self, run_id, pid, agent=None):
-        """Mark a run Running for the process that will execute it.
-
-        With `agent`, only a run Submitted to that agent starts (a stale
-        process of an agent that restarted cannot start a run claimed again);
-        without, only a Scheduled run (by hand: no agent can claim it after).
-        Returns True when this process may run it.
-        """
-        now = time.time()
-        with self.db.atomic():
-            query = m.FlowRun.update(state="Running", message="Running flow.", start_time=now,
-                                     heartbeat=now, pid=pid, updated=now)
-            if agent is not None:
-                query = query.where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Submitted")
-                                    & (m.FlowRun.agent == agent))
-            else:
-                query = query.where((m.FlowRun.id == run_id)
-                                    & (m.FlowRun.state == "Scheduled"))
-            started = query.execute() == 1
-            if started:
-                m.StateEvent.create(flow_run=run_id, state="Running", message="Running flow.",
-                                    time=now)
-        return started
-
-    def requeue_stale_claims(self, agent, before):
-        """Runs Submitted to `agent` before `before` (a restart of that agent
-        lost them before starting them) go back to Scheduled."""
-        stale = [r.id for r in m.FlowRun.select(m.FlowRun.id).where(
-            (m.FlowRun.state == "Submitted") & (m.FlowRun.agent == agent)
-            & (m.FlowRun.updated < before))]
-        return [rid for rid in stale if self._back_to_scheduled(
-            rid, f"Its agent {agent} restarted before starting it")]
-
-    def reschedule_flow_run(self, run_id, when, message):
-        """Put a running run back to Scheduled at `when` (epoch seconds), to resume."""
-        return self._back_to_scheduled(run_id, message, scheduled_start_time=when)
-
-    def _back_to_scheduled(self, run_id, message, **values):
-        """Scheduled again, without a process or a claim, unless it is finished."""
-        now = time.time()
-        values.setdefault("scheduled_start_time", now)
-        with self.db.atomic():
-            changed = m.FlowRun.update(
-                state="Scheduled", message=message, updated=now, pid=None, agent=None,
-                **values).where(
-                (m.FlowRun.id == run_id) & m.FlowRun.state.not_in(TERMINAL_STATES)
-            ).execute() == 1
-            if changed:
-                m.StateEvent.create(flow_run=run_id, state="Scheduled", message=message,
-                                    time=now)
-        return changed
-
-    def request_cancel(self, run_id):
-        """Cancel a run: at once if it has no process yet, else ask its agent
-        (state Cancelling). Returns the state it is in afterwards."""
-        now = time.time()
-        with self.db.atomic():
-            row = m.FlowRun.select(m.FlowRun.state).where(m.FlowRun.id == run_id).first()
-            if row is None:
-                raise NotFound(f"No flow run with id {run_id}; list runs with: "
-                               "orchestrator runs")
-            state = row.state
-            if state in TERMINAL_STATES or state == "Cancelling":
-                return state
-            new = "Cancelling" if state == "Running" else "Cancelled"
-            message = ("Cancel requested; stopping its process" if new == "Cancelling"
-                       else "Cancelled before it started")
-            values = {"state": new, "message": message, "updated": now}
-            if new == "Cancelled":
-                values["end_time"] = now
-            if m.FlowRun.update(**values).where(
-                    (m.FlowRun.id == run_id) & (m.FlowRun.state == state)).execute() != 1:
-                return self.request_cancel(run_id)  # it moved on meanwhile: decide again
-            m.StateEvent.create(flow_run=run_id, state=new, message=message, time=now)
-        return new
-
     def rename_flow_run(self, run_id, name):
         name = _check_name(name, "run")
         with self.db.atomic():
@@ -446,37 +359,30 @@ class Store(SchedulingQueries):
         return list(m.StateEvent.select().where(m.StateEvent.flow_run == run_id)
                     .order_by(m.StateEvent.id).dicts())
 
-    # -- liveness -----------------------------------------------------------------
-    def heartbeat(self, run_id):
-        """Record that run `run_id` is alive; returns its state (to notice a cancel)."""
-        with self.db.atomic():
-            m.FlowRun.update(heartbeat=time.time()).where(
-                (m.FlowRun.id == run_id) & m.FlowRun.state.in_(["Running", "Cancelling"])
-            ).execute()
-            row = m.FlowRun.select(m.FlowRun.state).where(m.FlowRun.id == run_id).first()
-        return row.state if row else None
-
-    def active_runs(self, states=("Submitted", "Running", "Cancelling")):
+    def active_runs(self, states=ACTIVE_RUN_STATES):
         """Runs that hold a process or a claim (indexed by state)."""
         return [_run_row(r) for r in self._runs().where(m.FlowRun.state.in_(list(states)))
                 .order_by(m.FlowRun.id).dicts()]
 
-    def requeue_flow_run(self, run_id, message):
-        """Put a run that lost its process back to Scheduled (a restart)."""
-        return self._back_to_scheduled(run_id, message, heartbeat=None,
-                                       restarts=m.FlowRun.restarts + 1)
+    def run_attempts(self, run_ids):
+        """{run id: (state, attempt)} of the given runs (an agent's look at its children)."""
+        found = {}
+        for i in range(0, len(run_ids), 500):
+            found.update((rid, (state, attempt)) for rid, state, attempt in
+                         m.FlowRun.select(m.FlowRun.id, m.FlowRun.state, m.FlowRun.attempt)
+                         .where(m.FlowRun.id.in_(run_ids[i:i + 500])).tuples())
+        return found
 
     # -- agents and claims ------------------------------------------------------
-    def register_agent(self, name, labels, host, pid, limit=None):
+    def register_agent(self, name, labels, host, pid, limit=None, strict_labels=False):
         """Record a starting agent (replacing an earlier one of that name)."""
         now = time.time()
+        values = {m.Agent.labels: sorted(set(labels)), m.Agent.host: host, m.Agent.pid: pid,
+                  m.Agent.limit: limit, m.Agent.strict_labels: bool(strict_labels),
+                  m.Agent.started: now, m.Agent.last_seen: now}
         with self.db.atomic():
-            (m.Agent.insert(name=name, labels=sorted(set(labels)), host=host, pid=pid,
-                            limit=limit, started=now, last_seen=now)
-             .on_conflict(conflict_target=[m.Agent.name],
-                          update={m.Agent.labels: sorted(set(labels)), m.Agent.host: host,
-                                  m.Agent.pid: pid, m.Agent.limit: limit,
-                                  m.Agent.started: now, m.Agent.last_seen: now})
+            (m.Agent.insert({m.Agent.name: name, **values})
+             .on_conflict(conflict_target=[m.Agent.name], update=values)
              .execute())
 
     def agent_seen(self, name):
@@ -485,60 +391,6 @@ class Store(SchedulingQueries):
 
     def list_agents(self):
         return list(m.Agent.select().order_by(m.Agent.name).dicts())
-
-    def claim_runs(self, agent, labels, limit, now=None, scan=200):
-        """Claim up to `limit` due Scheduled runs whose labels this agent has.
-
-        A run is claimed by one conditional UPDATE (Scheduled -> Submitted) in
-        its own short IMMEDIATE transaction: of several agents racing for a
-        run, exactly one gets it. A run with no labels goes only to an agent
-        with no labels; otherwise the run's labels must all be the agent's.
-        """
-        now = time.time() if now is None else now
-        agent_labels = set(labels)
-        # Read the candidates completely before writing: a claim begun while
-        # this connection still holds the SELECT's read snapshot is refused at
-        # once (a stale snapshot) instead of waiting for the lock.
-        label_limits = self.concurrency_limits("label")
-        flow_limits = {}
-        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
-                                           m.FlowRun.auto_scheduled,
-                                           m.FlowRun.scheduled_start_time)
-                          .where((m.FlowRun.state == "Scheduled")
-                                 & (m.FlowRun.scheduled_start_time <= now))
-                          .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
-                          .limit(scan).tuples())
-        claimed = []
-        flow_settings = {}
-        for run_id, run_labels, flow_id, auto, scheduled in candidates:
-            if len(claimed) >= limit:
-                break
-            run_labels = set(m.JSONField().python_value(run_labels)
-                             if isinstance(run_labels, str) else run_labels)
-            if run_labels and not run_labels <= agent_labels:
-                continue
-            if not run_labels and agent_labels:
-                continue
-            if flow_id not in flow_settings:
-                flow_settings[flow_id] = self._flow_settings(flow_id)
-                flow_limits[flow_id] = flow_settings[flow_id].get("max_concurrent_runs")
-            if auto and self.late_policy_hold(flow_id, flow_settings[flow_id], scheduled, now):
-                continue  # the scheduler skips it
-            limited = flow_limits[flow_id] or any(l in label_limits for l in run_labels)
-            with self.db.atomic():
-                if limited and self._limit_full(flow_id, flow_limits[flow_id], run_labels,
-                                                label_limits):
-                    continue
-                won = (m.FlowRun.update(state="Submitted", agent=agent, updated=time.time(),
-                                        message=f"Submitted to agent {agent}")
-                       .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
-                       .execute()) == 1
-                if won:
-                    m.StateEvent.create(flow_run=run_id, state="Submitted",
-                                        message=f"Submitted to agent {agent}", time=time.time())
-            if won:
-                claimed.append(run_id)
-        return claimed
 
     def _flow_settings(self, flow_id):
         settings = m.Flow.select(m.Flow.settings).where(m.Flow.id == flow_id).scalar()
@@ -570,13 +422,11 @@ class Store(SchedulingQueries):
                        & (m.FlowRun.scheduled_start_time > scheduled)
                        & (m.FlowRun.scheduled_start_time <= now)).exists())
 
-    ACTIVE_STATES = ("Submitted", "Running", "Cancelling")
-
     def _active_rows(self):
         return [(fid, m.JSONField().python_value(labels) if isinstance(labels, str) else labels,
                  rid) for rid, fid, labels in
                 m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow, m.FlowRun.labels)
-                .where(m.FlowRun.state.in_(list(self.ACTIVE_STATES))).tuples()]
+                .where(m.FlowRun.state.in_(list(ACTIVE_RUN_STATES))).tuples()]
 
     def _limit_full(self, flow_id, flow_limit, run_labels, label_limits):
         """Inside the claim's transaction: would this run exceed a limit?"""
@@ -625,7 +475,7 @@ class Store(SchedulingQueries):
         with self.db.atomic():
             held = (m.TaskSlot.select().join(m.FlowRun)
                     .where((m.TaskSlot.tag == tag)
-                           & m.FlowRun.state.in_(list(self.ACTIVE_STATES))).count())
+                           & m.FlowRun.state.in_(list(ACTIVE_RUN_STATES))).count())
             if held >= limit:
                 return False
             m.TaskSlot.insert(tag=tag, flow_run=run_id, holder=holder,
@@ -636,7 +486,7 @@ class Store(SchedulingQueries):
         """Ids of active runs holding slots of task tag `tag`."""
         return sorted({rid for (rid,) in m.TaskSlot.select(m.TaskSlot.flow_run)
                        .join(m.FlowRun).where((m.TaskSlot.tag == tag)
-                                              & m.FlowRun.state.in_(list(self.ACTIVE_STATES)))
+                                              & m.FlowRun.state.in_(list(ACTIVE_RUN_STATES)))
                        .tuples()})
 
     def release_task_slots(self, holder):
@@ -647,8 +497,10 @@ class Store(SchedulingQueries):
     _TASK_COLUMNS = ("task_slug", "task_name", "map_index", "state", "message",
                      "result_location", "run_count", "start_time", "end_time")
 
-    def record_task_runs(self, run_id, rows, events=()):
-        """Upsert task runs (one per slug and map index) and add state events.
+    def record_task_runs(self, run_id, attempt, rows, events=()):
+        """Upsert task runs (one per slug and map index) and add state events, for
+        the process running attempt `attempt` of the run (else AttemptLost, and
+        nothing is written).
 
         Multi-row statements per batch: recording 10,000 task runs is the
         database's work, not the ORM's. The first start time recorded is kept.
@@ -664,6 +516,7 @@ class Store(SchedulingQueries):
             f"{updates}, start_time = COALESCE(task_run.start_time, excluded.start_time)")
         event_columns = ("flow_run_id", "task_slug", "map_index", "state", "message", "time")
         with self.db.atomic():
+            self._confirm_owner(run_id, attempt, time.time())
             if rows:
                 self._insert_rows("task_run", columns, [
                     (run_id,) + tuple(r.get(c) for c in self._TASK_COLUMNS) for r in rows],
@@ -743,6 +596,35 @@ class Store(SchedulingQueries):
 LATE_AFTER_SECONDS = 60.0  # as the scheduler's late_after
 
 
+def _reporting_full_disks(cls):
+    """Every public method of `cls` (and its mixins) raises DiskFull, not a
+    driver error, when the database's disk is full."""
+    def wrap(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (OrchestratorError, LookupError, ValueError, TypeError):
+                raise
+            except Exception as exc:
+                full = disk_full_error(exc, self.url)
+                if full is None:
+                    raise
+                raise full from None
+        return call
+
+    for klass in cls.__mro__[:-1]:
+        for name, value in vars(klass).items():
+            if not name.startswith("_") and callable(value) and not isinstance(
+                    value, (staticmethod, classmethod, type)) and name != "atomic":
+                if getattr(cls, name) is value:  # not overridden further down
+                    setattr(cls, name, wrap(value))
+    return cls
+
+
+Store = _reporting_full_disks(Store)
+
+
 def _late_limit(settings):
     """How late an auto-scheduled run of a flow may start, or None for any."""
     if settings.get("max_lateness") is not None:
@@ -761,11 +643,6 @@ def default_run_name(run_id):
     return f"{adjectives[run_id % 16]}-{animals[(run_id // 16) % 16]}-{run_id}"
 
 
-def _chunks(rows, size):
-    for i in range(0, len(rows), size):
-        yield rows[i:i + size]
-
-
 def _check_name(name, kind):
     if not isinstance(name, str) or not name.strip() or len(name) > 200 or "\n" in name:
         raise StoreError(
@@ -776,10 +653,13 @@ def _check_name(name, kind):
 
 def _check_run_id(run_id):
     try:
-        return int(run_id)
+        number = int(run_id)
     except (TypeError, ValueError):
         raise NotFound(f"{run_id!r} is not a flow run id; ids are whole numbers "
                        "(see: orchestrator runs)") from None
+    if not 0 < number < 2 ** 63:
+        raise NotFound(f"No flow run with id {run_id}; list runs with: orchestrator runs")
+    return number
 
 
 def _project(row):

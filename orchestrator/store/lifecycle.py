@@ -1,0 +1,381 @@
+"""Every move of a flow run from one state to another, one method each: nothing
+else writes a run's state column. A mixin of `Store` (see store.py).
+
+    Scheduled --claim_runs--> Submitted --start_flow_run--> Running
+        ^                        |                            |  heartbeat
+        |  return_unstarted <----+                            |  finish_flow_run -> Success,
+        |  restart_flow_run <---------------------------------+     Failed, ...
+        +- reschedule_flow_run (a task retries later) <-------+  pause_flow_run -> Paused
+    request_cancel: Scheduled/Submitted -> Cancelled, Running -> Cancelling;
+    cancelled_flow_run: Cancelling -> Cancelled; fail_flow_run: -> Failed;
+    skip_late_auto_runs: Scheduled -> Skipped.
+
+Attempts fence the writers. A claim (or a start by hand) mints the run's next
+attempt, and whoever holds that attempt owns the run. Every later write about
+the run is one compare-and-set on the attempt and on the state its writer
+judged, so a writer acting on something it read earlier, or a process that was
+frozen while another attempt took over, changes nothing:
+
+- moves made by the run's own process (start, heartbeat, task states, finish,
+  reschedule, pause) raise `AttemptLost` when refused, and the process stops;
+- moves made by services (agent, reaper, scheduler) and users return False
+  when refused, and their caller lets it be.
+"""
+
+import time
+
+import peewee as pw
+
+from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, UNFINISHED_TASK_STATES
+from . import models as m
+from .errors import AttemptLost, NotFound
+
+_RUNNING = ("Running", "Cancelling")
+
+
+def agent_takes(run_labels, agent_labels, strict=False):
+    """Does an agent with `agent_labels` take a run with `run_labels`?
+
+    A run goes to an agent that has all its labels; a run without labels to
+    any agent. A strict agent (Prefect 1's rule) takes a run without labels
+    only when it has none itself.
+    """
+    run_labels = set(run_labels)
+    if strict and not run_labels and agent_labels:
+        return False
+    return run_labels <= set(agent_labels)
+
+
+class RunLifecycle:
+    """Mixed into Store; uses `self.db`, the models and a few of Store's queries."""
+
+    # -- claims (agents) --------------------------------------------------------
+    def claim_runs(self, agent, labels, limit, now=None, scan=200, strict_labels=False):
+        """Claim up to `limit` due Scheduled runs this agent takes (see
+        `agent_takes`); returns [(run id, attempt)].
+
+        A run is claimed by one conditional UPDATE (Scheduled -> Submitted, the
+        attempt up by one) in its own short IMMEDIATE transaction: of several
+        agents racing for a run, exactly one gets it, and the attempt it gets
+        is its own.
+        """
+        now = time.time() if now is None else now
+        # Read the candidates completely before writing: a claim begun while
+        # this connection still holds the SELECT's read snapshot is refused at
+        # once (a stale snapshot) instead of waiting for the lock.
+        label_limits = self.concurrency_limits("label")
+        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
+                                           m.FlowRun.auto_scheduled,
+                                           m.FlowRun.scheduled_start_time)
+                          .where((m.FlowRun.state == "Scheduled")
+                                 & (m.FlowRun.scheduled_start_time <= now))
+                          .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
+                          .limit(scan).tuples())
+        claimed = []
+        flow_settings, flow_limits = {}, {}
+        for run_id, run_labels, flow_id, auto, scheduled in candidates:
+            if len(claimed) >= limit:
+                break
+            run_labels = set(m.JSONField().python_value(run_labels)
+                             if isinstance(run_labels, str) else run_labels)
+            if not agent_takes(run_labels, labels, strict_labels):
+                continue
+            if flow_id not in flow_settings:
+                flow_settings[flow_id] = self._flow_settings(flow_id)
+                flow_limits[flow_id] = flow_settings[flow_id].get("max_concurrent_runs")
+            if auto and self.late_policy_hold(flow_id, flow_settings[flow_id], scheduled, now):
+                continue  # the scheduler skips it
+            limited = flow_limits[flow_id] or any(
+                label in label_limits for label in run_labels)
+            message = f"Submitted to agent {agent}"
+            with self.db.atomic():
+                if limited and self._limit_full(flow_id, flow_limits[flow_id], run_labels,
+                                                label_limits):
+                    continue
+                won = (m.FlowRun.update(state="Submitted", agent=agent, pid=None,
+                                        heartbeat=None, attempt=m.FlowRun.attempt + 1,
+                                        message=message, updated=time.time())
+                       .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
+                       .execute()) == 1
+                if won:
+                    attempt = self._attempt(run_id)
+                    self._event(run_id, "Submitted", message, time.time())
+            if won:
+                claimed.append((run_id, attempt))
+        return claimed
+
+    def record_run_process(self, run_id, attempt, pid):
+        """The agent started process `pid` for its claim: kept on the run, so that
+        whoever looks next can tell a process that is starting from none."""
+        with self.db.atomic():
+            return m.FlowRun.update(pid=pid).where(
+                (m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
+                & (m.FlowRun.state == "Submitted")).execute() == 1
+
+    def stale_claims(self, agent, before):
+        """Runs Submitted to `agent` before `before` (a restart of that agent may
+        have lost them): dicts with id, attempt and pid (the process, if any)."""
+        return list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.attempt, m.FlowRun.pid).where(
+            (m.FlowRun.state == "Submitted") & (m.FlowRun.agent == agent)
+            & (m.FlowRun.updated < before)).dicts())
+
+    def return_unstarted(self, run_id, attempt, message):
+        """A claim that never started its run (its agent or process died first)
+        goes back to Scheduled: the run never ran, so no restart is spent."""
+        return self._move(run_id, "Scheduled", message, came_from=("Submitted",),
+                          attempt=attempt, values=_UNCLAIMED)
+
+    # -- the run's own process --------------------------------------------------
+    def start_flow_run(self, run_id, pid, attempt=None):
+        """Mark a run Running for process `pid`; returns the attempt it runs.
+
+        With `attempt` (an agent's process), only a run Submitted on that
+        attempt starts, else AttemptLost. Without (by hand), only a Scheduled
+        run starts, and this start mints its attempt; else None.
+        """
+        now = time.time()
+        values = dict(state="Running", message="Running flow.", start_time=now,
+                      heartbeat=now, pid=pid, updated=now)
+        where = m.FlowRun.id == run_id
+        if attempt is None:
+            values.update(agent=None, attempt=m.FlowRun.attempt + 1)
+            where &= m.FlowRun.state == "Scheduled"
+        else:
+            where &= (m.FlowRun.state == "Submitted") & (m.FlowRun.attempt == attempt)
+        with self.db.atomic():
+            if m.FlowRun.update(**values).where(where).execute() == 1:
+                self._event(run_id, "Running", "Running flow.", now)
+                return self._attempt(run_id)
+        if attempt is None:
+            return None
+        raise self._lost(run_id, attempt)
+
+    def heartbeat(self, run_id, attempt):
+        """Record that attempt `attempt` of run `run_id` is alive; returns the
+        run's state (Running, or Cancelling when a cancel was asked for)."""
+        with self.db.atomic():
+            if m.FlowRun.update(heartbeat=time.time()).where(
+                    self._owned(run_id, attempt)).execute() == 1:
+                return m.FlowRun.select(m.FlowRun.state).where(
+                    m.FlowRun.id == run_id).scalar()
+        raise self._lost(run_id, attempt)
+
+    def _confirm_owner(self, run_id, attempt, now):
+        """Inside a write transaction of the run's process: is the run still its
+        attempt's? (A write proves life, so the heartbeat moves too.) The UPDATE
+        also locks the row until the transaction ends, on PostgreSQL as well."""
+        if m.FlowRun.update(heartbeat=now).where(
+                self._owned(run_id, attempt)).execute() != 1:
+            raise self._lost(run_id, attempt)
+
+    def finish_flow_run(self, run_id, attempt, state, message):
+        """The run's process records how the run ended (a terminal state)."""
+        if state not in TERMINAL_RUN_STATES:
+            raise ValueError(f"{state!r} is not a state a flow run ends in; use one of "
+                             f"{', '.join(TERMINAL_RUN_STATES)}")
+        ended = None if state == "Success" else (
+            "Cancelled" if state == "Cancelled" else "Failed",
+            f"The flow run ended {state} before this task ended.")
+        if not self._move(run_id, state, message, came_from=_RUNNING, attempt=attempt,
+                          end=True, tasks_end_as=ended):
+            raise self._lost(run_id, attempt)
+
+    def reschedule_flow_run(self, run_id, attempt, when, message):
+        """A task retries at `when` (epoch seconds), too late to wait for in the
+        process: the run goes back to Scheduled then, and resumes."""
+        if not self._move(run_id, "Scheduled", message, came_from=_RUNNING, attempt=attempt,
+                          values=dict(_UNCLAIMED, scheduled_start_time=when)):
+            raise self._lost(run_id, attempt)
+
+    def pause_flow_run(self, run_id, attempt, message):
+        """A task paused the run (signals.PAUSE): its process ends, the run waits."""
+        if not self._move(run_id, "Paused", message, came_from=_RUNNING, attempt=attempt,
+                          values={"pid": None}):
+            raise self._lost(run_id, attempt)
+
+    # -- services: the agent and the reaper --------------------------------------
+    def restart_flow_run(self, run_id, attempt, judged, message):
+        """A run whose process was lost is Scheduled again (`max_restarts`); its
+        task runs that had not ended are Failed with why. Only if it is still on
+        `attempt` and in the state `judged`."""
+        return self._move(run_id, "Scheduled", message, came_from=_states(judged),
+                          attempt=attempt, tasks_end_as=(
+                              "Failed", f"The flow run's process was lost before this task "
+                              f"ended; the run starts again. {message}"),
+                          values=dict(_UNCLAIMED, restarts=m.FlowRun.restarts + 1))
+
+    def fail_flow_run(self, run_id, attempt, judged, message):
+        """A run whose process was lost, or never started, is Failed, and so are
+        its task runs that had not ended. Only if it is still on `attempt` and in
+        the state `judged`."""
+        return self._move(run_id, "Failed", message, came_from=_states(judged),
+                          attempt=attempt, end=True, tasks_end_as=(
+                              "Failed", f"The flow run failed before this task ended: "
+                              f"{message}"))
+
+    def cancelled_flow_run(self, run_id, attempt, message):
+        """A run being cancelled whose process has ended is Cancelled, and so are
+        its task runs that had not ended."""
+        return self._move(run_id, "Cancelled", message, came_from=("Cancelling",),
+                          attempt=attempt, end=True, tasks_end_as=_TASKS_CANCELLED)
+
+    # -- users --------------------------------------------------------------------
+    def request_cancel(self, run_id):
+        """Cancel a run: at once if it has no process yet, else ask its agent
+        (state Cancelling). Returns the state it is in afterwards."""
+        while True:
+            row = m.FlowRun.select(m.FlowRun.state).where(m.FlowRun.id == run_id).first()
+            if row is None:
+                raise NotFound(f"No flow run with id {run_id}; list runs with: "
+                               "orchestrator runs")
+            state = row.state
+            if state in TERMINAL_RUN_STATES or state == "Cancelling":
+                return state
+            if state == "Running":
+                new, message = "Cancelling", "Cancel requested; stopping its process"
+            else:
+                new, message = "Cancelled", "Cancelled before it started"
+            if self._move(run_id, new, message, came_from=(state,), end=new == "Cancelled",
+                          tasks_end_as=_TASKS_CANCELLED if new == "Cancelled" else None):
+                return new
+            # it moved on meanwhile: decide again
+
+    # -- the scheduler --------------------------------------------------------------
+    def skip_late_auto_runs(self, flow_id, before, message, now=None, limit=1000,
+                            keep_latest=False):
+        """Mark Skipped, with `message`, up to `limit` of the flow's auto runs still
+        Scheduled before `before`, oldest first, in one short transaction.
+
+        In `message`, ``{late}`` becomes each run's lateness in whole seconds
+        (computed by the database: one UPDATE for the batch, never a row at a
+        time) and ``{latest}`` the id of the run kept by `keep_latest`, which
+        spares the latest late run. Returns (runs skipped, id kept or None).
+        """
+        now = time.time() if now is None else now
+        with self.db.atomic():
+            kept = None
+            if keep_latest:
+                latest = (m.FlowRun.select(m.FlowRun.id, m.FlowRun.scheduled_start_time)
+                          .where(self._auto_scheduled(flow_id)
+                                 & (m.FlowRun.scheduled_start_time < before))
+                          .order_by(m.FlowRun.scheduled_start_time.desc()).limit(1)
+                          .tuples().first())
+                if latest is None:
+                    return 0, None
+                kept, before = latest
+                message = message.replace("{latest}", str(kept))
+            query = (m.FlowRun.select(m.FlowRun.id)
+                     .where(self._auto_scheduled(flow_id)
+                            & (m.FlowRun.scheduled_start_time < before))
+                     .order_by(m.FlowRun.scheduled_start_time).limit(limit))
+            if self.db.for_update:  # PostgreSQL: hold the rows against a racing claim
+                query = query.for_update()
+            ids = [row[0] for row in query.tuples()]
+            text = _message_expression(message, now)
+            for i in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[i:i + _ID_CHUNK]
+                (m.FlowRun.update(state="Skipped", message=text, end_time=now, updated=now)
+                 .where(m.FlowRun.id.in_(chunk) & (m.FlowRun.state == "Scheduled"))
+                 .execute())
+                # The rows are this transaction's alone (SQLite's write lock, or
+                # PostgreSQL's row locks): every id in the chunk was changed.
+                m.StateEvent.insert_from(
+                    m.FlowRun.select(m.FlowRun.id, pw.Value("Skipped"), m.FlowRun.message,
+                                     pw.Value(now))
+                    .where(m.FlowRun.id.in_(chunk)),
+                    [m.StateEvent.flow_run, m.StateEvent.state, m.StateEvent.message,
+                     m.StateEvent.time]).execute()
+        return len(ids), kept
+
+    # -- the one way a run's state changes ----------------------------------------
+    def _move(self, run_id, state, message, *, came_from, attempt=None, values=None,
+              end=False, tasks_end_as=None):
+        """One compare-and-set: run `run_id` goes to `state` if it is in one of
+        `came_from` (and on `attempt`, when given). Returns True when it moved.
+
+        With `tasks_end_as` (a state and why), its task runs that had not ended
+        end in that state, in the same transaction.
+        """
+        now = time.time()
+        changes = dict(values or {}, state=state, message=message, updated=now)
+        if end:
+            changes["end_time"] = now
+        where = (m.FlowRun.id == run_id) & m.FlowRun.state.in_(list(came_from))
+        if attempt is not None:
+            where &= m.FlowRun.attempt == attempt
+        with self.db.atomic():
+            if m.FlowRun.update(**changes).where(where).execute() != 1:
+                return False
+            self._event(run_id, state, message, now)
+            if tasks_end_as is not None:
+                self._end_unfinished_tasks(run_id, *tasks_end_as, now)
+        return True
+
+    @staticmethod
+    def _end_unfinished_tasks(run_id, state, reason, now):
+        unfinished = ((m.TaskRun.flow_run == run_id)
+                      & m.TaskRun.state.in_(list(UNFINISHED_TASK_STATES)))
+        m.StateEvent.insert_from(
+            m.TaskRun.select(m.TaskRun.flow_run, m.TaskRun.task_slug, m.TaskRun.map_index,
+                             pw.Value(state), pw.Value(reason), pw.Value(now))
+            .where(unfinished),
+            [m.StateEvent.flow_run, m.StateEvent.task_slug, m.StateEvent.map_index,
+             m.StateEvent.state, m.StateEvent.message, m.StateEvent.time]).execute()
+        m.TaskRun.update(state=state, message=reason, end_time=now).where(unfinished).execute()
+
+    @staticmethod
+    def _event(run_id, state, message, now):
+        m.StateEvent.create(flow_run=run_id, state=state, message=message, time=now)
+
+    @staticmethod
+    def _attempt(run_id):
+        return m.FlowRun.select(m.FlowRun.attempt).where(m.FlowRun.id == run_id).scalar()
+
+    @staticmethod
+    def _owned(run_id, attempt):
+        return ((m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
+                & m.FlowRun.state.in_(list(_RUNNING)))
+
+    def _lost(self, run_id, attempt):
+        """AttemptLost for a refused write of attempt `attempt`, saying who has the
+        run now."""
+        row = (m.FlowRun.select(m.FlowRun.attempt, m.FlowRun.state, m.FlowRun.message,
+                                m.FlowRun.agent)
+               .where(m.FlowRun.id == run_id).first())
+        if row is None:
+            return AttemptLost(f"Flow run {run_id} no longer exists; this process stops.",
+                               run_id, attempt)
+        if row.attempt != attempt:
+            who = f" (agent {row.agent})" if row.agent else ""
+            text = (f"Flow run {run_id}: attempt {row.attempt}{who} owns this run now, not "
+                    f"attempt {attempt}; this process stops.")
+        elif row.state in TERMINAL_RUN_STATES:
+            text = (f"Flow run {run_id} was ended {row.state} by another process "
+                    f"({row.message or 'no message'}); this process stops.")
+        else:
+            text = (f"Flow run {run_id} is {row.state} now ({row.message or 'no message'}), "
+                    "not running in this process; this process stops.")
+        return AttemptLost(text, run_id, attempt, row.attempt, row.state)
+
+
+_TASKS_CANCELLED = ("Cancelled", "The flow run was cancelled before this task ended.")
+# A run without a claim: no agent, no process, no heartbeat.
+_UNCLAIMED = {"agent": None, "pid": None, "heartbeat": None}
+_ID_CHUNK = 500
+
+
+def _states(judged):
+    return (judged,) if isinstance(judged, str) else tuple(judged)
+
+
+def _message_expression(template, now):
+    """`template` as an SQL text expression, ``{late}`` as each row's lateness."""
+    parts = template.split("{late}")
+    expression = pw.Value(parts[0])
+    for part in parts[1:]:
+        lateness = pw.Cast(pw.Value(now) - m.FlowRun.scheduled_start_time, "INTEGER")
+        expression = expression.concat(lateness).concat(pw.Value(part))
+    return expression
+
+
+__all__ = ["RunLifecycle", "agent_takes", "ACTIVE_RUN_STATES"]
