@@ -801,8 +801,9 @@ def server(host, port, expose):
     except (OrchestratorError, OSError) as exc:
         raise UserError(f"Cannot start: {exc}") from None
     stopping = _stop_on_signals(api.close)
+    api.publish()  # before the address is announced, so clients find it
     click.echo(f"orchestrator server: database {safe_database_url(store.url)}\n"
-               f"  API:     {api.url}/api/health\n"
+               f"{api.address_line()}\n"
                f"  web:     {api.url}/\n"
                f"  token:   {api.token_path} (print it with: orchestrator token)\n"
                "Stop with Ctrl-C.")

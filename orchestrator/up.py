@@ -11,10 +11,12 @@ running ones up to a grace period, and leave every run in a truthful state.
 
 import datetime as _dt
 import logging
+import os
 import signal
 import threading
 import time
 
+import filelock
 import schedule
 import waitress
 
@@ -32,8 +34,10 @@ SCHEDULER_EVERY = 5
 
 
 class ApiServer:
-    """The REST API on waitress; writes where it listens to `$ORCHESTRATOR_HOME/api-url`
-    so `orchestrator.Client()` finds it, and removes that when it stops."""
+    """The REST API on waitress. `publish()` writes where it listens to
+    `$ORCHESTRATOR_HOME/api-url` so `orchestrator.Client()` finds it, unless
+    another server of this home holds that file (a lock says so); it removes
+    only the file it wrote, when it stops."""
 
     def __init__(self, store, host="127.0.0.1", port=4200, status=None, on_run_created=None,
                  threads=4):
@@ -56,15 +60,38 @@ class ApiServer:
             local = f"[{local}]"
         self.url = f"http://{local}:{self.server.effective_port}"
         self.url_path = home_dir() / API_URL_FILE
+        self._url_lock = filelock.FileLock(str(self.url_path) + ".lock")
+        self.published = False
 
     def status(self):
         return {"status": "ok", "database": safe_database_url(self.store.url),
                 "started": _iso(self.started), "agent": {"alive": False,
                                                          "reason": "not in this process"}}
 
+    def publish(self):
+        """Write this server's address to api-url (before anyone is told of it), or
+        leave the file to the live server of this home that wrote it. True when
+        written."""
+        try:
+            self._url_lock.acquire(timeout=0)
+        except filelock.Timeout:
+            return False
+        draft = self.url_path.with_name(f".{API_URL_FILE}.{os.getpid()}")
+        draft.write_text(self.url + "\n")
+        os.replace(draft, self.url_path)
+        self.published = True
+        return True
+
+    def address_line(self):
+        """The banner's line about where clients find this server."""
+        line = f"  API:     {self.url}/api/health"
+        if not self.published:
+            line += (f"\n           (another server of this home is in {self.url_path}; "
+                     f"clients reach this one with ORCHESTRATOR_API_URL={self.url})")
+        return line
+
     def run(self, stopping):
         """Serve until `close()` (from a signal handler) ends waitress's loop."""
-        self.url_path.write_text(self.url + "\n")
         try:
             self.server.run()
         except OSError:
@@ -73,11 +100,18 @@ class ApiServer:
             if not stopping.is_set():
                 raise
         finally:
-            try:
-                if self.url_path.read_text().strip() == self.url:
-                    self.url_path.unlink()
-            except OSError:
-                pass
+            self.unpublish()
+
+    def unpublish(self):
+        if not self.published:
+            return
+        try:
+            if self.url_path.read_text().strip() == self.url:
+                self.url_path.unlink()
+        except OSError:
+            pass
+        self.published = False
+        self._url_lock.release()
 
     def close(self):
         self.server.close()
@@ -120,12 +154,13 @@ class Up:
         signal.signal(signal.SIGINT, self._request_stop)
         signal.signal(signal.SIGTERM, self._request_stop)
         home = home_dir()
+        self.api.publish()  # before the address is announced, so clients find it
         print(f"orchestrator up: database {safe_database_url(self.store.url)}\n"
               f"  flows:   {home / 'flows'}\n  results: {home / 'results'}\n"
               f"  logs:    {home / 'logs'} (and `orchestrator logs RUN`)\n"
               f"  agent:   {self.agent.name}, labels {', '.join(self.agent.labels) or 'none'}"
               f"{' (strict)' if self.agent.strict_labels else ''}\n"
-              f"  API:     {self.url}/api/health\n"
+              f"{self.api.address_line()}\n"
               f"  web:     {self.url}/\n"
               f"  token:   {self.api.token_path} (print it with: orchestrator token)\n"
               "Stop with Ctrl-C.", flush=True)

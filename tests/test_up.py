@@ -138,6 +138,32 @@ def test_a_run_created_with_the_cli_runs_to_success_through_up(home, tmp_path, u
     assert process.proc.poll() is None  # up is still serving
 
 
+def test_up_writes_where_it_listens_before_it_says_so_and_a_second_up_leaves_it(home, up):
+    first = up()
+    first.wait_for_banner()
+    assert (home / "api-url").read_text().strip() == first.url  # as the line appears
+    second = up("--no-hostname-label")
+    second.wait_for_banner()
+    assert (home / "api-url").read_text().strip() == first.url
+    assert f"ORCHESTRATOR_API_URL={second.url}" in second.stdout
+
+    assert second.stop() == 0
+    assert (home / "api-url").read_text().strip() == first.url  # not the second's to remove
+    assert first.stop() == 0
+    assert not (home / "api-url").exists()
+
+
+def test_head_on_the_health_endpoint_answers_200_for_health_checks(home, up):
+    import urllib.request
+
+    process = up()
+    process.wait_for_banner()
+    request = urllib.request.Request(process.url + "/api/health", method="HEAD")
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200
+        assert resp.read() == b""
+
+
 def test_a_busy_port_is_a_one_line_error_with_exit_code_2(home):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

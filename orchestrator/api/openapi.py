@@ -186,7 +186,10 @@ def openapi_document():
     """The OpenAPI 3.1 document (a dict)."""
     paths = {
         "/api/health": {"get": _op("health", "Version, database and service liveness",
-                                   _ok("Health"), public=True)},
+                                   _ok("Health"), public=True),
+                        "head": _op("health_head", "Whether the server answers (for "
+                                    "health checks that use HEAD)", {
+                                        "200": {"description": "It answers"}}, public=True)},
         "/api/openapi.json": {"get": _op("openapi", "This document", {
             "200": {"description": "The OpenAPI document",
                     "content": {"application/json": {"schema": {"type": "object"}}}},

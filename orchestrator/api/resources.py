@@ -56,6 +56,12 @@ class Health:
                       if key in ("status", "version", "agent", "scheduler", "reaper")}
         _json(resp, status)
 
+    def on_head(self, req, resp):
+        # Health checks that use HEAD: the same answer, without the body (and
+        # without asking the services, which a HEAD never shows).
+        resp.status = falcon.HTTP_200
+        resp.content_type = falcon.MEDIA_JSON
+
 
 class WebPage:
     """The web page: a few static files from the package, read once, served with
