@@ -333,15 +333,23 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
         _load_config()
     store = _open_store()
     with _user_errors():
-        run = service.create_flow_run(store, flow_ref, project=project_name,
-                                      parameters=values, name=run_name,
-                                      labels=list(labels) if labels else None,
-                                      idempotency_key=idempotency_key)
+        run, created = service.create_flow_run(store, flow_ref, project=project_name,
+                                               parameters=values, name=run_name,
+                                               labels=list(labels) if labels else None,
+                                               idempotency_key=idempotency_key, report=True)
     if as_json and not (local or watch):
         _echo_json(_run_json(run))
         return
-    click.echo(f"Created flow run {run['id']} ({run['name']}) of "
-               f"{run['project']}/{run['flow_name']} v{run['flow_version']}.", err=as_json)
+    if created:
+        click.echo(f"Created flow run {run['id']} ({run['name']}) of "
+                   f"{run['project']}/{run['flow_name']} v{run['flow_version']}.", err=as_json)
+    else:
+        click.echo(f"Flow run {run['id']} ({run['name']}) of {run['project']}/"
+                   f"{run['flow_name']} already exists for idempotency key "
+                   f"{idempotency_key!r}; it is {run['state']}. Nothing new was created.",
+                   err=as_json)
+        if local and run["state"] != "Scheduled":
+            watch, local = True, False  # not this command's to execute: wait for it
     if local:
         state = _execute(store, run["id"])
         run = store.get_flow_run(run["id"])

@@ -356,12 +356,15 @@ def test_run_name_names_the_run_in_runs_and_show(cli, flows_file):
     assert shown.stdout.splitlines()[0].startswith(f"Flow run {run_id} (my-name) of etl/hello")
 
 
-def test_an_idempotency_key_used_twice_gives_one_run(cli, flows_file):
+def test_an_idempotency_key_used_twice_gives_one_run_and_says_so(cli, flows_file):
     first = cli("run", "hello", "--idempotency-key", "k")
     second = cli("run", "hello", "--idempotency-key", "k")
 
     assert first.returncode == second.returncode == 0, (first.stderr, second.stderr)
-    assert created_run_id(first) == created_run_id(second)
+    run_id = created_run_id(first)
+    assert "Created" not in second.stdout
+    assert (f"Flow run {run_id} (" in second.stdout and "already exists for idempotency key "
+            "'k'; it is Scheduled. Nothing new was created." in second.stdout), second.stdout
     assert len(json_of(cli("runs", "--json"))) == 1
 
 
