@@ -329,8 +329,52 @@ def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(h
     assert [store.db.execute_sql(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in
             ("flow", "flow_run", "task_run", "state_event", "log")] == [1, 1, 1, 1, 1]
     run = store.get_flow_run(1)
-    assert (run["state"], run["restarts"]) == ("Success", 0)
+    assert (run["state"], run["restarts"], run["attempt"]) == ("Success", 0, 0)
     assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_a_run_id_is_never_given_again_after_its_run_is_deleted(store, flow_id):
+    now = time.time()
+    kept = store.create_flow_run(flow_id)["id"]
+    future = store.create_auto_runs(flow_id, [{"scheduled_start_time": now + 3600 * i}
+                                              for i in (1, 2, 3)], now=now)
+    assert store.delete_future_auto_runs(flow_id, now) == 3  # what pausing a schedule does
+    again = store.create_flow_run(flow_id)["id"]
+    assert again > max(future) > kept
+
+
+def test_an_older_database_gets_run_ids_that_are_never_reused(home, sqlite_store):
+    """Migration 6 rebuilds flow_run with AUTOINCREMENT, keeping every row."""
+    store = sqlite_store
+    store.create_project("etl")
+    flow_id = store.register_flow("etl", "daily", "fp-1", {}, [], [])[0]["id"]
+    first, second = (store.create_flow_run(flow_id)["id"] for _ in range(2))
+    attempt = store.start_flow_run(first, os.getpid())
+    store.record_task_runs(first, attempt, [dict(task_slug="a-1", task_name="a",
+                                                 map_index=-1, state="Running", run_count=1)])
+    raw = sqlite3.connect(home / "orchestrator.db")  # back to schema 5: no AUTOINCREMENT
+    (sql,) = raw.execute("SELECT sql FROM sqlite_master WHERE name = 'flow_run'").fetchone()
+    indexes = [s for s, in raw.execute("SELECT sql FROM sqlite_master WHERE type = 'index' "
+                                       "AND tbl_name = 'flow_run' AND sql IS NOT NULL")]
+    raw.executescript(
+        "PRAGMA foreign_keys = 0; BEGIN;"
+        + sql.replace(" AUTOINCREMENT", "").replace('"flow_run"', '"old_run"', 1) + ";"
+        "INSERT INTO old_run SELECT * FROM flow_run; DROP TABLE flow_run;"
+        "ALTER TABLE old_run RENAME TO flow_run;" + ";".join(indexes) + ";"
+        "DELETE FROM schema_version WHERE version = 6; COMMIT;")
+    assert "AUTOINCREMENT" not in raw.execute(
+        "SELECT sql FROM sqlite_master WHERE name = 'flow_run'").fetchone()[0]
+    raw.close()
+
+    again = Store.open()
+    assert "AUTOINCREMENT" in again.db.execute_sql(
+        "SELECT sql FROM sqlite_master WHERE name = 'flow_run'").fetchone()[0]
+    assert [r["id"] for r in again.list_flow_runs()] == [second, first]
+    assert [t["task_slug"] for t in again.task_runs(first)] == ["a-1"]
+    again.db.execute_sql("DELETE FROM flow_run WHERE id = ?", (second,))  # the newest goes
+    assert again.create_flow_run(flow_id)["id"] > second  # and its id is not given again
+    assert again.db.execute_sql("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert again.db.execute_sql("PRAGMA foreign_key_check").fetchall() == []
 
 
 def test_only_the_lifecycle_module_writes_a_runs_state():

@@ -241,12 +241,40 @@ def _add_run_attempts(db):
             db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
 
 
+def _never_reuse_run_ids(db):
+    """SQLite: rebuild flow_run with AUTOINCREMENT (a table's only way to get it),
+    rows, ids and indexes kept; foreign keys are off while migrations run, so
+    dropping the old table deletes nothing else."""
+    if not isinstance(db, pw.SqliteDatabase):
+        return
+    table_sql, = db.execute_sql("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                                "AND name = 'flow_run'").fetchone()
+    if "AUTOINCREMENT" in table_sql:
+        return
+    key = '"id" INTEGER NOT NULL PRIMARY KEY'
+    if key not in table_sql:
+        raise StoreError("The flow_run table has an unexpected shape; nothing was changed. "
+                         "Please report it.")
+    indexes = [sql for sql, in db.execute_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'flow_run' "
+        "AND sql IS NOT NULL").fetchall()]
+    columns = ", ".join(f'"{c.name}"' for c in db.get_columns("flow_run"))
+    db.execute_sql(table_sql.replace('CREATE TABLE "flow_run"', 'CREATE TABLE "flow_run_new"', 1)
+                   .replace(key, key + " AUTOINCREMENT", 1))
+    db.execute_sql(f'INSERT INTO "flow_run_new" ({columns}) SELECT {columns} FROM "flow_run"')
+    db.execute_sql('DROP TABLE "flow_run"')
+    db.execute_sql('ALTER TABLE "flow_run_new" RENAME TO "flow_run"')
+    for sql in indexes:
+        db.execute_sql(sql)
+
+
 MIGRATIONS = [
     (1, _create_initial_tables),
     (2, _add_agents),
     (3, _add_scheduling_and_limits),
     (4, _index_scheduled_flows),
     (5, _add_run_attempts),
+    (6, _never_reuse_run_ids),
 ]
 
 

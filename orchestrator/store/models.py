@@ -62,7 +62,21 @@ class Flow(BaseModel):
         )
 
 
+class RunIdField(pw.AutoField):
+    """A run's id, never given to another run, even after its run is deleted:
+    AUTOINCREMENT on SQLite (whose plain rowid reuses the highest id); a
+    PostgreSQL sequence never reuses one anyway."""
+
+    def ddl(self, ctx):
+        node = super().ddl(ctx)
+        db = self.model._meta.database
+        if isinstance(getattr(db, "obj", db), pw.SqliteDatabase):
+            node = pw.NodeList((node, pw.SQL("AUTOINCREMENT")))
+        return node
+
+
 class FlowRun(BaseModel):
+    id = RunIdField()
     flow = pw.ForeignKeyField(Flow, backref="runs", on_delete="CASCADE")
     name = pw.CharField()
     parameters = JSONField()
