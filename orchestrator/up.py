@@ -163,6 +163,7 @@ class Up:
               f"{self.api.address_line()}\n"
               f"  web:     {self.url}/\n"
               f"  token:   {self.api.token_path} (print it with: orchestrator token)\n"
+              f"{_open_home_warning(home)}"
               "Stop with Ctrl-C.", flush=True)
         self.housekeeping.reap()  # runs a crash left behind, at once
         threads = [threading.Thread(target=self._agent_loop, name="orchestrator-agent",
@@ -249,6 +250,18 @@ class Housekeeping:
             summary = self.scheduler.run_once()
             if summary and summary.get("created") and self.on_runs_created is not None:
                 self.on_runs_created()
+
+
+def _open_home_warning(home):
+    """A banner line when others may read the home (its database holds secrets)."""
+    try:
+        mode = home.stat().st_mode & 0o777
+    except OSError:
+        return ""
+    if not mode & 0o077:
+        return ""
+    return (f"  note:    {home} can be read by other users (mode {mode:o}), and the "
+            f"database in it holds your secrets: chmod 700 {home}\n")
 
 
 def _liveness(ticks, name):

@@ -153,6 +153,25 @@ def test_up_writes_where_it_listens_before_it_says_so_and_a_second_up_leaves_it(
     assert not (home / "api-url").exists()
 
 
+def test_the_home_and_its_database_are_private_to_their_owner(home, tmp_path, up):
+    fresh = tmp_path / "new-home"
+    process = up_in(fresh)
+    try:
+        process.wait_for_banner()
+        assert fresh.stat().st_mode & 0o777 == 0o700
+        for name in ("orchestrator.db", "orchestrator.db-wal", "api-token"):
+            assert (fresh / name).stat().st_mode & 0o777 == 0o600, name
+        assert "note:" not in process.stdout
+    finally:
+        process.kill()
+    # A home that others can read is said so at start.
+    home.chmod(0o755)
+    process = up()
+    process.wait_for_banner()
+    assert f"{home} can be read by other users (mode 755)" in process.stdout
+    assert (home / "orchestrator.db").stat().st_mode & 0o777 == 0o600
+
+
 def test_head_on_the_health_endpoint_answers_200_for_health_checks(home, up):
     import urllib.request
 
@@ -162,6 +181,13 @@ def test_head_on_the_health_endpoint_answers_200_for_health_checks(home, up):
     with urllib.request.urlopen(request, timeout=5) as resp:
         assert resp.status == 200
         assert resp.read() == b""
+
+
+def up_in(home):
+    from conftest import ServiceProcess
+
+    return ServiceProcess("up", "--poll-interval", "0.1", home=home, log_dir=home.parent,
+                          name="up-fresh")
 
 
 def test_a_busy_port_is_a_one_line_error_with_exit_code_2(home):

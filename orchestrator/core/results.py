@@ -179,9 +179,11 @@ class PackedResult(Result):
             entry = self._files.get(key)
             if entry is None:
                 path = self.dir / f"{run_id}.{os.getpid()}.results"
-                self.dir.mkdir(parents=True, exist_ok=True)
+                self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
                 buffered = os.getpid() == self.origin_pid
-                fh = open(path, "ab", buffering=(1 << 20) if buffered else 0)
+                # Results may hold what secrets gave: readable by their owner only.
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fh = os.fdopen(fd, "ab", buffering=(1 << 20) if buffered else 0)
                 entry = self._files[key] = [path, fh, fh.seek(0, os.SEEK_END),
                                             threading.Lock()]
             return entry

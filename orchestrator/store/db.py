@@ -22,7 +22,7 @@ from playhouse.db_url import connect as connect_url
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 from playhouse.migrate import migrate as migrate_columns
 
-from ..config import home_dir
+from ..config import home_dir, private_dir
 from . import models
 from .errors import DiskFull, StoreError
 
@@ -46,7 +46,7 @@ def database_url(home=None, environ=None):
 
 def _check_home(home):
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        private_dir(home)
     except OSError as exc:
         raise StoreError(
             f"Cannot create ORCHESTRATOR_HOME {home}: {exc.strerror}. Point "
@@ -57,6 +57,20 @@ def _check_home(home):
             f"ORCHESTRATOR_HOME {home} is not writable; point ORCHESTRATOR_HOME at a "
             "directory you can write to, or fix its permissions."
         )
+
+
+def _keep_private(path):
+    """The database file readable by its owner only (it holds secrets); SQLite
+    gives its -wal and -shm files the database's mode when it makes them."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if name.exists():
+                stat = name.stat()
+                if stat.st_mode & 0o077 and stat.st_uid == os.geteuid():
+                    name.chmod(0o600)
+    except OSError:
+        pass  # not ours to change; opening it says what is wrong
 
 
 def _check_sqlite_file(path):
@@ -105,6 +119,7 @@ def _connect(home, url):
         path = Path(url[len("sqlite:///"):])
         _check_home(path.parent)
         _check_sqlite_file(path)
+        _keep_private(path)
         db = _SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, lock_type="IMMEDIATE",
                              check_same_thread=False, timeout=30)
         lock_path = str(path) + ".migrate.lock"
