@@ -39,7 +39,8 @@ def _import_dask(what):
     except ImportError:
         raise ExecutorError(
             f"{what} needs dask, which is not installed; install it with "
-            "pip install 'orchestrator[dask]'"
+            "pip install 'dask>=2024.1' 'distributed>=2024.1' (the [dask] extra of "
+            "onebox-orchestrator)"
         ) from None
 
 
@@ -274,7 +275,7 @@ class DaskExecutor(Executor):
         except ImportError:
             raise ExecutorError(
                 "DaskExecutor needs the distributed package; install it with "
-                "pip install 'orchestrator[dask]'"
+                "pip install 'distributed>=2024.1' (the [dask] extra of onebox-orchestrator)"
             ) from None
         cluster = None
         if self.address is not None:
