@@ -138,6 +138,56 @@ def test_a_run_created_with_the_cli_runs_to_success_through_up(home, tmp_path, u
     assert process.proc.poll() is None  # up is still serving
 
 
+NEWCOMER = """
+import os
+from orchestrator import Flow, Parameter, task
+from orchestrator.storage import Script
+
+@task
+def hello(out):
+    with open(out, "a") as fh:
+        fh.write("hello\\n")
+
+with Flow("first", storage=Script(os.path.abspath(__file__))) as flow:
+    hello(Parameter("out"))
+"""
+
+
+def test_a_newcomers_script_flow_without_labels_runs_under_up(home, tmp_path, up):
+    # Script storage adds no label, and `up`'s agent has the host name: a run
+    # without labels goes to any agent (unless it is --strict-labels).
+    flows = tmp_path / "first_flow.py"
+    flows.write_text(NEWCOMER)
+    out = tmp_path / "hello.txt"
+    orchestrator("project", "create", "mine")
+    assert "labels none" in orchestrator("register", "-p", "mine", flows)
+    process = up()
+    process.wait_for_banner()
+
+    done = subprocess.run([sys.executable, "-m", "orchestrator", "run", "mine/first",
+                           "--param", f"out={out}", "--watch"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success" in done.stdout
+    assert out.read_text() == "hello\n"
+
+
+def test_a_strict_agent_leaves_a_run_without_labels_and_explain_says_why(home, tmp_path,
+                                                                         up):
+    flows = tmp_path / "first_flow.py"
+    flows.write_text(NEWCOMER)
+    orchestrator("project", "create", "mine")
+    orchestrator("register", "-p", "mine", flows)
+    process = up("--strict-labels")
+    process.wait_for_banner()
+    assert "(strict)" in process.stdout
+    run_id = json.loads(orchestrator("run", "mine/first", "--param", "out=x", "--json"))["id"]
+    time.sleep(1.0)  # ten of the agent's looks
+
+    said = orchestrator("explain", run_id)
+    assert "is Scheduled" in said and "--strict-labels" in said, said
+
+
 def test_up_writes_where_it_listens_before_it_says_so_and_a_second_up_leaves_it(home, up):
     first = up()
     first.wait_for_banner()
