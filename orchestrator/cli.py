@@ -447,7 +447,7 @@ def _run_json(run):
     return {"id": run["id"], "flow": f"{run['project']}/{run['flow_name']}",
             "flow_version": run["flow_version"], "name": run["name"], "state": run["state"],
             "message": run["message"], "parameters": run["parameters"],
-            "labels": run["labels"],
+            "labels": run["labels"], "attempt": run["attempt"], "restarts": run["restarts"],
             "scheduled_start_time": _iso(run["scheduled_start_time"]),
             "start_time": _iso(run["start_time"]), "end_time": _iso(run["end_time"])}
 
@@ -536,6 +536,10 @@ def show(run_id, as_json):
     click.echo(f"  scheduled:  {_when(run['scheduled_start_time'])}")
     click.echo(f"  started:    {_when(run['start_time'])}   "
                f"duration: {_duration(run['start_time'], run['end_time'])}")
+    if run["attempt"] > 1 or run["restarts"]:
+        restarts = run["restarts"]
+        click.echo(f"  attempt:    {run['attempt']} (restarted {restarts} "
+                   f"time{'' if restarts == 1 else 's'})")
     click.echo("")
     for t in task_runs:
         t["task"] = t["task_slug"] + ("" if t["map_index"] < 0 else f"[{t['map_index']}]")

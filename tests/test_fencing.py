@@ -175,6 +175,9 @@ def test_a_frozen_run_process_is_restarted_and_its_task_body_runs_to_its_end_onc
                                      "Submitted", "Running", "Success"], moves
     assert "stopped or hung" in moves[3][1]
     assert store.get_flow_run(run_id)["state"] == "Success"  # nothing wrote after
+    shown = subprocess.run([sys.executable, "-m", "orchestrator", "show", str(run_id)],
+                           env=service_env(home), capture_output=True, text=True, timeout=30)
+    assert "attempt:    2 (restarted 1 time)" in shown.stdout, shown.stdout + shown.stderr
 
 
 def test_a_frozen_process_started_by_hand_stops_itself_when_it_resumes(
