@@ -37,6 +37,7 @@ FLUSH_ROWS = 500
 # waiting (and counts the ones it drops); task states are all kept.
 MAX_WAITING_LOGS = 100_000
 RETRY_SECONDS = 1.0  # between tries to write while the store cannot be written
+TERM_FLUSH_SECONDS = 5.0  # on SIGTERM, at most this long to write what the run reported
 _PLAIN_STEPS = ("Running", "Success", "Mapped")
 # Retries due within this many seconds are waited for in the run's process;
 # later ones end the process and the run goes back to Scheduled.
@@ -142,14 +143,19 @@ class StoreReporter(Reporter):
             if len(self._logs) >= FLUSH_ROWS * 20:
                 self._wake.notify()
 
-    def flush(self):
-        """Block until everything collected so far is written."""
+    def flush(self, timeout=None):
+        """Block until everything collected so far is written (or `timeout`
+        seconds have passed)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._generation + 1
             self._flush_requested = True
             self._wake.notify()
             while self._done_generation < target and self._thread.is_alive():
-                self._written.wait(1)
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                self._written.wait(1 if deadline is None
+                                   else min(1, max(0.01, deadline - time.monotonic())))
         if self._error is not None:
             raise self._error
 
@@ -235,8 +241,11 @@ class StoreReporter(Reporter):
 
 class Heartbeat:
     """Records every `interval` seconds that the run is alive, from a thread of
-    its own, so a run stuck in one long task still shows it is there. A beat
-    that is refused (another attempt owns the run) stops the process."""
+    its own, from the run's start (loading a flow may take a while) to its final
+    state, so a run stuck in one long task still shows it is there. A beat that
+    is refused (another attempt owns the run) stops the process, unless the
+    process is recording its own final state (`finishing()`): a beat that
+    waited on that write is refused by it."""
 
     def __init__(self, store, run_id, attempt, interval, ownership):
         self.store = store
@@ -244,6 +253,7 @@ class Heartbeat:
         self.attempt = attempt
         self.interval = float(interval)
         self.ownership = ownership
+        self._finishing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True,
                                         name=f"orchestrator-heartbeat-{run_id}")
@@ -256,6 +266,8 @@ class Heartbeat:
             try:
                 self.store.heartbeat(self.run_id, self.attempt)
             except AttemptLost as exc:
+                if self._finishing:
+                    return
                 self.ownership.lost(exc)
             except StoreUnavailable as exc:
                 # Beat again soon: the reaper counts silence from when the store
@@ -265,6 +277,11 @@ class Heartbeat:
             except Exception:  # a missed beat is not worth failing the run
                 logger.warning("Heartbeat of run %s could not be recorded", self.run_id,
                                exc_info=True)
+
+    def finishing(self):
+        """The process is about to record how the run ended: a refusal from now on
+        is that record's doing, not another attempt's."""
+        self._finishing = True
 
     def stop(self):
         self._stop.set()
@@ -409,6 +426,9 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
         raise OrchestratorError(
             f"Flow run {run_id} ({run['name']}) already finished: {run['state']}. "
             f"Start a new run with: orchestrator run {run['project']}/{run['flow_name']}")
+    if agent is not None and attempt is None and run["state"] == "Submitted" \
+            and run["agent"] == agent:
+        attempt = run["attempt"]  # an agent of an earlier version: its claim's attempt
     try:
         started = store.start_flow_run(run_id, os.getpid(), attempt=attempt)
     except AttemptLost as exc:
@@ -422,29 +442,35 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
             f"orchestrator explain {run_id}")
     attempt = started
     ownership = RunOwnership(store, run_id, attempt, leader=agent is not None)
+    flow_record = store.get_flow(run["flow_id"])
+    config = load_config()
+    heartbeat = None
+    if flow_record["settings"].get("heartbeat", True):
+        # From now: loading the flow (imports, a Git fetch) may outlast the timeout.
+        heartbeat = Heartbeat(store, run_id, attempt, config["services"]["heartbeat_interval"],
+                              ownership)
     try:
-        return _run_attempt(store, run, attempt, ownership, load_flow)
+        return _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
+                            heartbeat)
     except AttemptLost as exc:
         log_lost(store, run_id, exc)
         raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
 
 
-def _run_attempt(store, run, attempt, ownership, load_flow):
+def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config, heartbeat):
     run_id = run["id"]
-    flow_record = store.get_flow(run["flow_id"])
     try:
         flow = load_flow(flow_record)
     except OrchestratorError as exc:
         why = f"Could not load the flow: {exc}"
-        _until_written(run_id, "record its final state", lambda: store.finish_flow_run(
+        _finish(store, run_id, attempt, heartbeat, lambda: store.finish_flow_run(
             run_id, attempt, "Failed", why))
         return "Failed"
-    config = load_config()
+    store.confirm_owner(run_id, attempt)  # still this attempt's after loading? (else: stop)
     run_logging.ensure_logging()
-    heartbeat = None
-    if flow_record["settings"].get("heartbeat", True):
-        heartbeat = Heartbeat(store, run_id, attempt, config["services"]["heartbeat_interval"],
-                              ownership)
     reporter = StoreReporter(store, run_id, attempt, ownership)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [
@@ -473,18 +499,24 @@ def _run_attempt(store, run, attempt, ownership, load_flow):
         for lg in loggers:
             lg.removeHandler(handler)
         reporter.close()
-        return _until_written(run_id, "record its final state",
-                              lambda: _record_final_state(store, run_id, attempt, state))
+        return _finish(store, run_id, attempt, heartbeat,
+                       lambda: _record_final_state(store, run_id, attempt, state))
     finally:
         try:
             PackedResult.flush_all()
         except OSError:
             pass  # said above; a crash of the run loses nothing more than this
-        if heartbeat is not None:
-            heartbeat.stop()
         for lg in loggers:
             lg.removeHandler(handler)
         reporter.close()
+
+
+def _finish(store, run_id, attempt, heartbeat, record):
+    """Record how the run ended (waiting for room on a full disk), the heartbeat
+    told first that a refusal after this write is this write's doing."""
+    if heartbeat is not None:
+        heartbeat.finishing()
+    return _until_written(run_id, "record its final state", record)
 
 
 @contextlib.contextmanager
@@ -497,27 +529,37 @@ def _run_signals(store, run_id, attempt, ownership, reporter):
       (a sleep that the stop outlasted is over at once);
     - SIGTERM (a cancel, or the host shutting down): what the run has reported
       so far (task states, log lines) is written before the process ends, so
-      the run's page shows how far it got.
+      the run's page shows how far it got. The handler only sets an event: a
+      thread of its own does the writing (the main thread may hold the
+      reporter's lock when the signal comes), for at most TERM_FLUSH_SECONDS.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    terminate = threading.Event()
+
+    def terminator():
+        terminate.wait()
+        logger.warning("Flow run %s: stopping on SIGTERM (cancelled, or the host is "
+                       "stopping)", run_id)
+        try:
+            reporter.flush(timeout=TERM_FLUSH_SECONDS)
+        finally:
+            os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=terminator, daemon=True,
+                     name=f"orchestrator-terminator-{run_id}").start()
 
     def on_resume(signum, frame):
         try:
-            store.heartbeat(run_id, attempt)
+            store.confirm_owner(run_id, attempt)
         except AttemptLost as exc:
             ownership.lost(exc)
         except Exception:  # the heartbeat thread says what is wrong with the store
             pass
 
     def on_terminate(signum, frame):
-        logger.warning("Flow run %s: stopping on SIGTERM (cancelled, or the host is "
-                       "stopping)", run_id)
-        try:
-            reporter.flush()
-        finally:
-            os._exit(128 + signum)
+        terminate.set()
 
     previous = {signal.SIGCONT: signal.signal(signal.SIGCONT, on_resume),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate)}

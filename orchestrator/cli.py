@@ -11,6 +11,7 @@ limits here as they are parsed, names, labels and parameters by `service`.
 import contextlib
 import datetime as _dt
 import json
+import os
 import re
 import sys
 import time
@@ -348,10 +349,15 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
                    f"{run['flow_name']} already exists for idempotency key "
                    f"{idempotency_key!r}; it is {run['state']}. Nothing new was created.",
                    err=as_json)
-        if local and run["state"] != "Scheduled":
-            watch, local = True, False  # not this command's to execute: wait for it
+    attempt = None
     if local:
-        state = _execute(store, run["id"])
+        # Claimed for this process at once: an agent that looks now leaves it be.
+        with _user_errors():
+            attempt = store.claim_run(run["id"], f"orchestrator run --local (pid {os.getpid()})")
+        if attempt is None:  # not this command's to execute (now): wait for it
+            watch, local = True, False
+    if local:
+        state = _execute(store, run["id"], attempt=attempt)
         run = store.get_flow_run(run["id"])
         if as_json:
             _echo_json(_run_json(run))

@@ -26,7 +26,7 @@ def explain_flow_run(store, run_id, now=None):
     wait = run["scheduled_start_time"] - now
     if wait > 0:
         reasons.append(f"It is scheduled for later: in {wait:.0f} s.")
-    if run["auto_scheduled"] and wait <= 0:
+    if run["auto_scheduled"] and wait <= 0 and not run["attempt"]:
         hold = store.late_policy_hold(run["flow_id"], flow.get("settings") or {},
                                       run["scheduled_start_time"], now)
         if hold:

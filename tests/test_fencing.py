@@ -4,6 +4,7 @@ a reaper writing on what it read a moment ago, an agent restarted while its
 run process was starting: each ran a flow twice or recorded a finished run as
 Failed before attempts fenced the writes."""
 
+import json
 import os
 import signal
 import socket
@@ -45,6 +46,22 @@ def quick(out):
 
 with Flow("frozen", storage=Script(__file__), max_restarts=1) as frozen:
     slow(Parameter("out"), Parameter("seconds", default=3))
+
+with Flow("slow-load", storage=Script(__file__)) as slow_load:
+    quick(Parameter("out"))
+
+if "execute" in sys.argv and os.environ.get("ORCH_TEST_SLOW_LOAD"):
+    time.sleep(float(os.environ["ORCH_TEST_SLOW_LOAD"]))  # heavy imports, a slow disk
+
+@task
+def chatty():
+    import logging
+    log = logging.getLogger("orchestrator.task.chatty")
+    while True:
+        log.info("a line")
+
+with Flow("chatty", storage=Script(__file__)) as chatty_flow:
+    chatty()
 
 with Flow("slow-start", storage=Script(__file__),
           run_config=LocalRun(env={"PYTHONPATH": os.environ["ORCH_TEST_SLOW_START"]})) as ss:
@@ -104,18 +121,21 @@ def alive(pid):
         return False
 
 
-def run_processes(run_id):
-    """Pids of live `orchestrator execute RUN_ID` processes."""
+def run_processes(run_id, home):
+    """Pids of live `orchestrator execute RUN_ID` processes over `home` (not those of
+    another test session on this machine)."""
     found = []
+    mine = f"ORCHESTRATOR_HOME={home}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"execute" in cmdline and str(run_id).encode() in cmdline and alive(
-                int(entry.name)):
+        if b"execute" in cmdline and str(run_id).encode() in cmdline and mine in environ \
+                and alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 
@@ -170,7 +190,8 @@ def test_a_frozen_run_process_is_restarted_and_its_task_body_runs_to_its_end_onc
     ends = [pid for what, pid, _ in marks(out) if what == "end"]
     assert len(ends) == 1 and ends[0] != first, marks(out)
     assert not alive(first), "the frozen process of attempt 1 is still there"
-    moves = [(e["state"], e["message"] or "") for e in store.state_events(run_id)]
+    moves = [(e["state"], e["message"] or "") for e in store.state_events(run_id)
+             if e["task_slug"] is None]  # the run's own moves, not its tasks'
     assert [s for s, _ in moves] == ["Scheduled", "Submitted", "Running", "Scheduled",
                                      "Submitted", "Running", "Success"], moves
     assert "stopped or hung" in moves[3][1]
@@ -285,7 +306,7 @@ def test_an_agent_restarted_under_its_name_while_its_run_process_starts_runs_it_
     args = ("agent", "--no-hostname-label", "--poll-interval", "0.05", "--name", "worker")
     first = orchestrator(home, *args)
     processes.append(first)
-    started = wait_for("the run's process", lambda: run_processes(run_id))
+    started = wait_for("the run's process", lambda: run_processes(run_id, home))
     assert len(started) == 1, f"more than one process for run {run_id}: {started}"
     (orphan,) = started
     first.kill()  # kill -9 while the run's process is still starting
@@ -309,3 +330,100 @@ def test_an_agent_restarted_under_its_name_while_its_run_process_starts_runs_it_
                for text in texts.values()), texts
     if ran == orphan:  # the orphan ran it: it was left to it, not claimed again
         assert store.get_flow_run(run_id)["attempt"] == 1
+
+
+# -- what the review of the change found -----------------------------------------------
+def test_a_flow_that_loads_longer_than_the_heartbeat_timeout_is_not_taken_for_dead(
+        store, home, tmp_path, start_service, monkeypatch):
+    out = tmp_path / "marks.txt"
+    monkeypatch.setenv("ORCH_TEST_SLOW_LOAD", "3")  # twice the 1.5 s timeout
+    up = start_service("up", "--no-hostname-label", "--poll-interval", "0.1")
+    up.wait_for_banner()
+    run_id = service.create_flow_run(store, "slow-load", parameters={"out": str(out)},
+                                     labels=[])["id"]
+    run = wait_for("the run to end", lambda: (lambda r: r if r["state"] in TERMINAL_STATES
+                                              else None)(store.get_flow_run(run_id)))
+    assert (run["state"], run["restarts"], run["attempt"]) == ("Success", 0, 1), run
+    assert [what for what, _, _ in marks(out)] == ["end"]
+
+
+def test_a_cancelled_run_that_logs_without_pause_ends_on_sigterm_not_sigkill(store):
+    # The SIGTERM handler must not wait on the lock the main thread holds while it
+    # logs: the process writes what it reported and exits 143 within the grace.
+    from orchestrator.services.agent import Agent
+
+    agent = Agent(store, hostname_label=False, cancel_grace=30.0, poll_interval=0.05)
+    for _ in range(3):
+        run_id = service.create_flow_run(store, "chatty", labels=[])["id"]
+        wait_for("the run to log", lambda: agent.run_once() is not None and store.logs(
+            run_id, limit=5) and len(store.logs(run_id, limit=5)) == 5)
+        assert store.request_cancel(run_id) == "Cancelling"
+        started = time.monotonic()
+        run = wait_for("the run to end", lambda: agent.run_once() is not None and (
+            lambda r: r if r["state"] in TERMINAL_STATES else None)(store.get_flow_run(run_id)))
+        assert run["state"] == "Cancelled", run
+        assert "exited with code 143" in run["message"], run["message"]
+        assert time.monotonic() - started < 20
+
+
+def test_a_heartbeat_that_meets_the_runs_own_final_state_does_not_stop_it(store, home):
+    # With beats every 2 ms, some beat waits on the final write of most runs.
+    (home / "config.toml").write_text(
+        "[services]\nheartbeat_interval = 0.002\nheartbeat_timeout = 60\n")
+    for _ in range(12):
+        done = subprocess.run([sys.executable, "-m", "orchestrator", "run", "slow-start",
+                               "--param", "out=/dev/null", "--local"],
+                              env=service_env(home), cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Success" in done.stdout and "this process stops" not in done.stderr
+
+
+def test_run_local_is_not_taken_by_an_agent_that_looks_at_once(store, home, start_service):
+    up = start_service("up", "--no-hostname-label", "--poll-interval", "0.05")
+    up.wait_for_banner()
+    for _ in range(5):
+        done = subprocess.run([sys.executable, "-m", "orchestrator", "run", "slow-start",
+                               "--param", "out=/dev/null", "--local", "--json"],
+                              env=service_env(home), cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        run = store.get_flow_run(json.loads(done.stdout)["id"])
+        assert run["state"] == "Success" and run["agent"].startswith("orchestrator run --local")
+
+
+SIGTERM_WHILE_REPORTING = """
+import sys, time
+from orchestrator import backend, service
+from orchestrator.store import Store
+
+store = Store.open()
+run_id = service.create_flow_run(store, "chatty", labels=[])["id"]
+attempt = store.start_flow_run(run_id, 0)
+ownership = backend.RunOwnership(store, run_id, attempt)
+reporter = backend.StoreReporter(store, run_id, attempt, ownership)
+with backend._run_signals(store, run_id, attempt, ownership, reporter):
+    print("reporting", flush=True)
+    for _ in range(300_000):  # the main thread holds the reporter's lock much of the time
+        reporter.log((run_id, None, None, time.time(), 20, "orchestrator.test", "a line"))
+    time.sleep(60)
+"""
+
+
+def test_sigterm_while_the_main_thread_holds_the_reporters_lock_ends_the_process(
+        store, home, tmp_path):
+    script = tmp_path / "sigterm_while_reporting.py"
+    script.write_text(SIGTERM_WHILE_REPORTING)
+    for i in range(5):
+        proc = subprocess.Popen([sys.executable, str(script)], env=service_env(home),
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            assert proc.stdout.readline() == "reporting\n", proc.stderr.read()
+            time.sleep(0.02 + 0.03 * i)  # while it still reports
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"try {i}: the process hung after SIGTERM") from None
+        assert code == 128 + signal.SIGTERM, (code, proc.stderr.read())

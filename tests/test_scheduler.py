@@ -692,3 +692,27 @@ def _env():
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True,
                           text=True, cwd=ROOT, env=_env(), timeout=120)
+
+
+def test_a_run_restarted_after_its_process_died_runs_again_under_late_runs_skip(store,
+                                                                               scheduler):
+    # It was claimed on time and ran; restarted 5 minutes later it is "late", but it
+    # was not missed: the late policy is for runs never claimed, and it keeps its time.
+    from orchestrator.services.reaper import Reaper
+
+    flow = register(store, make_flow(CronSchedule("0 * * * *"), late_runs="skip",
+                                     max_restarts=1))
+    scheduler.run_once(now=NOW - MINUTE)
+    (due,) = [r["id"] for r in auto_runs(store) if r["scheduled_start_time"] == NOW]
+    ((run_id, attempt),) = store.claim_runs("agent-1", flow["labels"], 1, now=NOW)
+    assert run_id == due
+    store.start_flow_run(run_id, 999_999_999, attempt=attempt)  # on no host we know
+    later = NOW + 5 * MINUTE
+
+    reaper = Reaper(store, heartbeat_timeout=60)  # (it judges by the real clock)
+    assert reaper.run_once(now=time.time() + 120) == [run_id]
+    assert store.get_flow_run(run_id)["state"] == "Scheduled"
+    assert scheduler.run_once(now=later)["skipped"] == 0
+    assert claim(store, "agent-1", flow["labels"], 5, now=later) == [run_id]
+    run = store.get_flow_run(run_id)
+    assert (run["scheduled_start_time"], run["attempt"], run["restarts"]) == (NOW, 2, 1)

@@ -93,6 +93,7 @@ class Agent:
         self.env = {}  # set for every run's process (e.g. ORCHESTRATOR_API_URL under up)
         self._registered = False
         self._last_seen = 0.0
+        self._unstarted = []  # claims that could not be started: given back next tick
 
     def __repr__(self):
         return f"<Agent {self.name} labels={self.labels} limit={self.limit}>"
@@ -108,12 +109,21 @@ class Agent:
             self._registered = True
         self.reap()
         self.watch()
+        self._return_unstarted()
         free = (self.limit - len(self.children)) if self.limit else 50
         started = []
         if free > 0:
             for run_id, attempt in self.store.claim_runs(self.name, self.labels, free, now=now,
                                                          strict_labels=self.strict_labels):
-                self._start(run_id, attempt)
+                if self._unstarted:  # the store failed us this tick: later, again
+                    self._unstarted.append((run_id, attempt))
+                    continue
+                try:
+                    self._start(run_id, attempt)
+                except Exception:
+                    # The claim stays ours to give back (the store may be full now).
+                    self._unstarted.append((run_id, attempt))
+                    raise
                 started.append(run_id)
         if time.monotonic() - self._last_seen > SEEN_EVERY:
             self.store.agent_seen(self.name)  # a write: not on every short poll
@@ -152,6 +162,13 @@ class Agent:
                                "this agent and never started; scheduled it again",
                                self.name, claim["id"])
 
+    def _return_unstarted(self):
+        while self._unstarted:
+            run_id, attempt = self._unstarted[0]
+            self.store.return_unstarted(run_id, attempt, f"Scheduled again: agent {self.name} "
+                                        "could not start it, so it never ran.")
+            self._unstarted.pop(0)
+
     def _start(self, run_id, attempt):
         run = self.store.get_flow_run(run_id)
         flow = self.store.get_flow(run["flow_id"])
@@ -181,7 +198,10 @@ class Agent:
         self.children[(run_id, attempt)] = _Child(run_id, attempt, process, stderr_path)
         logger.info("Agent %s: started flow run %s, attempt %s (pid %s)", self.name, run_id,
                     attempt, process.pid)
-        self.store.record_run_process(run_id, attempt, process.pid)
+        try:
+            self.store.record_run_process(run_id, attempt, process.pid)
+        except StoreUnavailable:
+            pass  # the process records itself when it starts the run
 
     def watch(self):
         """Look at the runs of the children still running: SIGTERM the process
@@ -207,7 +227,8 @@ class Agent:
                     logger.info("Agent %s: cancelling flow run %s", self.name, child.run_id)
                 elif now - child.term_sent > self.cancel_grace:
                     _signal_group(child.process, signal.SIGKILL)
-            elif state in TERMINAL_STATES or state is None:
+            elif state in TERMINAL_STATES or state in ("Scheduled", "Paused") or state is None:
+                # Its run is over, waits, or was returned: the process should be ending.
                 if child.kill_at is None:
                     child.kill_at = now + self.cancel_grace
                 elif now > child.kill_at:

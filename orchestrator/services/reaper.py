@@ -124,13 +124,16 @@ class Reaper:
         return Verdict(run, "restart" if run["restarts"] < allowed else "fail", why)
 
     def _why_unstarted(self, run, agent, local, now):
+        waited = now - run["updated"]
         if local and run["pid"]:
-            if process_alive(run["pid"], run["id"]):
-                return None  # its process is starting
-            return f"its process (pid {run['pid']}) ended before starting it"
+            if not process_alive(run["pid"], run["id"]):
+                return f"its process (pid {run['pid']}) ended before starting it"
+            if waited > self.submit_timeout:  # (its agent stops it: the claim is over)
+                return (f"its process (pid {run['pid']}) has not started it in "
+                        f"{waited:.0f} s")
+            return None  # its process is starting
         if local and not process_alive(agent["pid"]):
             return f"its agent {run['agent']} (pid {agent['pid']}) is gone"
-        waited = now - run["updated"]
         if waited > self.submit_timeout:
             return f"it was claimed {waited:.0f} s ago and never started"
         return None
@@ -173,10 +176,12 @@ class Reaper:
                 allowed = int(self._settings(run).get("max_restarts", 0) or 0)
                 changed = self.store.restart_flow_run(
                     run_id, attempt, judged,
-                    f"Restarted ({run['restarts'] + 1} of {allowed}): {why}.")
+                    f"Restarted ({run['restarts'] + 1} of {allowed}): {why}.",
+                    beat=run["heartbeat"])
             else:
                 changed = self.store.fail_flow_run(run_id, attempt, judged,
-                                                   f"{NO_HEARTBEAT} ({why}.)")
+                                                   f"{NO_HEARTBEAT} ({why}.)",
+                                                   beat=run["heartbeat"])
         except StoreUnavailable:
             self.unwritable_at = time.time()
             raise

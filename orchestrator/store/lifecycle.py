@@ -31,6 +31,7 @@ from . import models as m
 from .errors import AttemptLost, NotFound
 
 _RUNNING = ("Running", "Cancelling")
+_ANY = object()  # a move that sets no condition on the run's heartbeat
 
 
 def agent_takes(run_labels, agent_labels, strict=False):
@@ -66,14 +67,14 @@ class RunLifecycle:
         label_limits = self.concurrency_limits("label")
         candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
                                            m.FlowRun.auto_scheduled,
-                                           m.FlowRun.scheduled_start_time)
+                                           m.FlowRun.scheduled_start_time, m.FlowRun.attempt)
                           .where((m.FlowRun.state == "Scheduled")
                                  & (m.FlowRun.scheduled_start_time <= now))
                           .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
                           .limit(scan).tuples())
         claimed = []
         flow_settings, flow_limits = {}, {}
-        for run_id, run_labels, flow_id, auto, scheduled in candidates:
+        for run_id, run_labels, flow_id, auto, scheduled, attempts in candidates:
             if len(claimed) >= limit:
                 break
             run_labels = set(m.JSONField().python_value(run_labels)
@@ -83,7 +84,9 @@ class RunLifecycle:
             if flow_id not in flow_settings:
                 flow_settings[flow_id] = self._flow_settings(flow_id)
                 flow_limits[flow_id] = flow_settings[flow_id].get("max_concurrent_runs")
-            if auto and self.late_policy_hold(flow_id, flow_settings[flow_id], scheduled, now):
+            # (A run claimed before, and restarted or returned, was not missed.)
+            if auto and not attempts and self.late_policy_hold(flow_id, flow_settings[flow_id],
+                                                               scheduled, now):
                 continue  # the scheduler skips it
             limited = flow_limits[flow_id] or any(
                 label in label_limits for label in run_labels)
@@ -103,6 +106,20 @@ class RunLifecycle:
             if won:
                 claimed.append((run_id, attempt))
         return claimed
+
+    def claim_run(self, run_id, claimer):
+        """Claim run `run_id` for `claimer` (a process that will start it itself, as
+        `orchestrator run --local` does), if it is still Scheduled; returns the
+        attempt, or None when someone else has it."""
+        message = f"Submitted to {claimer}"
+        with self.db.atomic():
+            if m.FlowRun.update(state="Submitted", agent=claimer, pid=None, heartbeat=None,
+                                attempt=m.FlowRun.attempt + 1, message=message,
+                                updated=time.time()).where(
+                    (m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled")).execute() != 1:
+                return None
+            self._event(run_id, "Submitted", message, time.time())
+            return self._attempt(run_id)
 
     def record_run_process(self, run_id, attempt, pid):
         """The agent started process `pid` for its claim: kept on the run, so that
@@ -160,6 +177,15 @@ class RunLifecycle:
                     m.FlowRun.id == run_id).scalar()
         raise self._lost(run_id, attempt)
 
+    def confirm_owner(self, run_id, attempt):
+        """Raise AttemptLost unless the run is Running (or Cancelling) on `attempt`:
+        a read, for a process about to go on (after loading its flow, after a
+        stop), which must not wait for the write lock or a full disk."""
+        row = m.FlowRun.select(m.FlowRun.attempt, m.FlowRun.state).where(
+            m.FlowRun.id == run_id).first()
+        if row is None or row.attempt != attempt or row.state not in _RUNNING:
+            raise self._lost(run_id, attempt)
+
     def _confirm_owner(self, run_id, attempt, now):
         """Inside a write transaction of the run's process: is the run still its
         attempt's? (A write proves life, so the heartbeat moves too.) The UPDATE
@@ -194,22 +220,23 @@ class RunLifecycle:
             raise self._lost(run_id, attempt)
 
     # -- services: the agent and the reaper --------------------------------------
-    def restart_flow_run(self, run_id, attempt, judged, message):
+    def restart_flow_run(self, run_id, attempt, judged, message, beat=_ANY):
         """A run whose process was lost is Scheduled again (`max_restarts`); its
         task runs that had not ended are Failed with why. Only if it is still on
-        `attempt` and in the state `judged`."""
+        `attempt` and in the state `judged` (and, with `beat`, its heartbeat has
+        not moved since it was judged silent)."""
         return self._move(run_id, "Scheduled", message, came_from=_states(judged),
-                          attempt=attempt, tasks_end_as=(
+                          attempt=attempt, beat=beat, tasks_end_as=(
                               "Failed", f"The flow run's process was lost before this task "
                               f"ended; the run starts again. {message}"),
                           values=dict(_UNCLAIMED, restarts=m.FlowRun.restarts + 1))
 
-    def fail_flow_run(self, run_id, attempt, judged, message):
+    def fail_flow_run(self, run_id, attempt, judged, message, beat=_ANY):
         """A run whose process was lost, or never started, is Failed, and so are
         its task runs that had not ended. Only if it is still on `attempt` and in
-        the state `judged`."""
+        the state `judged` (and, with `beat`, its heartbeat has not moved)."""
         return self._move(run_id, "Failed", message, came_from=_states(judged),
-                          attempt=attempt, end=True, tasks_end_as=(
+                          attempt=attempt, beat=beat, end=True, tasks_end_as=(
                               "Failed", f"The flow run failed before this task ended: "
                               f"{message}"))
 
@@ -254,10 +281,12 @@ class RunLifecycle:
         now = time.time() if now is None else now
         with self.db.atomic():
             kept = None
+            # Only runs never claimed were missed: a run restarted or returned after
+            # a claim keeps its time (its context's date) and runs again.
+            missed = self._auto_scheduled(flow_id) & (m.FlowRun.attempt == 0)
             if keep_latest:
                 latest = (m.FlowRun.select(m.FlowRun.id, m.FlowRun.scheduled_start_time)
-                          .where(self._auto_scheduled(flow_id)
-                                 & (m.FlowRun.scheduled_start_time < before))
+                          .where(missed & (m.FlowRun.scheduled_start_time < before))
                           .order_by(m.FlowRun.scheduled_start_time.desc()).limit(1)
                           .tuples().first())
                 if latest is None:
@@ -265,8 +294,7 @@ class RunLifecycle:
                 kept, before = latest
                 message = message.replace("{latest}", str(kept))
             query = (m.FlowRun.select(m.FlowRun.id)
-                     .where(self._auto_scheduled(flow_id)
-                            & (m.FlowRun.scheduled_start_time < before))
+                     .where(missed & (m.FlowRun.scheduled_start_time < before))
                      .order_by(m.FlowRun.scheduled_start_time).limit(limit))
             if self.db.for_update:  # PostgreSQL: hold the rows against a racing claim
                 query = query.for_update()
@@ -288,8 +316,8 @@ class RunLifecycle:
         return len(ids), kept
 
     # -- the one way a run's state changes ----------------------------------------
-    def _move(self, run_id, state, message, *, came_from, attempt=None, values=None,
-              end=False, tasks_end_as=None):
+    def _move(self, run_id, state, message, *, came_from, attempt=None, beat=_ANY,
+              values=None, end=False, tasks_end_as=None):
         """One compare-and-set: run `run_id` goes to `state` if it is in one of
         `came_from` (and on `attempt`, when given). Returns True when it moved.
 
@@ -303,6 +331,9 @@ class RunLifecycle:
         where = (m.FlowRun.id == run_id) & m.FlowRun.state.in_(list(came_from))
         if attempt is not None:
             where &= m.FlowRun.attempt == attempt
+        if beat is not _ANY:
+            where &= (m.FlowRun.heartbeat.is_null() if beat is None
+                      else m.FlowRun.heartbeat == beat)
         with self.db.atomic():
             if m.FlowRun.update(**changes).where(where).execute() != 1:
                 return False
