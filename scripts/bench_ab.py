@@ -42,11 +42,18 @@ def run_side(tree, script, args, json_path):
 
 
 def numbers(figures, prefix=""):
-    """The numbers in a benchmark's JSON, nested objects' under dotted keys."""
+    """The numbers in a benchmark's JSON, nested objects' under dotted keys, and
+    those of a list of objects that name themselves ("label", "name" or "key")
+    under the name."""
     found = {}
     for key, value in figures.items():
         if isinstance(value, dict):
             found.update(numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:
+                name = next((item[k] for k in ("label", "name", "key") if k in item), None)
+                if name is not None:
+                    found.update(numbers(item, f"{prefix}{key}[{name}]."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[prefix + key] = value
     return found

@@ -70,6 +70,30 @@ def service_env(home):
     return env
 
 
+def assert_bad_input(result, *fragments):
+    """A finished CLI command (subprocess or CliRunner result with returncode,
+    stdout, stderr) refused bad input: exit 2, one 'Error: ...' line on stderr
+    holding every fragment, nothing on stdout, no traceback. Returns the line."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert result.stdout == ""
+    return lines[0]
+
+
+def is_run_process(pid, run_id):
+    """Is `pid` still an `orchestrator execute RUN_ID` process?"""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"execute" in cmdline and str(run_id).encode() in cmdline
+
+
 def cli(home, *args, timeout=60):
     """Run an `orchestrator` command against `home`; fails the test if it fails."""
     proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],

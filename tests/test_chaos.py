@@ -10,9 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from conftest import claim
+from conftest import claim, is_run_process
 
 from orchestrator import service
 from orchestrator.flow_files import load_flows_from_file
@@ -57,25 +56,16 @@ def start_agent(name, log_dir):
             env=dict(os.environ, **SERVICE_ENV))
 
 
-def run_process(pid, run_id):
-    """True when `pid` is still the `orchestrator execute RUN_ID` process."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"execute" in cmdline and str(run_id).encode() in cmdline
-
-
 def running_runs(store):
     return [r for r in store.list_flow_runs(state="Running", limit=10000)
-            if r["pid"] and run_process(r["pid"], r["id"])]
+            if r["pid"] and is_run_process(r["pid"], r["id"])]
 
 
 def kill_run_processes_left(store, run_ids):
     """Flow-run processes outlive a killed agent; end any still there."""
     for run_id in run_ids:
         pid = store.get_flow_run(run_id)["pid"]
-        if pid and run_process(pid, run_id):
+        if pid and is_run_process(pid, run_id):
             os.kill(pid, signal.SIGKILL)
 
 

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import assert_bad_input
 
 from orchestrator import __version__
 
@@ -52,19 +53,6 @@ def flow_file(tmp_path):
         return path
 
     return write
-
-
-def assert_bad_input(result, *fragments):
-    """Exit 2, one line on stderr that contains every fragment, no traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert result.stdout == ""
-    return lines[0]
 
 
 TWO_FLOWS = """

@@ -12,7 +12,7 @@ import sys
 import types
 
 import pytest
-from conftest import ROOT, register_flows, service_env
+from conftest import ROOT, assert_bad_input, register_flows, service_env
 
 from orchestrator import validation
 from orchestrator.exceptions import InputError, OrchestratorError
@@ -37,19 +37,6 @@ def orchestrator(home, *args, env=None, timeout=60):
     return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
                           env=dict(service_env(home), **(env or {})), cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def assert_bad_input(result, *fragments):
-    """Exit 2 and one 'Error: ...' line on stderr holding every fragment."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert result.stdout == ""
-    return lines[0]
 
 
 def store_dump(home):

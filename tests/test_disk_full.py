@@ -18,12 +18,11 @@ import subprocess
 import sys
 import time
 from contextlib import closing
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT, ServiceProcess, register_flows, service_env
+from conftest import ROOT, ServiceProcess, is_run_process, register_flows, service_env
 from orchestrator.store import TERMINAL_STATES, Store
 
 pytestmark = pytest.mark.skipif(
@@ -124,14 +123,6 @@ def wait_for(predicate, timeout, interval=0.05):
     return predicate()
 
 
-def run_process(pid, run_id):
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"execute" in cmdline and str(run_id).encode() in cmdline
-
-
 def describe(runs):
     return "\n".join(f"  run {r['id']}: {r['state']} ({r['message']})" for r in runs)
 
@@ -223,7 +214,7 @@ def full_disk(tmp_path_factory):
             up.kill()
         if store is not None:
             for run in store.list_flow_runs(limit=1000):
-                if run["pid"] and run_process(run["pid"], run["id"]):
+                if run["pid"] and is_run_process(run["pid"], run["id"]):
                     os.kill(run["pid"], signal.SIGKILL)
             store.close()
         if filler.exists():

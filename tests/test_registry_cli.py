@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_bad_input
 
 from orchestrator import Flow, task
 from orchestrator.store import Store
@@ -169,18 +170,6 @@ def store_dump(home):
         return "\n".join(connection.iterdump())
     finally:
         connection.close()
-
-
-def assert_bad_input(result, *fragments):
-    """Exit 2, one 'Error: ...' line on stderr with every fragment, no traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def created_run_id(result):
