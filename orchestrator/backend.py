@@ -264,7 +264,11 @@ class Heartbeat:
         while not self._stop.wait(wait):
             wait = self.interval
             try:
-                self.store.heartbeat(self.run_id, self.attempt)
+                state = self.store.heartbeat(self.run_id, self.attempt)
+                if state == "Cancelling" and self.ownership.agent is None \
+                        and not self._finishing:
+                    # No agent watches this process: it stops itself.
+                    self.ownership.terminate("a cancel was asked for")
             except AttemptLost as exc:
                 if self._finishing:
                     return
@@ -289,26 +293,57 @@ class Heartbeat:
 
 
 class RunOwnership:
-    """What a run's process does when it learns that its run is no longer its
-    own (another attempt took it over, or another process ended it): it says so
-    in its stderr and in the run's log, and stops at once, so no further task
-    starts. Started by an agent, it leads its process group, and takes the
-    processes its tasks started with it."""
+    """How a run's process stops before its flow ends, from any thread:
 
-    def __init__(self, store, run_id, attempt, leader=False):
+    - `lost()`: its run is no longer its own (another attempt took it over, or
+      another process ended it); it says so in its stderr and in the run's log
+      and stops at once, so no further task starts;
+    - `terminate()`: it was asked to stop (SIGTERM, or a cancel of a run that no
+      agent watches); it writes what the run reported so far and, for a cancel
+      with no agent to record it, records the run Cancelled.
+
+    Started by an agent, it leads its process group, and takes the processes its
+    tasks started with it when it loses its run.
+    """
+
+    def __init__(self, store, run_id, attempt, agent=None):
         self.store = store
         self.run_id = run_id
         self.attempt = attempt
-        self.leader = leader and os.getpgrp() == os.getpid()
+        self.agent = agent
+        self.leader = agent is not None and os.getpgrp() == os.getpid()
+        self.reporter = None  # set once the run reports
         self._lock = threading.Lock()
         self._stopping = False
 
-    def lost(self, exc):
-        """Stop the process for AttemptLost `exc` (from any thread); never returns."""
+    def _stop_once(self):
+        """The first caller goes on to end the process; any other waits for that."""
         with self._lock:
             stopping, self._stopping = self._stopping, True
-        if stopping:  # another thread is ending the process
+        if stopping:
             threading.Event().wait()
+
+    def terminate(self, why):
+        """Stop the run: write what it reported (for at most TERM_FLUSH_SECONDS),
+        record it Cancelled if it is being cancelled and no agent will, and exit
+        143 (as SIGTERM's default would). Never returns."""
+        self._stop_once()
+        logger.warning("Flow run %s: stopping (%s)", self.run_id, why)
+        try:
+            if self.reporter is not None:
+                self.reporter.flush(timeout=TERM_FLUSH_SECONDS)
+            if self.agent is None:
+                self.store.cancelled_flow_run(self.run_id, self.attempt,
+                                              f"Cancelled on request; its process stopped "
+                                              f"({why}).")
+        except Exception:  # the store may be full: the reaper has the last word
+            pass
+        finally:
+            os._exit(128 + signal.SIGTERM)
+
+    def lost(self, exc):
+        """Stop the process for AttemptLost `exc`; never returns."""
+        self._stop_once()
         try:
             sys.stderr.write(f"orchestrator execute: {exc}\n")
             sys.stderr.flush()
@@ -441,7 +476,7 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
             f"Flow run {run_id} is {run['state']}{holder}, so it is not started here; see "
             f"orchestrator explain {run_id}")
     attempt = started
-    ownership = RunOwnership(store, run_id, attempt, leader=agent is not None)
+    ownership = RunOwnership(store, run_id, attempt, agent=agent)
     flow_record = store.get_flow(run["flow_id"])
     config = load_config()
     heartbeat = None
@@ -471,14 +506,14 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
         return "Failed"
     store.confirm_owner(run_id, attempt)  # still this attempt's after loading? (else: stop)
     run_logging.ensure_logging()
-    reporter = StoreReporter(store, run_id, attempt, ownership)
+    reporter = ownership.reporter = StoreReporter(store, run_id, attempt, ownership)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [
         logging.getLogger(n) for n in config["logging"].get("extra_loggers") or ()]
     for lg in loggers:
         lg.addHandler(handler)
     try:
-        with _run_signals(store, run_id, attempt, ownership, reporter):
+        with _run_signals(store, run_id, attempt, ownership):
             if flow.result is None:
                 flow.result = PackedResult(home_dir() / "results")
             runner = FlowRunner(flow, reporter=reporter, inline_wait=INLINE_RETRY_SECONDS,
@@ -520,18 +555,17 @@ def _finish(store, run_id, attempt, heartbeat, record):
 
 
 @contextlib.contextmanager
-def _run_signals(store, run_id, attempt, ownership, reporter):
+def _run_signals(store, run_id, attempt, ownership):
     """While the flow runs (in the main thread, as `orchestrator execute` runs it):
 
     - SIGCONT (resumed after a stop): the main thread asks the store whether the
       run is still this attempt's before it goes on, so a task body that was
       frozen stops before its next line instead of racing the heartbeat thread
       (a sleep that the stop outlasted is over at once);
-    - SIGTERM (a cancel, or the host shutting down): what the run has reported
-      so far (task states, log lines) is written before the process ends, so
-      the run's page shows how far it got. The handler only sets an event: a
-      thread of its own does the writing (the main thread may hold the
-      reporter's lock when the signal comes), for at most TERM_FLUSH_SECONDS.
+    - SIGTERM (a cancel, or the host shutting down): the run stops as
+      `RunOwnership.terminate` says. The handler only sets an event: a thread of
+      its own does the work (the main thread may hold the reporter's lock when
+      the signal comes).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -540,12 +574,7 @@ def _run_signals(store, run_id, attempt, ownership, reporter):
 
     def terminator():
         terminate.wait()
-        logger.warning("Flow run %s: stopping on SIGTERM (cancelled, or the host is "
-                       "stopping)", run_id)
-        try:
-            reporter.flush(timeout=TERM_FLUSH_SECONDS)
-        finally:
-            os._exit(128 + signal.SIGTERM)
+        ownership.terminate("SIGTERM: a cancel, or the host is stopping")
 
     threading.Thread(target=terminator, daemon=True,
                      name=f"orchestrator-terminator-{run_id}").start()

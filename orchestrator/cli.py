@@ -663,8 +663,9 @@ def cancel(run_id, wait_seconds):
         time.sleep(0.2)
         state = store.get_flow_run(run["id"])["state"]
     if state == "Cancelling":
-        click.echo(f"Flow run {run['id']} is Cancelling: its agent stops the process "
-                   "(SIGTERM, then SIGKILL after a grace period).")
+        click.echo(f"Flow run {run['id']} is Cancelling: its agent stops its process "
+                   "(SIGTERM, then SIGKILL after a grace period), or, run by hand, the "
+                   "process stops itself at its next heartbeat.")
     else:
         click.echo(f"Flow run {run['id']} is {state}.")
 

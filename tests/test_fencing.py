@@ -401,8 +401,8 @@ store = Store.open()
 run_id = service.create_flow_run(store, "chatty", labels=[])["id"]
 attempt = store.start_flow_run(run_id, 0)
 ownership = backend.RunOwnership(store, run_id, attempt)
-reporter = backend.StoreReporter(store, run_id, attempt, ownership)
-with backend._run_signals(store, run_id, attempt, ownership, reporter):
+reporter = ownership.reporter = backend.StoreReporter(store, run_id, attempt, ownership)
+with backend._run_signals(store, run_id, attempt, ownership):
     print("reporting", flush=True)
     for _ in range(300_000):  # the main thread holds the reporter's lock much of the time
         reporter.log((run_id, None, None, time.time(), 20, "orchestrator.test", "a line"))
@@ -427,3 +427,26 @@ def test_sigterm_while_the_main_thread_holds_the_reporters_lock_ends_the_process
             proc.kill()
             raise AssertionError(f"try {i}: the process hung after SIGTERM") from None
         assert code == 128 + signal.SIGTERM, (code, proc.stderr.read())
+
+
+def test_a_run_executed_by_hand_stops_itself_when_it_is_cancelled(store, home, tmp_path,
+                                                                  processes):
+    # No agent watches `orchestrator execute` by hand (nor `run --local`): its own
+    # heartbeat sees the cancel, and it stops and records the run Cancelled.
+    out = tmp_path / "marks.txt"
+    run_id = service.create_flow_run(store, "frozen", parameters={"out": str(out),
+                                                                  "seconds": 30})["id"]
+    by_hand = orchestrator(home, "execute", run_id, log=tmp_path / "execute.stderr")
+    processes.append(by_hand)
+    wait_for("the task to start", lambda: marks(out))
+    cancel = subprocess.run([sys.executable, "-m", "orchestrator", "cancel", str(run_id),
+                             "--wait", "10"], env=service_env(home), cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+
+    assert cancel.returncode == 0 and "is Cancelled" in cancel.stdout, cancel.stdout
+    assert by_hand.wait(10) == 128 + signal.SIGTERM
+    run = store.get_flow_run(run_id)
+    assert run["state"] == "Cancelled" and "its process stopped" in run["message"], run
+    assert [what for what, _, _ in marks(out)] == ["start"]
+    (task,) = [t for t in store.task_runs(run_id) if t["task_name"] == "slow"]
+    assert task["state"] == "Cancelled"
