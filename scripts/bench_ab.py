@@ -50,10 +50,15 @@ def numbers(figures, prefix=""):
         if isinstance(value, dict):
             found.update(numbers(value, f"{prefix}{key}."))
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            seen = {}
             for item in value:
                 name = next((item[k] for k in ("label", "name", "key") if k in item), None)
-                if name is not None:
-                    found.update(numbers(item, f"{prefix}{key}[{name}]."))
+                if name is None:
+                    continue
+                seen[name] = seen.get(name, 0) + 1
+                if seen[name] > 1:  # cases named alike (other client counts): number them
+                    name = f"{name} #{seen[name]}"
+                found.update(numbers(item, f"{prefix}{key}[{name}]."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             found[prefix + key] = value
     return found
