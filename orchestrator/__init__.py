@@ -16,27 +16,43 @@ __version__ = "0.1.0"
 
 from . import (cache_validators, executors, results, serializers, signals,  # noqa: E402
                states, triggers)
-from .core.context import context  # noqa: E402
+from .core.context import Context, context, raise_on_exception  # noqa: E402
 from .core.control_flow import case, ifelse, merge, switch  # noqa: E402
 from .core.edge import Edge, flatten, mapped, unmapped  # noqa: E402
 from .core.flow import Flow  # noqa: E402
-from .core.task import DateTimeParameter, Parameter, Task, task  # noqa: E402
+from .core.mapping import apply_map  # noqa: E402
+from .core.resource_manager import ResourceManager, resource_manager  # noqa: E402
+from .core.signals import pause_task  # noqa: E402
+from .core.task import (DateTimeParameter, Parameter, Task, as_task, tags,  # noqa: E402
+                        task)
 from .engine.run_logging import get_logger  # noqa: E402
 from .exceptions import OrchestratorError  # noqa: E402
+from .tasks.run_defaults import defaults_from_attrs  # noqa: E402
 
 __all__ = [
     "Flow", "Task", "task", "Parameter", "DateTimeParameter", "Edge", "unmapped",
     "mapped", "flatten", "case", "merge", "ifelse", "switch", "context", "get_logger",
     "signals", "states", "triggers", "executors", "results", "serializers",
     "cache_validators", "OrchestratorError", "Client", "__version__",
+    # Prefect 1's utilities (prefect.utilities.tasks, .context, .debug; prefect.engine)
+    "apply_map", "resource_manager", "ResourceManager", "tags", "as_task", "pause_task",
+    "defaults_from_attrs", "Context", "raise_on_exception", "FlowRunner", "TaskRunner",
 ]
+
+# Imported on first use: the client pulls in http.client (~15 ms) and the
+# runners cloudpickle and the executors, which `import orchestrator` should not
+# pay for in every process.
+_LAZY = {
+    "Client": ("client", "Client"),
+    "FlowRunner": ("engine.flow_runner", "FlowRunner"),
+    "TaskRunner": ("engine.task_runner", "TaskRunner"),
+}
 
 
 def __getattr__(name):
-    # The client imports http.client (~15 ms): only for those who use it, not
-    # for every flow run's process.
-    if name == "Client":
-        from .client import Client
+    if name in _LAZY:
+        import importlib
 
-        return Client
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

@@ -21,7 +21,9 @@ one-clock shorthands. Everything here is pure: no clock is read unless a
 caller leaves `after` out, and nothing touches the store.
 
 Time zones and daylight saving time (cron, and intervals of whole days, are
-evaluated in the wall time of `start_date`'s zone; UTC by default):
+evaluated in the wall time of `start_date`'s zone; UTC by default). A naive
+datetime (no tzinfo) given as `start_date`, `end_date`, a date of a
+DatesClock or `after` is UTC, as in Prefect 1:
 
 - A wall time that the spring-forward jump skips (02:30 on 2024-03-10 in
   America/New_York) runs once, at the first instant after the gap (03:00).
@@ -134,17 +136,15 @@ def _zone_from_name(name, owner):
 
 
 def _aware(value, owner, what):
-    """`value` as an aware datetime in a zone we can compute with and name."""
+    """`value` as an aware datetime in a zone we can compute with and name.
+
+    A naive datetime is UTC, as Prefect 1 (pendulum) reads it."""
     if not isinstance(value, _dt.datetime):
         raise ScheduleError(
-            f"{owner} {what}={value!r}: must be a datetime with a time zone, not "
+            f"{owner} {what}={value!r}: must be a datetime, not "
             f"{type(value).__name__}; e.g. datetime(2024, 1, 1, tzinfo=timezone.utc)")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ScheduleError(
-            f"{owner} {what}={value.isoformat()}: has no time zone, so the instant it "
-            "names is unknown; give it one, e.g. "
-            f"datetime({value.year}, {value.month}, {value.day}, "
-            "tzinfo=zoneinfo.ZoneInfo('Europe/Berlin')) or tzinfo=timezone.utc")
+        return value.replace(tzinfo=UTC)
     zone, _ = _zone_of(value.tzinfo, owner, what, value)
     return value if zone is value.tzinfo else value.astimezone(zone)
 
@@ -519,14 +519,14 @@ class CronClock(Clock):
 
 
 class DatesClock(Clock):
-    """At each of `dates` (aware datetimes)."""
+    """At each of `dates` (datetimes; a naive one is UTC)."""
 
     def __init__(self, dates, parameter_defaults=None, labels=None):
         owner = "DatesClock"
         if isinstance(dates, (str, _dt.datetime)) or not isinstance(
                 dates, (list, tuple, set, frozenset)):
             raise ScheduleError(
-                f"{owner} dates={dates!r}: must be a list of datetimes with a time zone; "
+                f"{owner} dates={dates!r}: must be a list of datetimes; "
                 "e.g. dates=[datetime(2024, 12, 24, 18, tzinfo=timezone.utc)]")
         if not dates:
             raise ScheduleError(f"{owner} dates=[]: give at least one datetime, or drop "

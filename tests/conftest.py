@@ -292,6 +292,29 @@ def postgres_url(postgres_server):
     return f"{postgres_server}/{name}"
 
 
+@pytest.fixture
+def store(home):
+    """A Store over the test's home with a project "etl" (a test module may define
+    its own `store` instead)."""
+    from orchestrator.store import Store
+
+    s = Store.open()
+    s.create_project("etl")
+    yield s
+    s.close()
+
+
+def execute(store, flow, **parameters):
+    """Register `flow` in project 'etl', create a run with `parameters` and execute
+    it in this process, as `orchestrator execute` does: the run, after."""
+    from orchestrator import backend, service
+
+    service.register_flow(store, flow, "etl")
+    run = service.create_flow_run(store, flow.name, parameters=parameters)
+    backend.execute_flow_run(store, run["id"], service.load_flow)
+    return store.get_flow_run(run["id"])
+
+
 def register_flows(store, path, project="p"):
     """Creates `project` in `store` and registers into it every flow the flow
     file `path` defines."""

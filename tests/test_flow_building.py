@@ -541,12 +541,13 @@ def test_add_edge_with_validate_raises_at_add_time():
         flow.add_edge(b, a, validate=True)
 
 
-def test_a_self_dependency_is_a_cycle():
+def test_a_self_dependency_is_refused_when_the_edge_is_made():
+    # As in Prefect 1: an Edge cannot connect a task to itself (ValueError).
     a = named("a")
     flow = Flow("f")
-    flow.add_edge(a, a)
-    with pytest.raises(FlowValidationError, match="'a' -> 'a'"):
-        flow.validate()
+    with pytest.raises(ValueError, match="cannot connect task 'a' to itself"):
+        flow.add_edge(a, a)
+    assert flow.edges == set()
 
 
 def test_validate_returns_true_for_an_acyclic_flow():

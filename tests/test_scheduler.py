@@ -49,14 +49,6 @@ def make_flow(schedule, changed=False, name="daily", **settings):
 
 
 @pytest.fixture
-def store(home):
-    s = Store.open()
-    s.create_project("etl")
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def scheduler(store, home):
     s = Scheduler(store, lock_path=home / "scheduler.lock")
     yield s

@@ -388,21 +388,20 @@ def test_a_bad_interval_is_refused_with_the_value_and_the_fix(interval, message)
     assert "timedelta(minutes=5)" in str(caught.value)
 
 
-def test_a_naive_start_date_is_refused_asking_for_an_aware_one():
-    with pytest.raises(ScheduleError, match=r"CronClock start_date=2024-01-01T00:00:00: has no "
-                                            r"time zone.*tzinfo=zoneinfo.ZoneInfo"):
-        CronClock("0 6 * * *", start_date=datetime(2024, 1, 1))
-    with pytest.raises(ScheduleError, match="IntervalClock end_date=.*has no time zone"):
-        IntervalClock(60, end_date=datetime(2024, 1, 1))
-    with pytest.raises(ScheduleError, match="DatesClock dates=.*has no time zone"):
-        DatesClock([datetime(2024, 1, 1)])
+def test_a_naive_start_or_end_date_is_utc_as_in_prefect_1():
+    # Prefect 1.4.1: CronClock("0 6 * * *", start_date=datetime(2024, 1, 1)).start_date
+    # is 2024-01-01T00:00:00+00:00, and so are naive end dates and dates.
+    assert CronClock("0 6 * * *", start_date=datetime(2024, 1, 1)).start_date == utc(2024, 1, 1)
+    assert IntervalClock(60, end_date=datetime(2024, 1, 1)).end_date == utc(2024, 1, 1)
+    assert DatesClock([datetime(2024, 1, 1)]).dates == [utc(2024, 1, 1)]
+    assert CronSchedule("0 6 * * *", start_date=datetime(2024, 1, 1, 6)).next(
+        2, after=datetime(2024, 1, 1, 6)) == [utc(2024, 1, 2, 6), utc(2024, 1, 3, 6)]
 
 
-def test_a_naive_after_is_refused():
-    with pytest.raises(ScheduleError, match="after=2024-01-01T00:00:00: has no time zone"):
-        CronSchedule("0 * * * *").next(1, after=datetime(2024, 1, 1))
-    with pytest.raises(ScheduleError, match="Schedule.next_after dt=.*has no time zone"):
-        CronSchedule("0 * * * *").next_after(datetime(2024, 1, 1))
+def test_a_naive_after_is_utc():
+    assert CronSchedule("0 * * * *").next(1, after=datetime(2024, 1, 1)) == \
+        [utc(2024, 1, 1, 1)]
+    assert CronSchedule("0 * * * *").next_after(datetime(2024, 1, 1)) == utc(2024, 1, 1, 1)
 
 
 def test_a_time_zone_without_a_known_name_is_refused_naming_the_fix():
@@ -474,7 +473,7 @@ def test_labels_must_be_strings_and_one_string_is_one_label_with_a_warning():
 @pytest.mark.parametrize("dates, message", [
     ([], "give at least one datetime"),
     (utc(2024, 1, 1), "must be a list of datetimes"),
-    (["2024-01-01"], "must be a datetime with a time zone, not str"),
+    (["2024-01-01"], "must be a datetime, not str"),
 ])
 def test_bad_dates_are_refused(dates, message):
     with pytest.raises(ScheduleError, match="DatesClock") as caught:

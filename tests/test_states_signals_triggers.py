@@ -143,14 +143,14 @@ def test_a_pickled_state_is_still_immutable():
         copy.message = "changed"
 
 
-def test_scheduled_with_a_naive_start_time_raises_value_error():
-    with pytest.raises(ValueError, match="time zone"):
-        Scheduled(start_time=dt.datetime(2024, 5, 1, 6, 0))
+def test_scheduled_with_a_naive_start_time_takes_it_as_utc():
+    # As Prefect 1 (pendulum) reads a naive datetime.
+    assert Scheduled(start_time=dt.datetime(2024, 5, 1, 6, 0)).start_time == \
+        dt.datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
 
 
-def test_retrying_with_a_naive_start_time_raises_value_error():
-    with pytest.raises(ValueError):
-        Retrying(start_time=dt.datetime.now(), run_count=1)
+def test_retrying_with_a_naive_start_time_takes_it_as_utc():
+    assert Retrying(start_time=dt.datetime(2024, 5, 1), run_count=1).start_time.tzinfo is UTC
 
 
 def test_scheduled_with_an_aware_start_time_keeps_it():
@@ -159,8 +159,10 @@ def test_scheduled_with_an_aware_start_time_keeps_it():
     assert Scheduled(start_time=start).start_time == start
 
 
-def test_states_are_equal_by_class_not_by_message():
-    assert Success("a", result=1) == Success("b", result=2)
+def test_states_are_equal_by_class_and_result_not_by_message():
+    # Prefect 1's rule: the class, the result and the details, not the message.
+    assert Success("a", result=1) == Success("b", result=1)
+    assert Success(result=1) != Success(result=2)
     assert Success() != Failed()
     assert Success() != Skipped()
 
@@ -312,7 +314,7 @@ def test_skip_signal_gives_skipped_and_the_flow_succeeds():
 
     assert type(state) is Skipped
     assert state.message == "nothing to do"
-    assert state.result is None
+    assert isinstance(state.result, SKIP)  # as in Prefect 1: the signal is the result
     assert flow_state.is_successful()
 
 
@@ -735,7 +737,7 @@ def test_a_skip_propagates_down_a_chain():
     assert state.is_successful()
 
 
-def test_skip_on_upstream_skip_false_runs_the_task_with_none_input():
+def test_skip_on_upstream_skip_false_runs_the_task_with_the_skip_as_input():
     received = []
 
     @task(skip_on_upstream_skip=False)
@@ -750,7 +752,8 @@ def test_skip_on_upstream_skip_false_runs_the_task_with_none_input():
 
     assert type(state.result[r]) is Success
     assert state.result[r].result == "ran"
-    assert received == [None]
+    # Prefect 1 passes the upstream's result, which for a SKIP is the signal.
+    assert len(received) == 1 and isinstance(received[0], SKIP)
 
 
 def test_triggers_count_the_children_of_a_mapped_upstream_one_by_one():

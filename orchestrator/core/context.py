@@ -12,6 +12,10 @@ context (a change here would not reach tasks on other workers anyway).
 
 `with context(key=value):` pushes a layer for the block, for tests and for
 values a caller wants every task of a `flow.run()` to see.
+
+`Context(a=1)` (Prefect 1's `prefect.utilities.context.Context`) makes a
+read-only mapping of its own, with the same attribute access, that can be
+given where a context is expected: `with context(Context(a=1)):`.
 """
 
 import contextlib
@@ -20,7 +24,7 @@ from collections.abc import Mapping
 
 from ..exceptions import ContextError
 
-__all__ = ["context", "Context"]
+__all__ = ["context", "Context", "raise_on_exception"]
 
 _stack = contextvars.ContextVar("orchestrator_context", default=())
 
@@ -31,15 +35,24 @@ _READ_ONLY = (
 
 
 class Context(Mapping):
-    """Read-only mapping over the current run's context layers."""
+    """Read-only mapping over the current run's context layers (the `context`
+    object), or over its own values when made as `Context(a=1)` or
+    `Context({"a": 1})`."""
 
-    __slots__ = ()
+    __slots__ = ("_values",)
+
+    def __init__(self, *args, **kwargs):
+        object.__setattr__(self, "_values", dict(*args, **kwargs))
+
+    def _layers(self):
+        values = self._values
+        return _stack.get() if values is None else (values,)
 
     def __getitem__(self, key):
-        for layer in _stack.get():
+        for layer in self._layers():
             if key in layer:
                 return layer[key]
-        if key == "logger":
+        if key == "logger" and self._values is None:
             from ..engine.run_logging import get_logger
 
             return get_logger()
@@ -51,25 +64,26 @@ class Context(Mapping):
         try:
             return self[name]
         except KeyError:
+            where = "it is set only inside a run" if self._values is None else "this Context"
             raise AttributeError(
-                f"context has no {name!r}; it is set only inside a run "
+                f"context has no {name!r}; {where} "
                 f"(available now: {', '.join(sorted(self)) or 'nothing'})"
             ) from None
 
     def get(self, key, default=None):
-        for layer in _stack.get():
+        for layer in self._layers():
             if key in layer:
                 return layer[key]
-        if key == "logger":
+        if key == "logger" and self._values is None:
             return self["logger"]
         return default
 
     def __contains__(self, key):
-        return any(key in layer for layer in _stack.get())
+        return any(key in layer for layer in self._layers())
 
     def __iter__(self):
         seen = set()
-        for layer in _stack.get():
+        for layer in self._layers():
             for key in layer:
                 if key not in seen:
                     seen.add(key)
@@ -92,6 +106,9 @@ class Context(Mapping):
     def update(self, *args, **kwargs):
         raise ContextError(_READ_ONLY.format(what="context.update()"))
 
+    def setdefault(self, key, default=None):
+        raise ContextError(_READ_ONLY.format(what=f"context.setdefault({key!r})"))
+
     def to_dict(self):
         """A plain dict of everything visible now (inner layers win)."""
         return {key: self[key] for key in self}
@@ -100,17 +117,52 @@ class Context(Mapping):
     def __call__(self, *args, **kwargs):
         """Push a layer of values for the duration of a `with` block."""
         layer = dict(*args, **kwargs)
+        if self._values is not None:  # a Context of its own: its values, for the block
+            before = self._values
+            object.__setattr__(self, "_values", {**before, **layer})
+            try:
+                yield self
+            finally:
+                object.__setattr__(self, "_values", before)
+            return
         token = _stack.set((layer,) + _stack.get())
         try:
             yield self
         finally:
             _stack.reset(token)
 
+    def __reduce__(self):
+        # The run context stands for "the current run's", in any process.
+        if self._values is None:
+            return "context"
+        return (Context, (dict(self._values),))
+
     def __repr__(self):
         return f"<Context: {', '.join(sorted(self))}>"
 
 
-context = Context()
+def _run_context():
+    live = Context.__new__(Context)
+    object.__setattr__(live, "_values", None)
+    return live
+
+
+context = _run_context()
+
+
+@contextlib.contextmanager
+def raise_on_exception():
+    """Inside this block, an error in a task, trigger or state handler of a
+    flow run propagates out of `flow.run()` instead of becoming a Failed state,
+    as Prefect 1's `prefect.utilities.debug.raise_on_exception` does: for
+    debugging a flow (e.g. under pdb) and in tests. Signals (FAIL, SKIP, ...)
+    still become states.
+
+        with raise_on_exception():
+            flow.run()      # raises the task's ZeroDivisionError
+    """
+    with context(raise_on_exception=True):
+        yield
 
 
 def push(layer):

@@ -8,10 +8,15 @@
 
 A branch that does not match ends Skipped, and so do the tasks that depend on
 it; `merge` returns the result of the branch that ran.
+
+`case` also works in the imperative API, as in Prefect 1: tasks added to a
+flow with `flow.add_task(...)` (or `task.bind(..., flow=flow)`) while the
+block is open belong to the branch.
 """
 
 from .. import exceptions
 from . import signals, triggers
+from .flow import active_case
 from .task import Task, current_flow
 
 __all__ = ["case", "merge", "ifelse", "switch", "CompareValue", "Merge"]
@@ -56,33 +61,52 @@ def merge(*tasks, flow=None):
 
 
 class case:
-    """Tasks created in the block run only if `task`'s result equals `value`."""
+    """Tasks added to a flow in the block run only if `task`'s result equals `value`.
+
+    The tasks join the branch as they are added to a flow (by calling them in
+    `with Flow(...)`, or with `flow.add_task`); when the block closes, those
+    with no upstream task inside it get the comparison as their upstream.
+    """
 
     def __init__(self, task, value):
+        if isinstance(value, Task):
+            raise TypeError(
+                f"case({task!r}, {value!r}): the value to compare with must be a "
+                "constant, not a task; compare two tasks' results with a task "
+                "(e.g. t1.is_equal(t2)) and branch on that: case(t1.is_equal(t2), True)")
         self.task = task
         self.value = value
+        self._tasks = {}   # in the order they were added: slugs stay the same each build
         self._flow = None
+        self._tokens = []
+
+    def add_task(self, task, flow):
+        """Flow.add_task's call: `task` was added to `flow` inside this block."""
+        if self._flow is None:
+            self._flow = flow
+        elif self._flow is not flow:
+            raise exceptions.TaskDefinitionError(
+                f"case({self.task!r}, {self.value!r}) got tasks of two flows, "
+                f"{self._flow.name!r} and {flow.name!r}; one case block belongs to one "
+                "flow: open a case block per flow")
+        self._tasks[task] = None
 
     def __enter__(self):
-        flow = current_flow()
-        if flow is None:
-            raise exceptions.TaskDefinitionError(
-                "case() is used inside a `with Flow(...)` block"
-            )
-        self._flow = flow
-        self._compare = CompareValue(self.value, name=f"case({self.value})")
-        self._compare.bind(value=self.task, flow=flow)
-        self._before = set(flow._tasks)
+        self._tokens.append(active_case.set(self))
         return self
 
     def __exit__(self, *exc_info):
+        active_case.reset(self._tokens.pop())
+        if not self._tasks:
+            return
         flow = self._flow
-        added = [t for t in flow._tasks if t not in self._before and t is not self._compare]
-        inside = set(added)
-        for t in added:
-            if not any(e.upstream_task in inside for e in flow._upstream[t]):
-                flow.add_edge(self._compare, t)
-        self._flow = None
+        # Bound after the block closed, so an outer case block takes it in.
+        compare = CompareValue(self.value, name=f"case({self.value})")
+        compare.bind(value=self.task, flow=flow)
+        inside = set(self._tasks)
+        for t in self._tasks:
+            if not inside.intersection(flow.upstream_tasks(t)):
+                flow.add_edge(compare, t)
 
 
 def ifelse(condition, true_task, false_task, flow=None):

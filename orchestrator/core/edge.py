@@ -1,6 +1,8 @@
 """Edges of a flow's graph, and the markers that change how an input is mapped."""
 
-__all__ = ["Edge", "unmapped", "mapped", "flatten"]
+from ..exceptions import TaskDefinitionError
+
+__all__ = ["Edge", "EdgeAnnotation", "unmapped", "mapped", "flatten"]
 
 
 class Edge:
@@ -12,6 +14,12 @@ class Edge:
 
     def __init__(self, upstream_task, downstream_task, key=None, mapped=False,
                  flattened=False):
+        if upstream_task is downstream_task:
+            name = getattr(upstream_task, "name", upstream_task)
+            raise TaskDefinitionError(
+                f"An edge cannot connect task {name!r} to itself: a task cannot run "
+                "before itself. Use a copy of the task (task.copy()) as the upstream, "
+                "or LOOP to run it again")
         if key is not None and not (isinstance(key, str) and key.isidentifier()):
             raise ValueError(
                 f"Edge key {key!r} is not a valid argument name; use a Python identifier"
@@ -55,6 +63,8 @@ class Edge:
 
 
 class EdgeAnnotation:
+    """A marker around a task's input that says how its edge is made."""
+
     __slots__ = ("task", "annotations")
 
     def __init__(self, task):
@@ -64,6 +74,11 @@ class EdgeAnnotation:
         else:
             self.annotations = {}
             self.task = task
+
+    @property
+    def value(self):
+        """The wrapped task or value (Prefect 1's name for it)."""
+        return self.task
 
     def __repr__(self):
         return f"{type(self).__name__}({self.task!r})"

@@ -16,11 +16,28 @@ from collections import deque
 
 from ..exceptions import FlowValidationError, OrchestratorError, TaskDefinitionError
 from .edge import Edge, EdgeAnnotation
-from .task import Parameter, Task, as_task, handler_list, is_constant_input
+from .task import Constant, Parameter, Task, as_task, handler_list, is_constant_input
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "FlowRunError"]
 
 _building = contextvars.ContextVar("orchestrator_building_flow", default=None)
+# The innermost open `case` block and resource block: tasks added to a flow
+# while one is open belong to it (see Flow.add_task).
+active_case = contextvars.ContextVar("orchestrator_active_case", default=None)
+active_resource = contextvars.ContextVar("orchestrator_active_resource", default=None)
+# True while apply_map() builds its function's tasks, which it maps itself.
+inside_apply_map = contextvars.ContextVar("orchestrator_inside_apply_map", default=False)
+
+
+class FlowRunError(OrchestratorError, RuntimeError, ValueError):
+    """A flow was asked to run or register where it cannot: inside its own
+    `with Flow(...)` block. (Prefect 1 raises RuntimeError for run() and
+    ValueError for register() there; this is both.)"""
+
+
+class _RunArgumentError(OrchestratorError, TypeError, ValueError):
+    """flow.run() was given an argument it does not take (a ValueError in
+    Prefect 1, a TypeError here before)."""
 
 LATE_RUN_POLICIES = ("run_all", "run_latest", "skip")
 
@@ -92,6 +109,7 @@ class Flow:
         self._slug_counts = {}
         self._slug_index = set()
         self._reference_tasks = set()
+        self._cleanup_tasks = set()  # resource blocks' cleanups (see reference_tasks)
         self._version = 0
         self._sorted_cache = None
         for t in tasks or ():
@@ -176,6 +194,18 @@ class Flow:
         self._upstream[task] = []
         self._downstream[task] = []
         self._changed()
+        if getattr(task, "resource_role", None) == "cleanup":
+            self.__dict__.setdefault("_cleanup_tasks", set()).add(task)
+        # As in Prefect 1, parameters and constants stay root tasks; any other
+        # new task joins the open case and resource blocks, even when it is
+        # added with flow.add_task outside `with Flow(...)`.
+        if not isinstance(task, (Parameter, Constant)):
+            case = active_case.get()
+            if case is not None:
+                case.add_task(task, self)
+            resource = active_resource.get()
+            if resource is not None:
+                resource.add_task(task, self)
         return task
 
     def add_edge(self, upstream_task, downstream_task, key=None, mapped=False,
@@ -183,18 +213,31 @@ class Flow:
         """Make `downstream_task` depend on `upstream_task`; returns the Edge."""
         edge = Edge(upstream_task, downstream_task, key=key, mapped=mapped,
                     flattened=flattened)
+        if isinstance(downstream_task, Parameter):
+            raise TaskDefinitionError(
+                f"Parameter {downstream_task.name!r} cannot depend on task "
+                f"{getattr(upstream_task, 'name', upstream_task)!r}: parameters are root "
+                "tasks whose values come from the run. Make the task that needs both "
+                "depend on them instead")
+        if mapped and inside_apply_map.get():
+            raise TaskDefinitionError(
+                f"Task {getattr(downstream_task, 'name', downstream_task)!r} is mapped "
+                "inside a function given to apply_map(), which maps every task it "
+                "makes already; call the task plainly there (not .map())")
+        if key is not None and not mapped and not flattened \
+                and isinstance(upstream_task, Constant):
+            # As in Prefect 1, a Constant given as an argument is kept as a
+            # constant input, not as a task of the flow.
+            self.add_task(downstream_task)
+            self._check_one_source(downstream_task, key)
+            self.constants.setdefault(downstream_task, {})[key] = upstream_task.value
+            return edge
         self.add_task(upstream_task)
         self.add_task(downstream_task)
         if edge in self._edges:
             return edge
         if key is not None:
-            for existing in self._upstream[downstream_task]:
-                if existing.key == key:
-                    raise TaskDefinitionError(
-                        f"Argument {key!r} of task {downstream_task.name!r} already comes "
-                        f"from {existing.upstream_task.name!r}; a task argument can have "
-                        "one source only"
-                    )
+            self._check_one_source(downstream_task, key)
             if key in self.constants.get(downstream_task, {}):
                 del self.constants[downstream_task][key]
         self._edges[edge] = None
@@ -204,6 +247,14 @@ class Flow:
         if validate:
             self._check_acyclic()
         return edge
+
+    def _check_one_source(self, task, key):
+        for existing in self._upstream[task]:
+            if existing.key == key:
+                raise TaskDefinitionError(
+                    f"Argument {key!r} of task {task.name!r} already comes from "
+                    f"{existing.upstream_task.name!r}; a task argument can have one "
+                    "source only")
 
     def chain(self, *tasks, validate=None):
         """Run `tasks` one after another; returns the edges made."""
@@ -266,8 +317,18 @@ class Flow:
         return {t for t in self._tasks if not self._downstream[t]}
 
     def reference_tasks(self):
-        """The tasks whose states decide the flow's state (default: terminal tasks)."""
-        return set(self._reference_tasks) or self.terminal_tasks()
+        """The tasks whose states decide the flow's state (default: the terminal
+        tasks, where a resource block's setup and cleanup do not count, as in
+        Prefect 1: a block's last tasks decide, not its cleanup)."""
+        if self._reference_tasks:
+            return set(self._reference_tasks)
+        downstream = self._downstream
+        if not getattr(self, "_cleanup_tasks", None):  # (a flow pickled before it existed)
+            return {t for t in self._tasks if not downstream[t]}
+        return {t for t in self._tasks
+                if getattr(t, "resource_role", None) not in ("init", "cleanup")
+                and all(getattr(e.downstream_task, "resource_role", None) == "cleanup"
+                        for e in downstream[t])}
 
     def set_reference_tasks(self, tasks):
         """Decide the flow's state by these tasks (a list) instead of the terminal ones."""
@@ -393,8 +454,43 @@ class Flow:
         new._slug_counts = dict(self._slug_counts)
         new._slug_index = set(self._slug_index)
         new._reference_tasks = set(self._reference_tasks)
+        new._cleanup_tasks = set(getattr(self, "_cleanup_tasks", ()))
         new.state_handlers = list(self.state_handlers)
         return new
+
+    def replace(self, old, new, validate=True):
+        """Put `new` (a task, or a value made a Constant) where `old` is: its
+        edges, constant inputs and place among the reference tasks."""
+        if old not in self._tasks:
+            raise FlowValidationError(
+                f"Task {getattr(old, 'name', old)!r} is not in flow {self.name!r}, so it "
+                "cannot be replaced; pass a task of this flow (see flow.get_tasks())")
+        new = as_task(new, flow=self)
+        edges = [e for e in self._edges if old in (e.upstream_task, e.downstream_task)]
+        constants = self.constants.pop(old, None)
+        for edge in edges:
+            del self._edges[edge]
+            self._upstream[edge.downstream_task].remove(edge)
+            self._downstream[edge.upstream_task].remove(edge)
+        del self._tasks[old]
+        getattr(self, "_cleanup_tasks", set()).discard(old)
+        self._slug_index.discard(self.slugs.pop(old))
+        del self._upstream[old], self._downstream[old]
+        self._changed()
+        self.add_task(new)
+        for edge in edges:
+            self.add_edge(new if edge.upstream_task is old else edge.upstream_task,
+                          new if edge.downstream_task is old else edge.downstream_task,
+                          key=edge.key, mapped=edge.mapped, flattened=edge.flattened)
+        # Constant inputs are keyed edges kept apart; they move with the edges
+        # (Prefect 1 leaves them behind on the old task).
+        if constants:
+            self.constants.setdefault(new, {}).update(constants)
+        if old in self._reference_tasks:
+            self._reference_tasks.discard(old)
+            self._reference_tasks.add(new)
+        if validate:
+            self.validate()
 
     def update(self, flow, validate=None):
         """Add every task, edge and constant of another flow to this one."""
@@ -415,6 +511,10 @@ class Flow:
         """
         from ..engine.flow_runner import run_flow
 
+        if self.__dict__.get("_building_tokens"):
+            raise FlowRunError(
+                f"flow.run() was called inside the `with Flow({self.name!r})` block that "
+                "builds the flow; call it after the block, once the flow is complete")
         run_on_schedule = kwargs.pop("run_on_schedule", None)
         if run_on_schedule:
             raise OrchestratorError(
@@ -423,9 +523,10 @@ class Flow:
                 "the flow and start it there; drop run_on_schedule here"
             )
         if "return_tasks" in kwargs:
-            raise TypeError(
+            raise _RunArgumentError(
                 "flow.run() always returns every task's state in state.result; "
-                "drop the return_tasks argument"
+                "drop the return_tasks argument (FlowRunner(flow).run(return_tasks=[...]) "
+                "returns only some)"
             )
         params = dict(parameters or {})
         params.update(kwargs)
@@ -447,6 +548,10 @@ class Flow:
         from ..service import register_flow
         from ..store import Store
 
+        if self.__dict__.get("_building_tokens"):
+            raise FlowRunError(
+                f"flow.register() was called inside the `with Flow({self.name!r})` block "
+                "that builds the flow; call it after the block, once the flow is complete")
         store = Store.open()
         try:
             record, _ = register_flow(store, self, project_name, labels=labels,

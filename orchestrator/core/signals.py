@@ -7,11 +7,15 @@ Each signal carries the state it stands for in `.state`. They derive from
     raise RETRY("not there yet", start_time=now + timedelta(seconds=30))
 """
 
+import datetime as _dt
+
 from . import states
+from .context import context
 
 __all__ = [
     "Signal", "PrefectStateSignal", "ENDRUN", "FAIL", "TRIGGERFAIL",
     "VALIDATIONFAIL", "SUCCESS", "RETRY", "SKIP", "PAUSE", "LOOP", "signal_from_state",
+    "pause_task",
 ]
 
 
@@ -73,13 +77,12 @@ class RETRY(Signal):
 
 
 class SKIP(Signal):
-    """End the task run as Skipped; downstream tasks skip too unless they opt out."""
+    """End the task run as Skipped; downstream tasks skip too unless they opt out.
+
+    As with every signal (and in Prefect 1), the Skipped state's result is the
+    signal itself unless `result=` is given."""
 
     _state_class = states.Skipped
-
-    def __init__(self, message=None, *args, **kwargs):
-        kwargs.setdefault("result", None)
-        super().__init__(message, *args, **kwargs)
 
 
 class PAUSE(Signal):
@@ -111,3 +114,25 @@ def signal_from_state(state):
         if isinstance(state, state_class):
             return signal
     raise ValueError(f"No signal ends a run in {type(state).__name__}")
+
+
+def pause_task(message=None, duration=None):
+    """Pause the running task here, as Prefect 1's `pause_task` does, unless it
+    was resumed (`context.resume`, or the task given as `Resume()` in
+    `task_states`): then this returns and the task goes on.
+
+    The whole task runs again when it is resumed, so call this before work
+    that must not repeat. `duration` (a timedelta, or seconds) is when the
+    pause ends by itself; without it the task waits to be resumed.
+    """
+    if context.get("resume", False):
+        return
+    start_time = None
+    if duration is not None:
+        seconds = duration.total_seconds() if isinstance(duration, _dt.timedelta) else duration
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise TypeError(
+                f"pause_task(duration={duration!r}): give a datetime.timedelta or seconds")
+        start_time = _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=seconds)
+    raise PAUSE(message or "Pause signal raised during task execution.",
+                start_time=start_time)

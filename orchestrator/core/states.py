@@ -4,7 +4,7 @@ The class hierarchy is the one Prefect 1 users know, so `isinstance` checks and
 predicates keep their meaning:
 
     State
-    ├── Pending ── Scheduled ── Retrying, Paused, Queued
+    ├── Pending ── Scheduled ── Retrying, Paused, Queued, Resume
     │         └── Submitted
     ├── Running ── Cancelling
     └── Finished
@@ -15,19 +15,30 @@ predicates keep their meaning:
 
 A state's `result` is the task's return value (for a failure, the exception);
 `location` is where a checkpointed result was written, if it was.
+
+States never change once made, so one state object can be shared by every
+task and thread that reads it. A state handler may still write to the state
+it is handed, as Prefect 1 handlers do (`new_state.message = ...`): it gets a
+draft, a copy that is open for writing only while the handler runs (see
+`call_state_handler`).
 """
 
 import datetime as _dt
 import time as _time
 
+from .context import context as _run_context
+
 __all__ = [
     "State", "Pending", "Scheduled", "Retrying", "Paused", "Queued", "Submitted",
     "Running", "Cancelling", "Finished", "Success", "Cached", "Mapped", "Skipped",
     "Failed", "TriggerFailed", "TimedOut", "ValidationFailed", "Looped", "Cancelled",
-    "state_from_name",
+    "Resume", "state_from_name", "call_state_handler",
 ]
 
 _set = object.__setattr__
+_UTC = _dt.timezone.utc
+# ids of the drafts state handlers are running with now: only these take writes.
+_open_drafts = set()
 
 
 class State:
@@ -44,9 +55,13 @@ class State:
         _set(self, "_time", _time.time())
 
     def __setattr__(self, name, value):
+        if id(self) in _open_drafts:
+            _write_draft(self, name, value)
+            return
         raise AttributeError(
-            f"{type(self).__name__} states are immutable; create a new state "
-            f"instead of setting {name!r}"
+            f"{type(self).__name__} states are immutable; make a new state with "
+            f"state.replace({name}=...) instead of setting {name!r} (a state handler "
+            "may set attributes of the new_state it is given)"
         )
 
     def __delattr__(self, name):
@@ -58,17 +73,40 @@ class State:
     @property
     def timestamp(self):
         """When the state was created, as an aware UTC datetime."""
-        return _dt.datetime.fromtimestamp(self._time, _dt.timezone.utc)
+        return _dt.datetime.fromtimestamp(self._time, _UTC)
+
+    @timestamp.setter
+    def timestamp(self, value):
+        # Only reached on a draft (see __setattr__); a naive datetime is UTC.
+        if isinstance(value, str):
+            try:
+                value = _dt.datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"state.timestamp = {value!r}: not an ISO 8601 time; give a "
+                                 "datetime, e.g. datetime.now(timezone.utc)") from None
+        if isinstance(value, _dt.datetime):
+            value = _aware(value).timestamp()
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"state.timestamp = {value!r}: give a datetime (or seconds since the epoch)")
+        _set(self, "_time", float(value))
 
     def _extra(self):
         return ()
 
     def __eq__(self, other):
-        # As in Prefect 1: states are equal when they are the same kind with the
-        # same scheduling details; message and result do not take part.
-        return type(self) is type(other) and self._extra() == other._extra()
+        # As in Prefect 1: the same class, an equal result and equal details
+        # (start time, run count, cached inputs, map states, ...); the message,
+        # context, location and creation time do not take part.
+        if type(self) is not type(other):
+            return False
+        if not _same(self.result, other.result):
+            return False
+        return all(_same(getattr(self, name), getattr(other, name))
+                   for name in _compared_names(type(self)))
 
     def __hash__(self):
+        # Only fields that __eq__ compares, so equal states hash alike.
         return hash((type(self).__name__, self._extra()))
 
     def __repr__(self):
@@ -159,6 +197,69 @@ def _rebuild(cls, fields):
     return state
 
 
+_NOT_COMPARED = frozenset(("message", "result", "context", "location"))
+_COMPARED_NAMES = {}
+
+
+def _compared_names(cls):
+    names = _COMPARED_NAMES.get(cls)
+    if names is None:
+        names = _COMPARED_NAMES[cls] = tuple(
+            n for n in _slot_names(cls) if not n.startswith("_") and n not in _NOT_COMPARED)
+    return names
+
+
+def _same(a, b):
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:
+        # e.g. arrays, whose == is elementwise and has no single truth value
+        return False
+
+
+# -- drafts: what state handlers write to ------------------------------------------
+def _write_draft(state, name, value):
+    if name in ("start_time", "cached_result_expiration") and value is not None:
+        value = _aware(value)
+    elif name == "map_states":
+        value = list(value or ())
+        _set(state, "_summary", None)
+    elif name == "timestamp":
+        State.timestamp.fset(state, value)
+        return
+    if name.startswith("_") or name not in _slot_names(type(state)):
+        known = sorted({n for n in _slot_names(type(state)) if not n.startswith("_")}
+                       | {"timestamp"})
+        raise AttributeError(
+            f"A {type(state).__name__} state has no attribute {name!r} to set; a state "
+            f"handler may set {', '.join(known)}")
+    _set(state, name, value)
+
+
+def call_state_handler(handler, owner, old_state, new_state):
+    """Call `handler(owner, old_state, draft)` and return the state it leads to.
+
+    The draft is a copy of `new_state` that the handler may write to, as Prefect
+    1 handlers do (`new_state.message = ...`, `new_state.context["k"] = v`),
+    until it returns; `new_state` itself, which other tasks may share, is never
+    changed. The handler's return value wins; when it returns None, the draft
+    (with whatever it set) is the new state.
+    """
+    fields = new_state._fields()
+    if fields.get("context") is None:
+        fields["context"] = {}
+    draft = _rebuild(type(new_state), fields)
+    key = id(draft)
+    _open_drafts.add(key)
+    try:
+        out = handler(owner, old_state, draft)
+    finally:
+        _open_drafts.discard(key)
+    return draft if out is None else out
+
+
 class Pending(State):
     """Not started yet: waiting for upstream tasks or an agent."""
 
@@ -172,7 +273,8 @@ class Pending(State):
 
 
 class Scheduled(Pending):
-    """Pending until `start_time` (an aware datetime, or None for now)."""
+    """Pending until `start_time`, an aware datetime (default: now, as in Prefect 1;
+    a naive one is UTC)."""
 
     __slots__ = ("start_time",)
     color = "#ffab00"
@@ -180,7 +282,11 @@ class Scheduled(Pending):
     def __init__(self, message=None, result=None, start_time=None, context=None,
                  location=None, cached_inputs=None):
         super().__init__(message, result, context, location, cached_inputs)
-        _set(self, "start_time", _aware(start_time))
+        _set(self, "start_time", _aware(start_time) if start_time is not None
+             else self._default_start_time())
+
+    def _default_start_time(self):
+        return _dt.datetime.fromtimestamp(self._time, _UTC)
 
     def _extra(self):
         return (self.start_time,)
@@ -195,6 +301,8 @@ class Retrying(Scheduled):
     def __init__(self, message=None, result=None, start_time=None, context=None,
                  location=None, cached_inputs=None, run_count=None):
         super().__init__(message, result, start_time, context, location, cached_inputs)
+        if run_count is None:  # as in Prefect 1: the run count of the task run now
+            run_count = _run_context.get("task_run_count", 1)
         _set(self, "run_count", run_count)
 
     def _extra(self):
@@ -202,10 +310,22 @@ class Retrying(Scheduled):
 
 
 class Paused(Scheduled):
-    """Waiting for someone to resume it (manual approval)."""
+    """Waiting for someone to resume it (manual approval); `start_time`, if
+    given, is when it resumes by itself (default None: never)."""
 
     __slots__ = ()
     color = "#cfd8dc"
+
+    def _default_start_time(self):
+        return None
+
+
+class Resume(Scheduled):
+    """Given for a paused task in `task_states`: run it now, past its pause
+    (`pause_task` and `manual_only` let it through)."""
+
+    __slots__ = ()
+    color = "#ffab00"
 
 
 class Queued(Scheduled):
@@ -343,11 +463,14 @@ class Cancelled(Finished):
 
 
 def _aware(value):
-    if value is not None and value.tzinfo is None:
-        raise ValueError(
-            f"start_time {value!r} has no time zone; pass an aware datetime, "
-            "e.g. datetime.now(timezone.utc) + timedelta(seconds=5)"
-        )
+    if value is None:
+        return None
+    if not isinstance(value, _dt.datetime):
+        raise TypeError(
+            f"start_time {value!r} is not a datetime; pass one, e.g. "
+            "datetime.now(timezone.utc) + timedelta(seconds=5)")
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=_UTC)  # as Prefect 1 (pendulum) reads it
     return value
 
 
@@ -362,7 +485,7 @@ UNFINISHED_TASK_STATES = ("Pending", "Scheduled", "Submitted", "Queued", "Runnin
                           "Retrying", "Paused", "Cancelling", "Looped")
 
 _BY_NAME = {cls.__name__: cls for cls in (
-    Pending, Scheduled, Retrying, Paused, Queued, Submitted, Running, Cancelling,
+    Pending, Scheduled, Retrying, Paused, Resume, Queued, Submitted, Running, Cancelling,
     Finished, Success, Cached, Mapped, Skipped, Failed, TriggerFailed, TimedOut,
     ValidationFailed, Looped, Cancelled)}
 

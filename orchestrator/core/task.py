@@ -10,6 +10,8 @@ Calling a task inside `with Flow(...)` adds a copy of it to the flow with
 edges from its arguments; calling `.run()` runs it as a plain function.
 """
 
+import contextlib
+import contextvars
 import copy as _copy
 import datetime as _dt
 import inspect
@@ -21,9 +23,31 @@ from . import triggers as _triggers
 from .edge import EdgeAnnotation
 
 __all__ = ["Task", "FunctionTask", "task", "Parameter", "DateTimeParameter",
-           "Constant", "GetItem", "as_task", "current_flow"]
+           "Constant", "GetItem", "as_task", "current_flow", "tags"]
 
 _RESERVED = ("upstream_tasks", "mapped", "task_args", "flow")
+
+# Tags every task made inside `with tags(...)` blocks gets, innermost block last.
+_block_tags = contextvars.ContextVar("orchestrator_block_tags", default=frozenset())
+
+
+@contextlib.contextmanager
+def tags(*names):
+    """Tag every task created in the block, as Prefect 1's `prefect.tags` does:
+
+        with Flow("etl") as flow, tags("db", "nightly"):
+            load()          # load.tags == {"db", "nightly"}
+    """
+    for name in names:
+        if not isinstance(name, str):
+            raise TaskDefinitionError(
+                f"tags({', '.join(map(repr, names))}): tags are strings; {name!r} is a "
+                f"{type(name).__name__}. Pass them one by one: tags('db', 'nightly')")
+    token = _block_tags.set(_block_tags.get() | frozenset(names))
+    try:
+        yield
+    finally:
+        _block_tags.reset(token)
 
 
 def current_flow():
@@ -63,7 +87,7 @@ class Task:
                  task_run_name=None, nout=None):
         self.name = name or type(self).__name__
         self.slug = slug
-        self.tags = _tag_set(tags, self.name)
+        self.tags = _tag_set(tags, self.name) | _block_tags.get()
         max_retries = 0 if max_retries is None else max_retries
         if not isinstance(max_retries, int) or max_retries < 0:
             raise TaskDefinitionError(
@@ -113,6 +137,24 @@ class Task:
     def __repr__(self):
         return f"<Task: {self.name}>"
 
+    @property
+    def logger(self):
+        """This task's logger, the one `get_logger()` gives inside its run
+        (`orchestrator.task.<name>`): `self.logger` in `run`, `task.logger` in a
+        state handler. Its records go to the run's log with the run's flow,
+        task and map index."""
+        custom = self.__dict__.get("_logger")
+        if custom is not None:
+            return custom
+        from ..engine.run_logging import task_logger  # the engine's logging, on use
+
+        return task_logger(self.name)
+
+    @logger.setter
+    def logger(self, value):
+        # A Prefect 1 subclass may set its own logger in __init__.
+        self.__dict__["_logger"] = value
+
     # `==` and hashing stay object identity (the C defaults, fast in the
     # engine's dicts); use `is_equal` for a task that compares results.
 
@@ -143,6 +185,7 @@ class Task:
             elif key == "timeout":
                 value = _seconds(value, "timeout")
             setattr(new, key, value)
+        new.tags |= _block_tags.get()
         if new.max_retries and new.retry_delay is None:
             raise TaskDefinitionError(
                 f"Task {new.name!r}: a datetime.timedelta `retry_delay` must be provided "
@@ -167,9 +210,28 @@ class Task:
         """Bind inputs to this very task (not a copy) in the flow being built."""
         flow = self._flow_for(flow, "calling")
         callargs = self._bind_arguments(args, kwargs)
+        if mapped:
+            for key, value in callargs.items():
+                self._check_mappable(key, value)
+        self.tags |= _block_tags.get()
         flow.set_dependencies(task=self, upstream_tasks=upstream_tasks,
                               keyword_tasks=callargs, mapped=mapped)
         return self
+
+    def _check_mappable(self, key, value):
+        """A constant mapped over must be a list or other sequence; fail now,
+        while the flow is built, as Prefect 1 does, not when it runs."""
+        if isinstance(value, EdgeAnnotation):
+            if value.annotations.get("mapped") is False:
+                return
+            value = value.task
+        if _contains_task(value):
+            return
+        if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+            raise TaskCallError(
+                f"Task {self.name!r} cannot map over {key}={value!r}: it is a "
+                f"{type(value).__name__}, not a list or other sequence. Pass a list, "
+                f"or unmapped({value!r}) to give every mapped child the whole value.")
 
     def _flow_for(self, flow, doing):
         flow = flow if flow is not None else current_flow()
@@ -580,10 +642,12 @@ class _Collection(Task):
         super().__init__(name=kind.__name__.capitalize(), **kwargs)
 
     def run(self, **items):
-        values = [items[f"item_{i}"] for i in range(self.size)]
         if self.kind is dict:
+            if "values" in items:  # as Prefect 1 builds it: a keys and a values list
+                return dict(zip(items["keys"], items["values"]))
+            values = [items[f"item_{i}"] for i in range(self.size)]
             return dict(zip(self.keys, values))
-        return self.kind(values)
+        return self.kind([items[f"item_{i}"] for i in range(self.size)])
 
 
 def _contains_task(value):
@@ -601,15 +665,19 @@ def as_task(value, flow=None):
     task, anything else as a Constant."""
     if isinstance(value, Task):
         return value
+    if isinstance(value, EdgeAnnotation):  # unmapped(x) and the like: x itself
+        return as_task(value.task, flow=flow)
     if isinstance(value, (list, tuple, set, frozenset, dict)) and _contains_task(value):
-        if isinstance(value, dict):
-            keys, items = list(value.keys()), list(value.values())
-            kind = dict
-        else:
-            keys, items = None, list(value)
-            kind = type(value) if type(value) in (list, tuple, set, frozenset) else list
-        collection = _Collection(kind, len(items), keys)
         flow = flow if flow is not None else current_flow()
+        if isinstance(value, dict):
+            # Prefect 1's graph: a Dict task fed a list of keys and a List task
+            # of the values (so flows see the same tasks, and their states).
+            collection = _Collection(dict, len(value))
+            collection.bind(flow=flow, keys=list(value.keys()), values=list(value.values()))
+            return collection
+        items = list(value)
+        kind = type(value) if type(value) in (list, tuple, set, frozenset) else list
+        collection = _Collection(kind, len(items))
         collection.bind(flow=flow, **{f"item_{i}": v for i, v in enumerate(items)})
         return collection
     return Constant(value)

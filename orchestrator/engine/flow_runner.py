@@ -5,6 +5,11 @@ Mapped tasks run depth first: a child of `b.map(a.map(xs))` starts as soon as
 its own upstream child finished, without waiting for all of `a`. Only a mapped
 input that is not itself mapped (a list from one task) must be computed first,
 to learn how many children there are.
+
+`FlowRunner(flow).run(...)` takes Prefect 1's arguments too (`state`,
+`task_states`, `return_tasks`, `parameters`, `task_runner_state_handlers`,
+`executor`, `context`, `task_contexts`), so code that drives Prefect 1's
+FlowRunner by hand runs unchanged.
 """
 
 import contextlib
@@ -17,16 +22,18 @@ from collections.abc import Iterable, Sequence
 
 from ..config import load_config
 from ..core import context as _context
-from ..core.states import (Cancelled, Failed, Mapped, Paused, Running, Scheduled, State,
-                           Success)
-from ..exceptions import OrchestratorError, ParameterError
+from ..core.states import (Cancelled, Failed, Finished, Mapped, Paused, Pending, Resume,
+                           Running, Scheduled, State, Success, call_state_handler)
+from ..core.task import handler_list
+from ..exceptions import FlowValidationError, OrchestratorError, ParameterError
 from . import run_logging
 from .executors import Executor, ExecutorError, LocalExecutor
-from .task_runner import RunSettings, TaskEnvelope, TaskPlan, run_task, _check_upstream_finished, \
-    _check_upstream_skipped, _check_trigger
+from .task_runner import (RunnerHandler, RunSettings, TaskEnvelope, TaskPlan, TaskRunner,
+                          run_task, _check_upstream_finished, _check_upstream_skipped,
+                          _check_trigger)
 from ..core import signals
 
-__all__ = ["FlowRunner", "run_flow", "resolve_parameters"]
+__all__ = ["FlowRunner", "TaskRunner", "run_flow", "resolve_parameters"]
 
 logger = logging.getLogger(__name__)
 _UTC = _dt.timezone.utc
@@ -122,11 +129,28 @@ def run_mapped_child(plan, indexed, map_index, *upstream):
 
 
 class FlowRunner:
-    """Runs one flow once. `inline_wait` is the longest retry delay waited for in
-    this process; a longer one leaves the task Retrying (a backend resumes it)."""
+    """Runs one flow once: `FlowRunner(flow).run(parameters={...})` returns the
+    flow's State, whose `.result` maps tasks to their states.
 
-    def __init__(self, flow, executor=None, reporter=None, inline_wait=float("inf"),
-                 config=None, backend=False):
+    As Prefect 1's: `state_handlers` are called as `handler(runner, old, new)`
+    after the flow's own. `task_runner_cls` may only be TaskRunner (tasks run on
+    this engine's task runner; state handlers are the way to hook into them).
+
+    The engine's own settings are keywords: `executor` (else the flow's, else
+    LocalExecutor), `reporter` (where a backend run writes states and logs),
+    `inline_wait` (the longest retry delay waited for in this process; a longer
+    one leaves the task Retrying, for a backend to resume), `config`, `backend`.
+    """
+
+    def __init__(self, flow, task_runner_cls=None, state_handlers=None, *, executor=None,
+                 reporter=None, inline_wait=float("inf"), config=None, backend=False):
+        if task_runner_cls is not None and task_runner_cls is not TaskRunner:
+            raise ExecutorError(
+                f"FlowRunner(task_runner_cls={task_runner_cls!r}): tasks run on this "
+                "engine's own task runner, so another TaskRunner class would be ignored; "
+                "drop task_runner_cls, and hook into task runs with state handlers "
+                "(FlowRunner.run(task_runner_state_handlers=[...]) or a task's "
+                "state_handlers)")
         self.flow = flow
         self.backend = backend
         self.executor = _check_executor(executor or flow.executor or LocalExecutor())
@@ -134,10 +158,40 @@ class FlowRunner:
         self.reporter = reporter
         self.inline_wait = inline_wait
         self.config = config
+        self.task_runner_cls = TaskRunner
+        self.state_handlers = handler_list(state_handlers, f"FlowRunner of flow {flow.name!r}")
 
-    def run(self, parameters=None, context=None, task_states=None, flow_run_id=None,
-            flow_run_name=None, scheduled_start_time=None):
+    def __repr__(self):
+        return f"<FlowRunner: {self.flow.name}>"
+
+    def run(self, state=None, task_states=None, return_tasks=None, parameters=None,
+            task_runner_state_handlers=None, executor=None, context=None,
+            task_contexts=None, *, flow_run_id=None, flow_run_name=None,
+            scheduled_start_time=None):
+        """Run the flow and return its State.
+
+        Prefect 1's arguments: `state` where the run starts (a finished one, or
+        one Scheduled for later, comes back unchanged); `task_states` {task:
+        state} already known (finished ones are not run again; `Resume()` lets a
+        paused task through); `return_tasks`: the tasks whose states the
+        result holds (default: every task's, as `flow.run()` returns);
+        `task_runner_state_handlers`, called as `handler(task_runner, old,
+        new)` for every task; `executor` for this run; `context` values every
+        task sees; `task_contexts` {task: {key: value}} for single tasks.
+        A backend run also names the run: `flow_run_id`, `flow_run_name`,
+        `scheduled_start_time`.
+        """
         flow = self.flow
+        if state is not None and not isinstance(state, State):
+            raise TypeError(f"FlowRunner.run(state={state!r}) needs a State or None")
+        if isinstance(state, Finished):
+            return state
+        if isinstance(state, Scheduled) and not isinstance(state, Resume) \
+                and state.start_time is not None \
+                and state.start_time > _dt.datetime.now(_UTC):
+            logger.info("Flow run of %r is scheduled for %s, not now; not running it",
+                        flow.name, state.start_time.isoformat())
+            return state
         flow.validate()
         run_logging.ensure_logging()
         config = self.config or load_config()
@@ -152,20 +206,29 @@ class FlowRunner:
         stack = ((user_layer, layer) if user_layer else (layer,)) + _context.current_stack()
         token = _context.push_stack(stack)
         try:
-            state = self._transition(Scheduled(), Running("Running flow."))
+            # Prefect 1's FlowRunner starts from Pending; flow.run() and runs
+            # from the store start from Scheduled.
+            initial = state or (Scheduled() if self.backend else Pending())
+            state = self._transition(initial, Running("Running flow."))
             if not isinstance(state, Running):
                 return state
             logger.info("Beginning Flow run for '%s'", flow.name)
             try:
-                settings = self._settings(stack, layer, values, config)
-                with _graph_kept_out_of_gc(), self.executor.start() as session:
+                wanted = _return_tasks(flow, return_tasks)
+                session_of = _check_executor(executor) if executor is not None \
+                    else self.executor
+                settings = self._settings(stack, layer, values, config, session_of)
+                extras = _task_extras(task_runner_state_handlers, task_contexts)
+                with _graph_kept_out_of_gc(), session_of.start() as session:
                     self.session = session
-                    states = self._run_tasks(settings, task_states or {})
+                    states = self._run_tasks(settings, task_states or {}, extras)
             except OrchestratorError as exc:  # e.g. a misconfigured executor: say it plainly
                 logger.error("Flow run of %r could not run: %s", flow.name, exc)
                 return self._transition(state, Failed(str(exc), result=exc))
             except (Exception, signals.Signal) as exc:
                 logger.error("Unexpected error: %r", exc, exc_info=True)
+                if _context.context.get("raise_on_exception"):
+                    raise
                 return self._transition(state, Failed(f"Unexpected error: {exc!r}",
                                                       result=exc))
             finally:
@@ -173,6 +236,8 @@ class FlowRunner:
             final = self._final_state(states)
             if flow.terminal_state_handler is not None and final.is_finished():
                 final = self._terminal_state(final, states)
+            if wanted is not None and isinstance(final.result, dict):
+                final = final.replace(result={t: states[t] for t in wanted})
             final = self._transition(state, final)
             if isinstance(final, Success):
                 logger.info("Flow run SUCCESS: all reference tasks succeeded")
@@ -194,25 +259,28 @@ class FlowRunner:
         return final if out is None else out
 
     def _transition(self, old, new):
-        for handler in self.flow.state_handlers:
+        handlers = [(h, self.flow) for h in self.flow.state_handlers]
+        handlers += [(h, self) for h in self.state_handlers]
+        for handler, owner in handlers:
             try:
-                out = handler(self.flow, old, new)
+                new = call_state_handler(handler, owner, old, new)
             except Exception as exc:
                 logger.error("Flow %r: state handler raised", self.flow.name, exc_info=True)
+                if _context.context.get("raise_on_exception"):
+                    raise
                 return Failed(f"Exception raised while calling state handlers: {exc!r}",
                               result=exc)
-            if out is not None:
-                new = out
         return new
 
-    def _settings(self, stack, layer, values, config):
+    def _settings(self, stack, layer, values, config, executor=None):
+        executor = executor or self.executor
         return RunSettings(
-            stack, remote=self.executor.in_other_process, inline_wait=self.inline_wait,
+            stack, remote=executor.in_other_process, inline_wait=self.inline_wait,
             reporter=self.reporter, parameters=values,
             extra_loggers=config["logging"].get("extra_loggers") or (),
             checkpointing=layer["checkpointing"], flow_result=self.flow.result)
 
-    def _run_tasks(self, settings, given):
+    def _run_tasks(self, settings, given, extras=None):
         flow = self.flow
         slugs, edges_to, constants = flow.slugs, flow._upstream, flow.constants
         session = self.session
@@ -227,6 +295,10 @@ class FlowRunner:
                 continue
             # Planned just before it is submitted: each task is read once, while hot.
             plan = TaskPlan(t, slugs[t], edges_to[t], constants.get(t), settings)
+            if isinstance(previous, Resume):
+                plan.add_context({"resume": True})
+            if extras is not None:
+                extras.apply(plan)
             upstream = [entries[e.upstream_task] for e in plan.edges]
             if plan.mapped:
                 entry = entries[t] = self._submit_mapped(plan, upstream)
@@ -477,9 +549,49 @@ def _is_sequence(value):
     return isinstance(value, Iterable) and not isinstance(value, (str, bytes, dict))
 
 
+def _return_tasks(flow, return_tasks):
+    """The tasks whose states the flow's result keeps (None: all of them)."""
+    if return_tasks is None:
+        return None
+    wanted = list(return_tasks)
+    foreign = [t for t in wanted if t not in flow]
+    if foreign:
+        raise FlowValidationError(
+            f"return_tasks names {', '.join(repr(getattr(t, 'name', t)) for t in foreign)}, "
+            f"which {'is' if len(foreign) == 1 else 'are'} not in flow {flow.name!r}; pass "
+            "tasks of this flow (e.g. the objects the `with Flow(...)` block made)")
+    return wanted
+
+
+def _task_extras(handlers, contexts):
+    """Prefect 1's per-run task settings, or None when there are none (plain
+    runs then pay nothing for them)."""
+    if not handlers and not contexts:
+        return None
+    return _TaskExtras(handlers, contexts)
+
+
+class _TaskExtras:
+    """Runner state handlers for every task, and a context layer for some."""
+
+    __slots__ = ("handlers", "contexts")
+
+    def __init__(self, handlers, contexts):
+        self.handlers = tuple(handler_list(handlers, "task_runner_state_handlers"))
+        self.contexts = dict(contexts or {})
+
+    def apply(self, plan):
+        if self.handlers:
+            runner = TaskRunner(plan.task)
+            plan.handlers += tuple(RunnerHandler(h, runner) for h in self.handlers)
+        layer = self.contexts.get(plan.task)
+        if layer:
+            plan.add_context(layer)
+
+
 def run_flow(flow, parameters=None, executor=None, context=None, task_states=None):
     """What `flow.run()` does: run in this process and return the flow's State."""
-    return FlowRunner(flow, executor=executor).run(parameters=parameters, context=context,
-                                                   task_states=task_states)
+    return FlowRunner(flow, executor=executor).run(
+        state=Scheduled(), parameters=parameters, context=context, task_states=task_states)
 
 

@@ -17,7 +17,7 @@ import threading
 from ..core.context import current_stack
 from ..config import load_config
 
-__all__ = ["get_logger", "ensure_logging", "configure_logging"]
+__all__ = ["get_logger", "task_logger", "ensure_logging", "configure_logging"]
 
 ROOT = "orchestrator"
 _STAMPS = ("flow_name", "flow_run_id", "task_name", "task_slug", "map_index")
@@ -173,6 +173,12 @@ def get_logger(name=None):
     if flow_name is not None:
         return logging.getLogger(f"{ROOT}.flow.{flow_name}")
     return logging.getLogger(ROOT)
+
+
+def task_logger(task_name):
+    """The logger of the task called `task_name` (what `get_logger()` gives in its run)."""
+    ensure_logging()
+    return logging.getLogger(f"{ROOT}.task.{task_name}")
 
 
 # -- capturing records on workers in other processes --------------------------

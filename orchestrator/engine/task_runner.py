@@ -27,11 +27,15 @@ from ..core import triggers as _triggers
 from ..core.cache_validators import duration_only
 from ..core.results import (PROCESSES_FIX, ResultError, SerializationError,
                             unpicklable_message)
-from ..core.states import (Cached, Failed, Finished, Looped, Mapped, Pending, Retrying,
-                           Running, Skipped, Success, TimedOut)
+from ..core.edge import Edge
+from ..core.states import (Cached, Failed, Finished, Looped, Mapped, Pending, Resume,
+                           Retrying, Running, Skipped, State, Success, TimedOut,
+                           TriggerFailed, call_state_handler)
+from ..core.task import Task, handler_list
 from . import run_logging
 
-__all__ = ["RunSettings", "TaskPlan", "run_task", "TaskEnvelope", "TaskTimeoutError", "SKIP_MESSAGE"]
+__all__ = ["RunSettings", "TaskPlan", "run_task", "TaskEnvelope", "TaskTimeoutError",
+           "SKIP_MESSAGE", "TaskRunner"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +143,16 @@ class TaskPlan:
             setattr(self, name, data.get(name))
         self.log_info = self.settings.log_info
 
+    def add_context(self, layer):
+        """Give this task's runs `layer` on top of the run's context (a
+        `task_contexts` entry, or `resume` for a task given as Resume)."""
+        self.flow_stack = (dict(layer),) + self.flow_stack
+
+
+def _raising():
+    """True inside `raise_on_exception()`: errors propagate instead of becoming states."""
+    return bool(_context.context.get("raise_on_exception"))
+
 
 def run_task(plan, map_index, *upstream):
     """Run one task (or one mapped child) given its upstream states, in edge order.
@@ -166,6 +180,11 @@ def _run(plan, map_index, upstream, state=None):
     stamps = {"task_name": plan.name, "task_slug": plan.slug, "map_index": map_index}
     if plan.log_info:
         logger.info("Task '%s': Starting task run...", full_name, extra=stamps)
+    # State handlers run as part of the task run (as in Prefect 1), so what they
+    # log, with task.logger say, belongs to it. Only tasks with handlers pay
+    # for this layer.
+    token = _context.push(dict(stamps, task_full_name=full_name, task_tags=plan.tags)) \
+        if plan.handlers else None
     try:
         _check_upstream_finished(upstream)
         if plan.task.skip_on_upstream_skip and upstream:
@@ -182,6 +201,9 @@ def _run(plan, map_index, upstream, state=None):
         state = sig.state
         if plan.handlers:
             state = _transition(plan, _PENDING, state)
+    finally:
+        if token is not None:
+            _context.pop(token)
     if plan.reporter is not None:
         plan.reporter.task_state(plan.slug, plan.name, map_index, state,
                                  _context_run_count(state))
@@ -238,7 +260,11 @@ def _check_trigger(plan, upstream, edges=None):
     except signals.Signal as sig:
         raise signals.ENDRUN(sig.state) from None
     except Exception as exc:
-        raise signals.ENDRUN(Failed(
+        if _raising():
+            raise
+        # As in Prefect 1, a trigger that breaks stops its task as TriggerFailed.
+        logger.error("Task %r: its trigger raised", plan.name, exc_info=True)
+        raise signals.ENDRUN(TriggerFailed(
             f"Trigger {getattr(plan.task.trigger, '__name__', plan.task.trigger)!s} of task "
             f"{plan.name!r} raised {exc!r}", result=exc)) from None
     if not ok:
@@ -246,8 +272,6 @@ def _check_trigger(plan, upstream, edges=None):
 
 
 def _triggers_failed(plan):
-    from ..core.states import TriggerFailed
-
     name = getattr(plan.task.trigger, "__name__", "trigger")
     return TriggerFailed(f'Trigger was "{name}" but it returned False.')
 
@@ -342,8 +366,13 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
         run_count += 1
     if handlers and not ran:
         state = _transition(plan, _RUNNING, state)
-    if isinstance(state, Success) and (plan.checkpoint or plan.task.cache_for):
-        state = _checkpoint(plan, map_index, full_name, inputs, state)
+    # A skipped task has no value to keep (its result is the SKIP, if any).
+    if isinstance(state, Success) and not isinstance(state, Skipped) \
+            and (plan.checkpoint or plan.task.cache_for):
+        done = _checkpoint(plan, map_index, full_name, inputs, state)
+        if handlers and isinstance(done, Cached) and done is not state:
+            done = _transition(plan, state, done)  # Success -> Cached, as in Prefect 1
+        state = done
     return state
 
 
@@ -376,10 +405,14 @@ def _call(plan, full_name, inputs):
         return sig.state
     except TaskTimeoutError as exc:
         logger.error("Task '%s': %s", full_name, exc)
+        if _raising():
+            raise
         return TimedOut("Task timed out during execution.", result=exc)
     except Exception as exc:
         logger.error("Task '%s': Exception encountered during task execution!",
                      full_name, exc_info=True)
+        if _raising():
+            raise
         return Failed(f"Error during execution of task: {exc!r}", result=exc)
     finally:
         if capture:
@@ -417,14 +450,14 @@ def _call_with_timeout(plan, inputs):
 def _transition(plan, old, new):
     for handler in plan.handlers:
         try:
-            out = handler(plan.task, old, new)
+            new = call_state_handler(handler, plan.task, old, new)
         except Exception as exc:
             logger.error("Task %r: state handler %r raised", plan.name,
                          getattr(handler, "__name__", handler), exc_info=True)
+            if _raising():
+                raise
             return Failed(f"Exception raised while calling state handlers: {exc!r}",
                           result=exc)
-        if out is not None:
-            new = out
     return new
 
 
@@ -495,6 +528,8 @@ def _checkpoint(plan, map_index, full_name, inputs, state):
                           f"{plan.result!r} failed: {exc!r}", result=exc)
         state = state.replace(location=location)
     if plan.task.cache_for:
+        # As in Prefect 1, the run that computes the value ends Cached too, and
+        # later runs within cache_for get this very state.
         cached = Cached("Task run succeeded; result cached.", result=state.result,
                         location=state.location, cached_inputs=inputs,
                         cached_parameters=plan.settings.parameters,
@@ -504,6 +539,7 @@ def _checkpoint(plan, map_index, full_name, inputs, state):
             now = _dt.datetime.now(_UTC)
             _CACHES[key] = [c for c in _CACHES.get(key, ())
                             if c.cached_result_expiration > now] + [cached]
+        return cached
     return state
 
 
@@ -561,3 +597,104 @@ def _run_remote(plan, map_index, upstream):
     finally:
         run_logging.stop_capture(token)
     return TaskEnvelope.sealed(state, records, name)
+
+
+# -- Prefect 1's TaskRunner ------------------------------------------------------
+class TaskRunner:
+    """Runs one task once, outside a flow run, as Prefect 1's TaskRunner does:
+
+        state = TaskRunner(task=add).run(
+            upstream_states={Edge(one, add, key="x"): Success(result=1)},
+            context={"today": "2024-05-01"})
+
+    `upstream_states` maps each Edge into the task to its upstream's state;
+    keyed edges give the task its inputs. The task runs one attempt: a failure
+    with retries left comes back as Retrying, for the caller to run again.
+    `state` is where the run starts: a finished state comes back unchanged,
+    `Resume()` lets a paused task through. `state_handlers` are called as
+    `handler(task_runner, old_state, new_state)` after the task's own ones.
+    With `is_mapped_parent=True`, the task runs once per item of its mapped
+    inputs and the result is a Mapped state with the children's states.
+    """
+
+    def __init__(self, task, state_handlers=None, flow_result=None):
+        if not isinstance(task, Task):
+            raise TypeError(
+                f"TaskRunner(task={task!r}) needs a Task, e.g. TaskRunner(task=my_task)")
+        self.task = task
+        self.state_handlers = handler_list(state_handlers, f"TaskRunner of task {task.name!r}")
+        self.flow_result = flow_result
+
+    def __repr__(self):
+        return f"<TaskRunner: {self.task.name}>"
+
+    def run(self, state=None, upstream_states=None, context=None, is_mapped_parent=False):
+        if state is not None and not isinstance(state, State):
+            raise TypeError(f"TaskRunner.run(state={state!r}) needs a State or None")
+        if isinstance(state, Finished):
+            return state
+        upstream_states = dict(upstream_states or {})
+        for edge in upstream_states:
+            if not isinstance(edge, Edge):
+                raise TypeError(
+                    f"TaskRunner.run(upstream_states=...) maps Edges to states; {edge!r} is "
+                    "not an Edge. Use e.g. {Edge(upstream, task, key='x'): Success(result=1)}")
+        layer = dict(context or {})
+        if isinstance(state, Resume):
+            layer["resume"] = True
+        stack = (layer,) + _context.current_stack()
+        settings = RunSettings(stack, flow_result=self.flow_result,
+                               parameters=layer.get("parameters"),
+                               inline_wait=float("-inf"))  # one attempt per call
+        edges = list(upstream_states)
+        plan = TaskPlan(self.task, self.task.slug or self.task.name, edges, None, settings)
+        if self.state_handlers:
+            plan.handlers += tuple(RunnerHandler(h, self) for h in self.state_handlers)
+        upstream = [upstream_states[e] for e in edges]
+        start = state if isinstance(state, Pending) else None
+        if is_mapped_parent and plan.mapped \
+                and all(isinstance(s, Success) for s in upstream):
+            return self._map(plan, edges, upstream)
+        # (a parent whose upstream did not succeed ends as its trigger says)
+        return _run(plan, layer.get("map_index"), upstream, start)
+
+    @staticmethod
+    def _map(plan, edges, upstream):
+        """The parent's Mapped state, its children run one per item."""
+        columns = []
+        for edge, state in zip(edges, upstream):
+            if not edge.mapped:
+                columns.append(None)
+            elif isinstance(state, Mapped):  # child i feeds child i
+                columns.append(list(state.map_states))
+            else:
+                items = state.result
+                if isinstance(items, (str, bytes, dict)) or not hasattr(items, "__iter__"):
+                    return Failed(
+                        f"Task {plan.name!r} maps over the result of "
+                        f"{edge.upstream_task.name!r}, which is a {type(items).__name__}, "
+                        "not a list or other sequence")
+                columns.append([Success("Mapped input.", result=x) for x in items])
+        n = min(len(c) for c in columns if c is not None)
+        children = [_run(plan, i, [c[i] if c is not None else u
+                                   for c, u in zip(columns, upstream)])
+                    for i in range(n)]
+        return Mapped("Ready to proceed with mapping.", map_states=children)
+
+
+class RunnerHandler:
+    """A runner's state handler, called as `handler(runner, old, new)` where the
+    task's own handlers get the task (Prefect 1's runner-level handlers)."""
+
+    __slots__ = ("handler", "runner")
+
+    def __init__(self, handler, runner):
+        self.handler = handler
+        self.runner = runner
+
+    def __call__(self, task, old_state, new_state):
+        return self.handler(self.runner, old_state, new_state)
+
+    @property
+    def __name__(self):
+        return getattr(self.handler, "__name__", repr(self.handler))
