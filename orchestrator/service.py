@@ -58,7 +58,7 @@ def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
     settings = flow.service_settings()
     identity = hashlib.sha256(json.dumps({
         "flow": idempotency_key or flow_fingerprint(flow),
-        "storage": storage.to_ref(), "labels": all_labels, "run_config": run_config_ref,
+        "storage": storage.settings_ref(), "labels": all_labels, "run_config": run_config_ref,
         "schedule": schedule_ref, "settings": settings,
     }, sort_keys=True, default=str).encode()).hexdigest()
     try:

@@ -14,26 +14,10 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from conftest import execute
 
 from orchestrator import Flow, Parameter, backend, get_logger, service, signals, task
 from orchestrator.flow_files import load_flows_from_file
-from orchestrator.store import Store
-
-
-@pytest.fixture
-def store(home):
-    s = Store.open()
-    s.create_project("etl")
-    yield s
-    s.close()
-
-
-def execute(store, flow, **parameters):
-    """Register `flow` in 'etl', create a run with `parameters`, execute it: the run."""
-    service.register_flow(store, flow, "etl")
-    run = service.create_flow_run(store, flow.name, parameters=parameters)
-    backend.execute_flow_run(store, run["id"], service.load_flow)
-    return store.get_flow_run(run["id"])
 
 
 def read_result(location):
@@ -207,6 +191,16 @@ def test_flow_register_returns_the_version_kept_when_unchanged_and_bumped_for_ne
     current = store.get_flow("etl/squares")
     assert current["version"] == 2
     assert "gpu" in current["labels"]
+
+
+def test_a_flow_with_explicit_local_storage_registered_twice_keeps_its_version(store):
+    from orchestrator.storage import Local
+
+    with Flow("squares", storage=Local()) as flow:
+        total(square.map([1, 2, 3]))
+
+    # Registering records where the flow went in its storage: that is not a change.
+    assert [flow.register("etl") for _ in range(3)] == [1, 1, 1]
 
 
 # -- Script storage ----------------------------------------------------------------------

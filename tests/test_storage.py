@@ -83,9 +83,9 @@ def test_storage_error_is_an_orchestrator_error():
 
 def test_from_ref_with_an_unknown_type_names_it_and_the_known_types():
     with pytest.raises(StorageError) as info:
-        Storage.from_ref({"type": "S3", "bucket": "b"})
+        Storage.from_ref({"type": "Dropbox", "bucket": "b"})
     message = str(info.value)
-    assert "Unknown storage type 'S3'" in message
+    assert "Unknown storage type 'Dropbox'" in message
     for known in ("Git", "Local", "Module", "Script"):
         assert known in message
 
