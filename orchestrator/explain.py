@@ -3,6 +3,7 @@ checklist, answered from the store instead of by the user."""
 
 import time
 
+from .run_configs import needs_other_agent
 from .store import agent_takes
 
 AGENT_ALIVE_SECONDS = 30.0
@@ -23,6 +24,16 @@ def explain_flow_run(store, run_id, now=None):
         return [f"It is {state}: {run['message'] or 'no message'}. It will not start again; "
                 f"start a new run with: orchestrator run {run['project']}/{run['flow_name']}"]
     reasons = []
+    other_agent = needs_other_agent(flow.get("run_config"))
+    if other_agent:
+        kind = flow["run_config"]["type"]
+        article = "an" if other_agent[0] in "AEIOU" else "a"  # an ECS agent
+        reasons.append(
+            f"Its flow {flow['project']}/{flow['name']} has run config {kind}, which needs "
+            f"{article} {other_agent} agent; none of ours runs it (our agents run flows as local "
+            "processes), so it waits. To run it here, give the flow run_config=LocalRun(...) "
+            f"or UniversalRun(...) with the same labels and env instead of {kind}, and "
+            "register it again.")
     wait = run["scheduled_start_time"] - now
     if wait > 0:
         reasons.append(f"It is scheduled for later: in {wait:.0f} s.")

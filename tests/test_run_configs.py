@@ -117,9 +117,10 @@ def test_ref_round_trips_through_json(tmp_path):
 
 def test_from_ref_with_an_unknown_type_names_it():
     with pytest.raises(RunConfigError) as info:
-        RunConfig.from_ref({"type": "KubernetesRun", "image": "x"})
-    assert "Unknown run config type 'KubernetesRun'" in str(info.value)
-    assert "known types: LocalRun" in str(info.value)
+        RunConfig.from_ref({"type": "NomadRun", "image": "x"})
+    assert "Unknown run config type 'NomadRun'" in str(info.value)
+    assert ("known types: DockerRun, ECSRun, KubernetesRun, LocalRun, UniversalRun, "
+            "VertexRun") in str(info.value)
 
 
 @pytest.mark.parametrize("ref", [None, ["LocalRun"], {"labels": []}])

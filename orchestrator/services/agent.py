@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import exit_codes
 from ..config import home_dir, private_dir
+from ..run_configs import needs_other_agent
 from ..store import TERMINAL_STATES, OutageLog, StoreUnavailable
 from .reaper import process_alive
 
@@ -114,7 +115,8 @@ class Agent:
         started = []
         if free > 0:
             for run_id, attempt in self.store.claim_runs(self.name, self.labels, free, now=now,
-                                                         strict_labels=self.strict_labels):
+                                                         strict_labels=self.strict_labels,
+                                                         runs_config=runs_as_a_process):
                 if self._unstarted:  # the store failed us this tick: later, again
                     self._unstarted.append((run_id, attempt))
                     continue
@@ -275,6 +277,12 @@ class Agent:
             time.sleep(0.1)
         self.reap()
         return [child.run_id for child in self.children.values()]
+
+
+def runs_as_a_process(run_config_ref):
+    """Can an agent of ours (which runs each flow run as a local process) run a
+    flow with this run config? (A DockerRun needs a Docker agent, and so on.)"""
+    return needs_other_agent(run_config_ref) is None
 
 
 def _signal_group(process, signum):

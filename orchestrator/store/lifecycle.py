@@ -51,61 +51,95 @@ class RunLifecycle:
     """Mixed into Store; uses `self.db`, the models and a few of Store's queries."""
 
     # -- claims (agents) --------------------------------------------------------
-    def claim_runs(self, agent, labels, limit, now=None, scan=200, strict_labels=False):
+    def claim_runs(self, agent, labels, limit, now=None, scan=200, strict_labels=False,
+                   runs_config=None, pages=10):
         """Claim up to `limit` due Scheduled runs this agent takes (see
-        `agent_takes`); returns [(run id, attempt)].
+        `agent_takes`); returns [(run id, attempt)]. With `runs_config` (a
+        predicate over a flow's run config ref, None for none), a run whose flow
+        has a run config the agent cannot run (a DockerRun for a process agent)
+        is left for another agent.
 
         A run is claimed by one conditional UPDATE (Scheduled -> Submitted, the
         attempt up by one) in its own short IMMEDIATE transaction: of several
         agents racing for a run, exactly one gets it, and the attempt it gets
-        is its own.
+        is its own. Due runs are read `scan` at a time, oldest first, up to
+        `pages` pages: runs this agent leaves (other labels, another agent kind,
+        a full limit) cannot hide younger runs it would take.
         """
         now = time.time() if now is None else now
-        # Read the candidates completely before writing: a claim begun while
-        # this connection still holds the SELECT's read snapshot is refused at
-        # once (a stale snapshot) instead of waiting for the lock.
         label_limits = self.concurrency_limits("label")
-        candidates = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
-                                           m.FlowRun.auto_scheduled,
-                                           m.FlowRun.scheduled_start_time, m.FlowRun.attempt)
-                          .where((m.FlowRun.state == "Scheduled")
-                                 & (m.FlowRun.scheduled_start_time <= now))
-                          .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
-                          .limit(scan).tuples())
         claimed = []
-        flow_settings, flow_limits = {}, {}
-        for run_id, run_labels, flow_id, auto, scheduled, attempts in candidates:
-            if len(claimed) >= limit:
-                break
-            run_labels = set(m.JSONField().python_value(run_labels)
-                             if isinstance(run_labels, str) else run_labels)
-            if not agent_takes(run_labels, labels, strict_labels):
-                continue
-            if flow_id not in flow_settings:
-                flow_settings[flow_id] = self._flow_settings(flow_id)
-                flow_limits[flow_id] = flow_settings[flow_id].get("max_concurrent_runs")
-            # (A run claimed before, and restarted or returned, was not missed.)
-            if auto and not attempts and self.late_policy_hold(flow_id, flow_settings[flow_id],
-                                                               scheduled, now):
-                continue  # the scheduler skips it
-            limited = flow_limits[flow_id] or any(
-                label in label_limits for label in run_labels)
-            message = f"Submitted to agent {agent}"
-            with self.db.atomic():
-                if limited and self._limit_full(flow_id, flow_limits[flow_id], run_labels,
-                                                label_limits):
+        flows = {}  # flow id -> (settings, flow limit, whether this agent runs it)
+        after = None
+        for _ in range(pages):
+            candidates = self._due_candidates(now, scan, after)
+            for run_id, run_labels, flow_id, auto, scheduled, attempts in candidates:
+                if len(claimed) >= limit:
+                    return claimed
+                run_labels = set(m.JSONField().python_value(run_labels)
+                                 if isinstance(run_labels, str) else run_labels)
+                if not agent_takes(run_labels, labels, strict_labels):
                     continue
-                won = (m.FlowRun.update(state="Submitted", agent=agent, pid=None,
-                                        heartbeat=None, attempt=m.FlowRun.attempt + 1,
-                                        message=message, updated=time.time())
-                       .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
-                       .execute()) == 1
-                if won:
-                    attempt = self._attempt(run_id)
-                    self._event(run_id, "Submitted", message, time.time())
-            if won:
-                claimed.append((run_id, attempt))
+                if flow_id not in flows:
+                    flows[flow_id] = self._flow_for_claims(flow_id, runs_config)
+                settings, flow_limit, runs_it = flows[flow_id]
+                if not runs_it:
+                    continue  # e.g. a DockerRun: it waits for a Docker agent (see explain)
+                # (A run claimed before, and restarted or returned, was not missed.)
+                if auto and not attempts and self.late_policy_hold(flow_id, settings,
+                                                                   scheduled, now):
+                    continue  # the scheduler skips it
+                won = self._claim_one(run_id, agent, flow_id, flow_limit, run_labels,
+                                      label_limits)
+                if won is not None:
+                    claimed.append((run_id, won))
+            if len(candidates) < scan or len(claimed) >= limit:
+                break
+            after = candidates[-1][4], candidates[-1][0]
         return claimed
+
+    def _due_candidates(self, now, scan, after):
+        """Due Scheduled runs, oldest first, after (time, id) `after`. Read whole
+        before any write: a claim begun while this connection still holds the
+        SELECT's read snapshot is refused at once (a stale snapshot) instead of
+        waiting for the lock."""
+        where = (m.FlowRun.state == "Scheduled") & (m.FlowRun.scheduled_start_time <= now)
+        if after is not None:
+            when, run_id = after
+            where &= ((m.FlowRun.scheduled_start_time > when)
+                      | ((m.FlowRun.scheduled_start_time == when) & (m.FlowRun.id > run_id)))
+        return list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
+                                     m.FlowRun.auto_scheduled, m.FlowRun.scheduled_start_time,
+                                     m.FlowRun.attempt)
+                    .where(where)
+                    .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
+                    .limit(scan).tuples())
+
+    def _flow_for_claims(self, flow_id, runs_config):
+        settings = self._flow_settings(flow_id)
+        runs_it = True
+        if runs_config is not None:
+            ref = m.Flow.select(m.Flow.run_config).where(m.Flow.id == flow_id).scalar()
+            runs_it = runs_config(m.JSONField().python_value(ref) if isinstance(ref, str)
+                                  else ref)
+        return settings, settings.get("max_concurrent_runs"), runs_it
+
+    def _claim_one(self, run_id, agent, flow_id, flow_limit, run_labels, label_limits):
+        """The claim of one run: its attempt, or None when it is not this agent's
+        (another claimed it first, or a limit is full)."""
+        limited = flow_limit or any(label in label_limits for label in run_labels)
+        message = f"Submitted to agent {agent}"
+        with self.db.atomic():
+            if limited and self._limit_full(flow_id, flow_limit, run_labels, label_limits):
+                return None
+            if (m.FlowRun.update(state="Submitted", agent=agent, pid=None, heartbeat=None,
+                                 attempt=m.FlowRun.attempt + 1, message=message,
+                                 updated=time.time())
+                    .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
+                    .execute()) != 1:
+                return None
+            self._event(run_id, "Submitted", message, time.time())
+            return self._attempt(run_id)
 
     def claim_run(self, run_id, claimer):
         """Claim run `run_id` for `claimer` (a process that will start it itself, as
