@@ -1,9 +1,9 @@
 """Executing a flow run from the store: what `orchestrator execute RUN_ID` does.
 
 The run's flow is loaded from its storage, its parameters checked, and it runs
-with a `StoreReporter`: task-run states and log lines are queued and written
-by one background thread in batches (a transaction every ~50 ms or 500 rows),
-so the run never waits on the disk except at its end. Checkpointing is on:
+with a `StoreReporter`: task-run states, artifacts and log lines are queued and
+written by one background thread in batches (a transaction every ~50 ms or 500
+rows), so the run never waits on the disk except at its end. Checkpointing is on:
 each task's result is written under `$ORCHESTRATOR_HOME/results`, and a run
 resumed after a RETRY with a later start time reuses the results of the tasks
 that already finished.
@@ -18,16 +18,19 @@ import signal
 import sys
 import threading
 import time
+import uuid
 
 from . import exit_codes
+from .artifacts import ArtifactNotFound
 from .config import home_dir, load_config
 from .core import states as st
 from .core.results import PackedResult
 from .engine import run_logging
 from .engine.flow_runner import FlowRunner
-from .engine.reporter import Reporter
+from .engine.reporter import ARTIFACT_KEEPER, Reporter
 from .exceptions import OrchestratorError
-from .store import TERMINAL_STATES, AttemptLost, OutageLog, Store, StoreUnavailable
+from .store import (TERMINAL_STATES, AttemptLost, NotFound, OutageLog, Store,
+                    StoreUnavailable)
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,95 @@ class StoreTaskSlots:
         self.store.release_task_slots(token)
 
 
+class StoreArtifacts:
+    """Where `orchestrator.artifacts` keeps a run's artifacts (the run's context
+    carries it to every task). In the run's process a change goes to the
+    StoreReporter, which writes it with the task states, so the task never
+    waits for the disk. Pickled to a Dask worker it is the store's URL and the
+    run's attempt, and writes there itself, in one short transaction; either
+    way every write is fenced by the attempt, as `record_task_runs` is."""
+
+    def __init__(self, store, run_id, attempt, reporter=None, url=None):
+        self._store = store
+        self.url = store.url if store is not None else url
+        self.run_id = run_id
+        self.attempt = attempt
+        self.reporter = reporter
+        self._lock = threading.Lock()
+        self._made = set()      # ids made through this object and not deleted
+        self._deleted = set()
+
+    def __getstate__(self):
+        return {"url": self.url, "run_id": self.run_id, "attempt": self.attempt}
+
+    def __setstate__(self, state):
+        self.__init__(None, state["run_id"], state["attempt"], url=state["url"])
+
+    @property
+    def store(self):
+        """On a worker, opened at the first artifact (a task that makes none opens nothing)."""
+        if self._store is None:
+            self._store = _worker_store(self.url)
+        return self._store
+
+    def create(self, slug, map_index, kind, text):
+        artifact_id = str(uuid.uuid4())
+        when = time.time()
+        if self.reporter is not None:
+            self.reporter.artifact(artifact_id, slug, map_index, kind, text, when)
+        else:
+            self.store.record_artifacts(self.run_id, self.attempt, [{
+                "action": "create", "id": artifact_id, "task_slug": slug,
+                "map_index": map_index, "kind": kind, "text": text, "time": when}])
+        with self._lock:
+            self._made.add(artifact_id)
+        return artifact_id
+
+    def update(self, artifact_id, kind, text):
+        self._check_ours(artifact_id)
+        when = time.time()
+        if self.reporter is not None:
+            self.reporter.update_artifact(artifact_id, kind, text, when)
+        elif self.store.record_artifacts(self.run_id, self.attempt, [{
+                "action": "update", "id": artifact_id, "kind": kind, "text": text,
+                "time": when}]) != [1]:
+            raise self._not_found(artifact_id, gone=True)
+
+    def delete(self, artifact_id):
+        self._check_ours(artifact_id)
+        if self.reporter is not None:
+            self.reporter.delete_artifact(artifact_id)
+        elif self.store.record_artifacts(self.run_id, self.attempt, [
+                {"action": "delete", "id": artifact_id}]) != [1]:
+            raise self._not_found(artifact_id, gone=True)
+        with self._lock:
+            self._made.discard(artifact_id)
+            self._deleted.add(artifact_id)
+
+    def _check_ours(self, artifact_id):
+        """Is `artifact_id` an artifact of this run? Made here: known at once;
+        made elsewhere (a worker, an earlier attempt): the store has it."""
+        with self._lock:
+            if artifact_id in self._made:
+                return
+            if artifact_id in self._deleted:
+                raise self._not_found(artifact_id, gone=True)
+        try:
+            owner = self.store.get_artifact(artifact_id)["flow_run_id"]
+        except NotFound:
+            raise self._not_found(artifact_id) from None
+        if owner != self.run_id:
+            raise ArtifactNotFound(
+                f"Artifact {artifact_id!r} belongs to flow run {owner}, not to this run "
+                f"({self.run_id}); a task can change only its own run's artifacts")
+
+    def _not_found(self, artifact_id, gone=False):
+        return ArtifactNotFound(
+            f"Flow run {self.run_id} has no artifact {artifact_id!r}"
+            f"{' (it was deleted)' if gone else ''}; pass an id that "
+            "create_markdown_artifact or create_link_artifact returned in this run")
+
+
 _worker_stores = {}
 
 
@@ -91,7 +183,8 @@ def _worker_store(url):
 
 
 class StoreReporter(Reporter):
-    """Collects task states and log rows; a writer thread stores them in batches.
+    """Collects task states, artifacts and log rows; a writer thread stores them in
+    batches.
 
     The run's threads only append to a list under a lock; every FLUSH_SECONDS
     the writer takes the lists whole and writes them in one transaction, so
@@ -108,6 +201,7 @@ class StoreReporter(Reporter):
         self._lock = threading.Lock()
         self._tasks = []
         self._logs = []
+        self._artifacts = []   # changes, in the order the run's tasks made them
         self._wake = threading.Condition(self._lock)
         self._written = threading.Condition(self._lock)
         self._generation = 0   # batches taken by the writer
@@ -136,6 +230,24 @@ class StoreReporter(Reporter):
             self._tasks.append(row)
             if len(self._tasks) >= FLUSH_ROWS:
                 self._wake.notify()
+
+    def artifact(self, artifact_id, slug, map_index, kind, text, when):
+        with self._lock:
+            self._artifacts.append({"action": "create", "id": artifact_id, "task_slug": slug,
+                                    "map_index": map_index, "kind": kind, "text": text,
+                                    "time": when})
+
+    def update_artifact(self, artifact_id, kind, text, when):
+        with self._lock:
+            self._artifacts.append({"action": "update", "id": artifact_id, "kind": kind,
+                                    "text": text, "time": when})
+
+    def delete_artifact(self, artifact_id):
+        with self._lock:
+            self._artifacts.append({"action": "delete", "id": artifact_id})
+
+    def artifact_keeper(self):
+        return StoreArtifacts(self.store, self.run_id, self.attempt, reporter=self)
 
     def log(self, row):
         with self._lock:
@@ -172,6 +284,7 @@ class StoreReporter(Reporter):
         # What is taken but not yet written: kept across tries while the store
         # cannot be written (a full disk), so no state is lost.
         merged, events, logs, dropped = {}, [], [], 0
+        artifacts = []
         while True:
             with self._lock:
                 # One batch per FLUSH_SECONDS, sooner when a flush is asked for.
@@ -180,6 +293,8 @@ class StoreReporter(Reporter):
                 self._flush_requested = False
                 tasks, self._tasks = self._tasks, []
                 taken, self._logs = self._logs, []
+                artifacts.extend(self._artifacts)
+                self._artifacts = []
                 self._generation += 1
                 generation = self._generation
                 stopping = self._stopping
@@ -191,6 +306,10 @@ class StoreReporter(Reporter):
                     self.store.record_task_runs(self.run_id, self.attempt,
                                                 list(merged.values()), events)
                     merged, events = {}, []
+                if artifacts:
+                    # After the task states: an artifact's task run is shown with it.
+                    self.store.record_artifacts(self.run_id, self.attempt, artifacts)
+                    artifacts = []
                 self.store.write_logs(
                     logs + [_lost_lines_row(self.run_id, dropped)] if dropped else logs)
                 logs, dropped = [], 0
@@ -198,7 +317,7 @@ class StoreReporter(Reporter):
             except AttemptLost as exc:
                 if self.ownership is not None:
                     self.ownership.lost(exc)
-                self._error, merged, events, logs = exc, {}, [], []
+                self._error, merged, events, logs, artifacts = exc, {}, [], [], []
             except StoreUnavailable as exc:
                 _outage.failed(f"Flow run {self.run_id}", exc)
                 if len(logs) > MAX_WAITING_LOGS:
@@ -210,7 +329,7 @@ class StoreReporter(Reporter):
             except Exception as exc:  # surfaced to the run at its next flush
                 self._error = OrchestratorError(
                     f"Writing run {self.run_id} to the store failed: {exc}")
-                merged, events, logs = {}, [], []
+                merged, events, logs, artifacts = {}, [], [], []
             with self._lock:
                 self._done_generation = generation
                 self._written.notify_all()
@@ -522,6 +641,7 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
                 state = runner.run(
                     parameters=run["parameters"], flow_run_id=str(run_id),
                     flow_run_name=run["name"],
+                    context={ARTIFACT_KEEPER: reporter.artifact_keeper()},
                     scheduled_start_time=_dt.datetime.fromtimestamp(
                         run["scheduled_start_time"], _dt.timezone.utc),
                     task_states=_restore_task_states(store, run_id, flow))

@@ -520,11 +520,12 @@ def runs(flow_ref, states, limit, as_json):
 @click.argument("run_id", type=RUN_ID)
 @click.option("--json", "as_json", is_flag=True)
 def show(run_id, as_json):
-    """Show a flow run with its task runs."""
+    """Show a flow run with its task runs and the artifacts its tasks published."""
     store = _open_store()
     with _user_errors():
         run = store.get_flow_run(run_id)
     task_runs = store.task_runs(run["id"])
+    artifacts = store.artifacts(run["id"])
     if as_json:
         data = _run_json(run)
         data["task_runs"] = [{
@@ -532,6 +533,10 @@ def show(run_id, as_json):
             "state": t["state"], "message": t["message"], "run_count": t["run_count"],
             "start_time": _iso(t["start_time"]), "end_time": _iso(t["end_time"]),
             "result_location": t["result_location"]} for t in task_runs]
+        data["artifacts"] = [{
+            "id": a["id"], "task_slug": a["task_slug"], "map_index": a["map_index"],
+            "kind": a["kind"], "text": a["text"], "created": _iso(a["created"]),
+            "updated": _iso(a["updated"])} for a in artifacts]
         _echo_json(data)
         return
     click.echo(f"Flow run {run['id']} ({run['name']}) of {run['project']}/{run['flow_name']} "
@@ -554,6 +559,19 @@ def show(run_id, as_json):
         t["msg"] = (t["message"] or "")[:80]
     _table(task_runs, [("TASK", "task"), ("STATE", "state"), ("DURATION", "took"),
                        ("RUNS", "runs"), ("MESSAGE", "msg")])
+    if artifacts:
+        click.echo("")
+        for a in artifacts:
+            # One line each: a link whole, a markdown report by its first line
+            # (--json has the full text).
+            lines = a["text"].strip().splitlines() or [""]
+            a["task"] = (a["task_slug"] or "(flow)") + (
+                "" if a["map_index"] is None else f"[{a['map_index']}]")
+            a["shown"] = lines[0][:100] + (" ..." if len(lines) > 1 or len(lines[0]) > 100
+                                           else "")
+            a["made"] = _when(a["created"])
+        _table(artifacts, [("ARTIFACT", "kind"), ("TASK", "task"), ("CREATED", "made"),
+                           ("TEXT", "shown")])
 
 
 @main.command()

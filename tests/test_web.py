@@ -65,6 +65,17 @@ def report():
 
 with Flow("weekday", schedule=CronSchedule("0 6 * * 1-5")) as weekday:
     report()
+
+from orchestrator.artifacts import create_link_artifact, create_markdown_artifact
+
+@task
+def publish(markdown):
+    create_markdown_artifact(markdown)
+    create_link_artifact("https://example.com/sales?q=1")
+    create_link_artifact("javascript:window.pwned = 6")
+
+with Flow("reporter") as reporter:
+    publish(Parameter("markdown", default=""))
 '''
 
 
@@ -535,6 +546,95 @@ def test_show_more_pages_back_through_older_runs_and_back_to_newest(web, page):
     expect(page.get_by_role("button", name="Show more")).to_be_hidden()
     page.get_by_role("button", name="Back to newest").click()
     expect(rows).to_have_count(50)
+    web.assert_clean()
+
+
+# -- artifacts: markdown shown as text, links only where safe -------------------------------------
+HOSTILE_MARKDOWN = """# Sales <script>window.pwned = 1</script>
+
+Totals for **May** with *care*, `code <b>` and a [safe link](https://example.com/report "t").
+A snake_case_name stays as written.
+
+<img src=x onerror="window.pwned = 2">
+
+<b>bold?</b> and [bad link](javascript:window.pwned=3) and [page](data:text/html,hi)
+
+- first item
+- second with <i>tags</i>
+  - nested item
+
+3. three
+4. four
+
+| region | total |
+|:-------|------:|
+| north  | 10 <script>window.pwned = 4</script> |
+| south  | 20 |
+
+```
+<script>window.pwned = 5</script>
+```
+
+> quoted <em>words</em>
+
+The checksum of the data: """ + "0123456789abcdef" * 10 + """
+"""
+
+
+def test_a_runs_artifacts_show_markdown_as_text_and_only_safe_links(web, page):
+    run = web.call("POST", "/api/flow_runs", {"flow": "p/reporter",
+                                              "parameters": {"markdown": HOSTILE_MARKDOWN}})
+    web.go(f"#/runs/{run['id']}", "run")
+    expect(page.locator("#run-state")).to_have_text(re.compile(r"^Success"), timeout=30000)
+    box = page.locator("#artifacts")
+    expect(box.locator("article.artifact")).to_have_count(3)
+    report = box.locator("article[data-kind=markdown]")
+    expect(report.locator(".artifact-head")).to_contain_text("Report from publish")
+
+    # Markup in the text is text: nothing of it became an element, nothing ran.
+    expect(report.locator("h3")).to_have_text("Sales <script>window.pwned = 1</script>")
+    for tag in ("script", "img", "b", "i", "em:text-is('words')", "[onerror]"):
+        expect(report.locator(tag)).to_have_count(0)
+    expect(report).to_contain_text('<img src=x onerror="window.pwned = 2">')
+    expect(report).to_contain_text("<b>bold?</b>")
+    expect(report.locator("blockquote")).to_have_text("quoted <em>words</em>")
+    expect(report.locator("pre code")).to_have_text("<script>window.pwned = 5</script>")
+    expect(report.locator("td").nth(1)).to_have_text("10 <script>window.pwned = 4</script>")
+    assert page.evaluate("() => window.pwned") is None
+
+    # The Markdown it reads: emphasis, code, lists, a table.
+    expect(report.locator("strong")).to_have_text("May")
+    expect(report.locator("em")).to_have_text("care")
+    expect(report.locator("p code")).to_have_text("code <b>")
+    expect(report).to_contain_text("A snake_case_name stays as written.")
+    expect(report.locator(".md > ul > li")).to_have_count(2)
+    expect(report.locator("ul ul > li")).to_have_text("nested item")
+    expect(report.locator("ol")).to_have_attribute("start", "3")
+    expect(report.locator("th")).to_have_text(["region", "total"])
+
+    # Links: http, https and mailto only, opened apart from this page; others are text.
+    links = box.locator("a")
+    expect(links).to_have_count(2)
+    expect(report.get_by_role("link", name="safe link")).to_have_attribute(
+        "href", "https://example.com/report")
+    for rel in links.evaluate_all("links => links.map(a => a.rel)"):
+        assert "noopener" in rel.split(), rel
+    expect(report).to_contain_text("[bad link](javascript:window.pwned=3)")
+    expect(report).to_contain_text("[page](data:text/html,hi)")
+    link = box.locator("article[data-kind=link]")
+    expect(link.first.locator("a")).to_have_attribute("href", "https://example.com/sales?q=1")
+    expect(link.nth(1).locator("a")).to_have_count(0)
+    expect(link.nth(1)).to_contain_text("javascript:window.pwned = 6")
+    web.shot("13-run-artifacts")
+
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: no sideways scrolling
+    try:
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        if width > 390:
+            web.shot("14-bug-phone-artifacts")
+        assert width <= 390
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
     web.assert_clean()
 
 

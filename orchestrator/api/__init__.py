@@ -143,7 +143,7 @@ def create_app(store, token, status=None, on_run_created=None):
     run = resources.FlowRun(store)
     one_run = "/api/flow_runs/" + _ID % "run_id"
     app.add_route(one_run, run)
-    for part in ("cancel", "explain", "task_runs", "states", "logs"):
+    for part in ("cancel", "explain", "task_runs", "states", "logs", "artifacts"):
         app.add_route(f"{one_run}/{part}", run, suffix=part)
     app.add_route("/api/agents", resources.Agents(store))
     limits = resources.ConcurrencyLimits(store)

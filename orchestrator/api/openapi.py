@@ -109,6 +109,14 @@ SCHEMAS = {
     "TaskRunList": _object({"task_runs": {"type": "array", "items": _ref("TaskRun")}}),
     "StateList": _object({"states": {"type": "array", "items": _object({
         "state": {"type": "string"}, "message": _STRING_OR_NULL, "time": _TIME})}}),
+    "Artifact": _object({
+        "id": {"type": "string", "format": "uuid"},
+        "task_slug": dict(_STRING_OR_NULL, description="null: made outside a task"),
+        "map_index": _INT_OR_NULL, "kind": {"type": "string", "enum": ["markdown", "link"]},
+        "text": dict({"type": "string"}, description=(
+            "The markdown, or the link; shown as text, never as HTML")),
+        "created": _TIME, "updated": _TIME}),
+    "ArtifactList": _object({"artifacts": {"type": "array", "items": _ref("Artifact")}}),
     "LogLine": _object({
         "id": {"type": "integer"}, "time": _TIME, "level": {"type": "integer"},
         "level_name": {"type": "string"}, "logger": {"type": "string"},
@@ -249,6 +257,9 @@ def openapi_document():
             "list_task_runs", "The run's task runs", _ok("TaskRunList"), [_RUN_ID])},
         "/api/flow_runs/{run_id}/states": {"get": _op(
             "list_flow_run_states", "The run's state history", _ok("StateList"), [_RUN_ID])},
+        "/api/flow_runs/{run_id}/artifacts": {"get": _op(
+            "list_flow_run_artifacts", "Markdown reports and links the run's tasks "
+            "published, oldest first", _ok("ArtifactList"), [_RUN_ID])},
         "/api/flow_runs/{run_id}/logs": {"get": _op(
             "get_flow_run_logs", "Log lines after a cursor, oldest first", _ok("LogPage"), [
                 _RUN_ID, _CURSOR,

@@ -16,8 +16,8 @@ import falcon
 
 from ..core.states import TERMINAL_RUN_STATES
 from ..schedules import describe_schedule
-from ..validation import (MAX_ID, MAX_PARAMETERS_BYTES, check_labels, check_name,
-                          check_storable)
+from ..validation import MAX_ID as MAX_ID  # (the API's documents and routes use it)
+from ..validation import MAX_PARAMETERS_BYTES, check_labels, check_name, check_storable
 
 # A run's parameters may be as large as a whole body (both 1 MiB).
 MAX_BODY_BYTES = MAX_PARAMETERS_BYTES
@@ -250,6 +250,15 @@ def task_run_document(row):
         "state": row["state"], "message": row["message"], "run_count": row["run_count"],
         "start_time": iso(row["start_time"]), "end_time": iso(row["end_time"]),
         "result_location": row["result_location"],
+    }
+
+
+def artifact_document(row):
+    """A markdown report or link a task run published (orchestrator.artifacts)."""
+    return {
+        "id": row["id"], "task_slug": row["task_slug"], "map_index": row["map_index"],
+        "kind": row["kind"], "text": row["text"], "created": iso(row["created"]),
+        "updated": iso(row["updated"]),
     }
 
 

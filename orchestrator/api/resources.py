@@ -18,8 +18,8 @@ from .. import __version__, service
 from ..explain import AGENT_ALIVE_SECONDS, explain_flow_run
 from ..store import TERMINAL_STATES, Conflict
 from ..validation import check_concurrency_limit, check_id, check_storable, shown
-from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, bad_request,
-                     flow_document, log_document, only_fields, optional_labels,
+from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, artifact_document,
+                     bad_request, flow_document, log_document, only_fields, optional_labels,
                      optional_string, parse_time, path_name, query_int, query_level,
                      query_states, query_time, read_body, run_document, state_document,
                      task_run_document, whole_number)
@@ -326,6 +326,11 @@ class FlowRun:
         self.store.get_flow_run(run_id)
         _json(resp, {"states": [state_document(e) for e in self.store.state_events(run_id)
                                 if e["task_slug"] is None]})
+
+    def on_get_artifacts(self, req, resp, run_id):
+        self.store.get_flow_run(run_id)
+        _json(resp, {"artifacts": [artifact_document(a)
+                                   for a in self.store.artifacts(run_id)]})
 
     def on_get_logs(self, req, resp, run_id):
         run = self.store.get_flow_run(run_id)

@@ -283,6 +283,11 @@ def _never_reuse_run_ids(db):
         db.execute_sql(sql)
 
 
+def _add_artifacts(db):
+    # A new table and its indexes: plain CREATEs, nothing rebuilt.
+    db.create_tables([models.Artifact])
+
+
 MIGRATIONS = [
     (1, _create_initial_tables),
     (2, _add_agents),
@@ -290,6 +295,7 @@ MIGRATIONS = [
     (4, _index_scheduled_flows),
     (5, _add_run_attempts),
     (6, _never_reuse_run_ids),
+    (7, _add_artifacts),
 ]
 
 

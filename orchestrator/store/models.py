@@ -191,5 +191,26 @@ class TaskSlot(BaseModel):
         indexes = ((("tag", "holder"), True), (("flow_run",), False), (("holder",), False))
 
 
+class Artifact(BaseModel):
+    """What a task run published for people to read (Prefect 1's artifacts): a
+    markdown report or a link. The id is a UUID, as Prefect 1's are, made by the
+    run's process when the task asks, so the task need not wait for the write.
+    `task_slug` is None for one made outside a task (a flow's state handler)."""
+
+    id = pw.CharField(primary_key=True, max_length=36)
+    flow_run = pw.ForeignKeyField(FlowRun, on_delete="CASCADE")
+    task_slug = pw.CharField(null=True)
+    map_index = pw.IntegerField(default=-1)
+    kind = pw.CharField()  # "markdown" or "link"
+    text = pw.TextField()
+    created = pw.DoubleField()
+    updated = pw.DoubleField()
+
+    class Meta:
+        # Oldest first, ties broken by id: both orders read straight off an index.
+        indexes = ((("flow_run", "created", "id"), False),
+                   (("flow_run", "task_slug", "map_index", "created", "id"), False))
+
+
 INITIAL_MODELS = [SchemaVersion, Project, Flow, FlowRun, TaskRun, StateEvent, Log, Secret]
-ALL_MODELS = INITIAL_MODELS + [Agent, ConcurrencyLimit, TaskSlot]
+ALL_MODELS = INITIAL_MODELS + [Agent, ConcurrencyLimit, TaskSlot, Artifact]

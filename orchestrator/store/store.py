@@ -567,6 +567,66 @@ class Store(RunLifecycle, SchedulingQueries):
             where &= m.Log.task_slug == task_slug
         return list(m.Log.select().where(where).order_by(m.Log.id).limit(limit).dicts())
 
+    # -- artifacts ------------------------------------------------------------
+    _ARTIFACT_FIELDS = (m.Artifact.id, m.Artifact.task_slug, m.Artifact.map_index,
+                        m.Artifact.kind, m.Artifact.text, m.Artifact.created,
+                        m.Artifact.updated)
+
+    def record_artifacts(self, run_id, attempt, changes):
+        """Apply artifact changes of run `run_id` in order, for the process running
+        attempt `attempt` (else AttemptLost, and nothing is written). Each change
+        is a dict: {"action": "create", "id", "task_slug", "map_index", "kind",
+        "text", "time"}, {"action": "update", "id", "kind", "text", "time"} or
+        {"action": "delete", "id"}. Updates and deletes touch only this run's
+        artifacts. Returns the number of rows each change touched."""
+        if not changes:
+            return []
+        touched = []
+        with self.db.atomic():
+            self._confirm_owner(run_id, attempt, time.time())
+            for change in changes:
+                action = change["action"]
+                mine = (m.Artifact.id == change["id"]) & (m.Artifact.flow_run == run_id)
+                if action == "create":
+                    m.Artifact.insert(
+                        id=change["id"], flow_run=run_id, task_slug=change.get("task_slug"),
+                        map_index=-1 if change.get("map_index") is None
+                        else change["map_index"],
+                        kind=change["kind"], text=change["text"], created=change["time"],
+                        updated=change["time"]).execute()
+                    touched.append(1)
+                elif action == "update":
+                    touched.append(m.Artifact.update(
+                        kind=change["kind"], text=change["text"],
+                        updated=change["time"]).where(mine).execute())
+                elif action == "delete":
+                    touched.append(m.Artifact.delete().where(mine).execute())
+                else:
+                    raise ValueError(f"Artifact change {action!r} is not known; use "
+                                     "create, update or delete")
+        return touched
+
+    def artifacts(self, run_id, task_slug=None, map_index=None):
+        """The run's artifacts (of one task run, with `task_slug`; `map_index`
+        None for the task itself or its unmapped run), oldest first."""
+        where = m.Artifact.flow_run == run_id
+        if task_slug is not None:
+            where &= (m.Artifact.task_slug == task_slug) & (
+                m.Artifact.map_index == (-1 if map_index is None else map_index))
+        return [_artifact_row(row) for row in m.Artifact.select(*self._ARTIFACT_FIELDS)
+                .where(where).order_by(m.Artifact.created, m.Artifact.id).dicts()]
+
+    def get_artifact(self, artifact_id):
+        """One artifact with its run's id, or NotFound."""
+        row = (m.Artifact.select(m.Artifact.flow_run, *self._ARTIFACT_FIELDS)
+               .where(m.Artifact.id == artifact_id).dicts().first())
+        if row is None:
+            raise NotFound(f"No artifact with id {artifact_id!r}; a run's artifacts are "
+                           "listed by: orchestrator show RUN")
+        row = _artifact_row(row)
+        row["flow_run_id"] = row.pop("flow_run")
+        return row
+
     # -- secrets --------------------------------------------------------------
     def set_secret(self, name, value):
         name = _check_name(name, "secret")
@@ -660,6 +720,12 @@ def _check_run_id(run_id):
     if not 0 < number < 2 ** 63:
         raise NotFound(f"No flow run with id {run_id}; list runs with: orchestrator runs")
     return number
+
+
+def _artifact_row(row):
+    row["map_index"] = None if row["map_index"] is None or row["map_index"] < 0 \
+        else row["map_index"]
+    return row
 
 
 def _project(row):

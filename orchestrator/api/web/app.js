@@ -387,8 +387,10 @@ async function runView(view, id) {
   const taskFilter = h("select", {id: "log-task", "aria-label": "Lines of which task"},
     h("option", {value: ""}, "all tasks"));
   const logs = h("div", {class: "logs", id: "logs", role: "log", "aria-live": "polite", tabindex: "0"});
+  const artifacts = h("section", {id: "artifacts", hidden: true});
+  let artifactsShown = "[]";  // redrawn only when they change: a reader keeps their place
   view.main.replaceChildren(head, facts, explain,
-    h("h2", {}, "Timeline"), gantt,
+    h("h2", {}, "Timeline"), gantt, artifacts,
     h("div", {class: "grid2"},
       h("section", {}, h("h2", {}, "Parameters"), params),
       h("section", {}, h("h2", {}, "State history"), states)),
@@ -433,11 +435,23 @@ async function runView(view, id) {
 
   async function refresh() {
     // One round trip's worth of waiting: the run, its parts and new log lines at once.
-    const [run, tasks, history] = await Promise.all([
+    const [run, tasks, history, published] = await Promise.all([
       api(`/api/flow_runs/${id}`), api(`/api/flow_runs/${id}/task_runs`),
-      api(`/api/flow_runs/${id}/states`), tailLogs()]);
+      api(`/api/flow_runs/${id}/states`), api(`/api/flow_runs/${id}/artifacts`), tailLogs()]);
     if (!view.live()) return;
     drawHead(run);
+    const seen = JSON.stringify(published.artifacts);
+    if (seen !== artifactsShown) {
+      artifactsShown = seen;
+      artifacts.hidden = !published.artifacts.length;
+      const shown = published.artifacts.slice(0, MAX_ARTIFACTS_SHOWN);
+      const more = published.artifacts.length - shown.length;
+      artifacts.replaceChildren(h("h2", {}, "Artifacts"), ...shown.map(artifactCard));
+      if (more > 0) {
+        artifacts.append(h("p", {class: "muted"},
+          `and ${more} more: orchestrator show ${id} --json lists them all`));
+      }
+    }
     params.textContent = JSON.stringify(run.parameters, null, 2);
     states.replaceChildren(...history.states.map((s) => h("li", {},
       badge(s.state), " ", when(s.time), s.message ? ` — ${s.message}` : "")));
@@ -551,6 +565,315 @@ function drawGantt(el, run, tasks) {
   el.replaceChildren(...rows, h("div", {class: "axis"},
     h("span", {}, when(new Date(t0).toISOString())), h("span", {}, seconds(span / 1000))));
   for (const d of el.querySelectorAll("details")) if (opened.has(d.dataset.mapped)) d.open = true;
+}
+
+// -- artifacts: markdown shown safely ----------------------------------------------------------
+// A small subset of Markdown (headings, paragraphs, emphasis, code, lists, block
+// quotes, links, tables) built as elements whose text is set as text: HTML in an
+// artifact shows as written, never as markup, and only http, https and mailto
+// URLs become links.
+const SAFE_SCHEMES = ["http:", "https:", "mailto:"];
+const MD_DEPTH = 8;
+const MAX_ARTIFACTS_SHOWN = 200;  // of one run; a page of thousands would crawl  // nested quotes, lists and emphasis deeper than this stay text
+const FENCE = /^ {0,3}(`{3,}|~{3,})/;
+const HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$/;
+const RULE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
+const QUOTE = /^ {0,3}> ?/;
+const ITEM = /^( *)([-*+]|\d{1,9}[.)])(?:[ \t]+|$)/;
+const TABLE_RULE = /^ {0,3}\|?[ \t]*:?-+:?[ \t]*(\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$/;
+const ESCAPABLE = "\\`*_{}[]()#+-.!|~<>";
+
+function safeUrl(raw) {
+  let url;
+  try { url = new URL(raw.trim()); } catch (err) { return null; }  // relative, or not a URL
+  return SAFE_SCHEMES.includes(url.protocol) ? url.href : null;
+}
+
+function outLink(href, ...children) {
+  return h("a", {href, rel: "noopener noreferrer", target: "_blank"}, ...children);
+}
+
+function markdown(text) {
+  return h("div", {class: "md"}, mdBlocks(text.replace(/\r\n?/g, "\n").split("\n"), 0));
+}
+
+function indentOf(line) { return line.length - line.trimStart().length; }
+
+function isTableStart(lines, i) {
+  return lines[i].includes("|") && i + 1 < lines.length && lines[i + 1].includes("|") &&
+    TABLE_RULE.test(lines[i + 1]);
+}
+
+function startsBlock(lines, i) {
+  const line = lines[i];
+  return FENCE.test(line) || HEADING.test(line) || RULE.test(line) || QUOTE.test(line) ||
+    ITEM.test(line) || isTableStart(lines, i);
+}
+
+function mdBlocks(lines, depth) {
+  const out = [];
+  let i = 0;
+  while (i < lines.length) {
+    const line = lines[i];
+    let m;
+    if (!line.trim()) { i++; continue; }
+    if ((m = FENCE.exec(line))) {
+      const close = new RegExp(`^ {0,3}${m[1][0] === "`" ? "`" : "~"}{${m[1].length},}[ \\t]*$`);
+      const body = [];
+      for (i++; i < lines.length && !close.test(lines[i]); i++) body.push(lines[i]);
+      i++;
+      out.push(h("pre", {}, h("code", {}, body.join("\n"))));
+    } else if ((m = HEADING.exec(line))) {
+      // Below the page's own h1 and h2: an artifact's "# Title" is an h3.
+      const level = m[1].length;
+      out.push(h(`h${Math.min(level + 2, 6)}`, {class: `md-h${level}`}, inline(m[2] || "", depth)));
+      i++;
+    } else if (RULE.test(line)) {
+      out.push(h("hr", {}));
+      i++;
+    } else if (QUOTE.test(line)) {
+      const body = [];
+      for (; i < lines.length && QUOTE.test(lines[i]); i++) body.push(lines[i].replace(QUOTE, ""));
+      out.push(h("blockquote", {}, depth < MD_DEPTH ? mdBlocks(body, depth + 1)
+        : h("p", {}, body.join(" "))));
+    } else if ((m = ITEM.exec(line))) {
+      const [list, next] = mdList(lines, i, m, depth);
+      out.push(list);
+      i = next;
+    } else if (isTableStart(lines, i)) {
+      const aligns = tableCells(lines[i + 1]).map((c) => c.startsWith(":") && c.endsWith(":")
+        ? "center" : c.endsWith(":") ? "right" : c.startsWith(":") ? "left" : "");
+      const head = tableCells(line);
+      const rows = [];
+      for (i += 2; i < lines.length && lines[i].trim() && lines[i].includes("|"); i++) {
+        rows.push(tableCells(lines[i]));
+      }
+      const cell = (tag, text, k) => {
+        const el = h(tag, tag === "th" ? {scope: "col"} : {}, inline(text || "", depth));
+        if (aligns[k]) el.style.textAlign = aligns[k];
+        return el;
+      };
+      out.push(h("div", {class: "table-wrap"}, h("table", {},
+        h("thead", {}, h("tr", {}, head.map((c, k) => cell("th", c, k)))),
+        h("tbody", {}, rows.map((r) => h("tr", {}, head.map((_, k) => cell("td", r[k], k))))))));
+    } else {
+      const para = [line];
+      for (i++; i < lines.length && lines[i].trim() && !startsBlock(lines, i); i++) para.push(lines[i]);
+      out.push(h("p", {}, paragraph(para, depth)));
+    }
+  }
+  return out;
+}
+
+function mdList(lines, i, first, depth) {
+  const ordered = /\d/.test(first[2]);
+  const start = ordered ? parseInt(first[2], 10) : 1;
+  const list = h(ordered ? "ol" : "ul", start !== 1 ? {start} : {});
+  const base = first[1].length;
+  while (i < lines.length) {
+    const m = ITEM.exec(lines[i]);
+    if (!m || m[1].length !== base || /\d/.test(m[2]) !== ordered) break;
+    const inner = m[0].length;  // where the item's text begins: its lines are indented so
+    const body = [lines[i].slice(inner)];
+    let loose = false;
+    for (i++; i < lines.length; i++) {
+      const next = lines[i];
+      if (!next.trim()) {
+        // A blank line goes on with the item only if the item goes on after it.
+        if (i + 1 < lines.length && lines[i + 1].trim() && indentOf(lines[i + 1]) >= inner) {
+          body.push("");
+          loose = true;
+          continue;
+        }
+        break;
+      }
+      if (indentOf(next) >= Math.min(inner, base + 2)) body.push(next.slice(Math.min(indentOf(next), inner)));
+      else if (startsBlock(lines, i)) break;
+      else body.push(next);  // a lazy line of the item's paragraph
+    }
+    let content = depth < MD_DEPTH ? mdBlocks(body, depth + 1) : [body.join(" ")];
+    if (!loose) content = content.flatMap((el) => el.tagName === "P" ? [...el.childNodes] : [el]);
+    list.append(h("li", {}, content));
+  }
+  return [list, i];
+}
+
+function tableCells(row) {
+  let text = row.trim();
+  if (text.startsWith("|")) text = text.slice(1);
+  if (text.endsWith("|") && !text.endsWith("\\|")) text = text.slice(0, -1);
+  return text.split(/(?<!\\)\|/).map((c) => c.trim());
+}
+
+function paragraph(lines, depth) {
+  const out = [];
+  lines.forEach((line, k) => {
+    if (k) out.push(/( {2,}|\\)$/.test(lines[k - 1]) ? h("br", {}) : " ");
+    for (const node of inline(line.trim().replace(/\\$/, ""), depth)) out.push(node);
+  });
+  return out;
+}
+
+function matchingCloses(text, open, close) {
+  // For each `open` (unescaped) the index of its matching `close`, or -1: one pass,
+  // so a text of a million unclosed brackets is not read a million times.
+  const match = new Int32Array(text.length).fill(-1);
+  const stack = [];
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === "\\") i++;
+    else if (text[i] === open) stack.push(i);
+    else if (text[i] === close && stack.length) match[stack.pop()] = i;
+  }
+  return match;
+}
+
+class InlineText {
+  // One line of inline Markdown with what its scans found, so each scan runs once.
+  constructor(text) {
+    this.text = text;
+    this.brackets = null;
+    this.parens = null;
+    this.noCloser = new Set();  // delimiters with no closer after the last search
+  }
+
+  linkAt(i) {
+    // [label](url "title") at i: the label may hold brackets, the URL parentheses.
+    const text = this.text;
+    if (!this.brackets) {
+      this.brackets = matchingCloses(text, "[", "]");
+      this.parens = matchingCloses(text, "(", ")");
+    }
+    const j = this.brackets[i];
+    if (j < 0 || text[j + 1] !== "(") return null;
+    const k = this.parens[j + 1];
+    if (k < 0) return null;
+    const target = text.slice(j + 2, k).trim();
+    const bracketed = /^<([^>]*)>/.exec(target);
+    return {label: text.slice(i + 1, j), url: bracketed ? bracketed[1] : target.split(/\s+/)[0],
+            end: k + 1};
+  }
+
+  codeEnd(run, from) {
+    if (this.noCloser.has(run)) return -1;
+    const end = this.text.indexOf(run, from);
+    if (end < 0) this.noCloser.add(run);
+    return end;
+  }
+
+  emphasisEnd(i, c, size) {
+    // Opens only before text, and `_` not inside a word (snake_case stays as written).
+    // A closer does not depend on its opener: none after one opener, none after a later one.
+    const text = this.text;
+    const after = text[i + size];
+    if (after === undefined || /\s/.test(after)) return -1;
+    if (c === "_" && i > 0 && /[\p{L}\p{N}]/u.test(text[i - 1])) return -1;
+    const delim = c.repeat(size);
+    if (this.noCloser.has(delim)) return -1;
+    for (let j = text.indexOf(delim, i + size + 1); j > 0; j = text.indexOf(delim, j + 1)) {
+      if (/\s/.test(text[j - 1]) || text[j - 1] === "\\") continue;
+      if (c === "_" && j + size < text.length && /[\p{L}\p{N}]/u.test(text[j + size])) continue;
+      return j;
+    }
+    this.noCloser.add(delim);
+    return -1;
+  }
+}
+
+const AUTOLINK = /<([a-z][a-z0-9+.-]*:[^\s<>]*)>/iy;
+const BARE_URL = /https?:\/\/[^\s<>]+/iy;
+
+function inline(text, depth, inLink = false) {
+  const out = [];
+  const line = new InlineText(text);
+  let buf = "";
+  const flush = () => { if (buf) { out.push(document.createTextNode(buf)); buf = ""; } };
+  const at = (pattern, i) => { pattern.lastIndex = i; return pattern.exec(text); };
+  let i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    let m;
+    if (c === "\\" && i + 1 < text.length && ESCAPABLE.includes(text[i + 1])) {
+      buf += text[i + 1];
+      i += 2;
+      continue;
+    }
+    if (c === "`") {
+      let n = 1;
+      while (text[i + n] === "`") n++;
+      const run = "`".repeat(n);
+      const end = line.codeEnd(run, i + n);
+      if (end < 0) { buf += run; i += n; continue; }
+      let code = text.slice(i + n, end);
+      if (code.length > 2 && code.startsWith(" ") && code.endsWith(" ")) code = code.slice(1, -1);
+      flush();
+      out.push(h("code", {}, code));
+      i = end + n;
+      continue;
+    }
+    if (!inLink && (c === "[" || (c === "!" && text[i + 1] === "["))) {
+      const link = line.linkAt(c === "!" ? i + 1 : i);
+      if (link) {
+        const href = safeUrl(link.url);
+        if (href) {
+          flush();
+          // An image is shown as a link to it: the page loads nothing from elsewhere.
+          out.push(outLink(href, link.label ? inline(link.label, depth + 1, true) : link.url));
+        } else {
+          buf += text.slice(i, link.end);  // not a link we make: shown as written
+        }
+        i = link.end;
+        continue;
+      }
+    }
+    if (!inLink && c === "<" && (m = at(AUTOLINK, i))) {
+      const href = safeUrl(m[1]);
+      if (href) { flush(); out.push(outLink(href, m[1])); } else buf += m[0];
+      i += m[0].length;
+      continue;
+    }
+    if (!inLink && (c === "h" || c === "H") && !(i && /[\w/]/.test(text[i - 1])) &&
+        (m = at(BARE_URL, i))) {
+      const url = m[0].replace(/[.,;:!?'")\]]+$/, "");
+      const href = safeUrl(url);
+      if (href) { flush(); out.push(outLink(href, url)); } else buf += url;
+      i += url.length;
+      continue;
+    }
+    if ((c === "*" || c === "_" || c === "~") && depth < MD_DEPTH) {
+      let n = 1;
+      while (text[i + n] === c) n++;
+      // *emphasis*, **strong**, ***both***, ~~struck~~; other runs are text.
+      const close = (c === "~" ? n === 2 : n <= 3) ? line.emphasisEnd(i, c, n) : -1;
+      if (close < 0) { buf += c.repeat(n); i += n; continue; }
+      flush();
+      const inner = inline(text.slice(i + n, close), depth + 1, inLink);
+      out.push(c === "~" ? h("del", {}, inner) : n === 3 ? h("strong", {}, h("em", {}, inner))
+        : h(n === 2 ? "strong" : "em", {}, inner));
+      i = close + n;
+      continue;
+    }
+    buf += c;
+    i++;
+  }
+  flush();
+  return out;
+}
+
+function artifactCard(artifact) {
+  const task = artifact.task_slug === null ? "the flow"
+    : artifact.task_slug + (artifact.map_index === null ? "" : `[${artifact.map_index}]`);
+  let body;
+  if (artifact.kind === "link") {
+    const href = safeUrl(artifact.text);
+    body = h("p", {class: "artifact-link"}, href ? outLink(href, artifact.text)
+      : [h("code", {}, artifact.text), h("span", {class: "muted"}, " (not an http, https or mailto link)")]);
+  } else {
+    body = markdown(artifact.text);
+  }
+  return h("article", {class: "card artifact", dataset: {kind: artifact.kind, artifact: artifact.id}},
+    h("p", {class: "artifact-head muted"},
+      `${artifact.kind === "link" ? "Link" : "Report"} from ${task} · ${when(artifact.updated)}`),
+    body);
 }
 
 // -- agents and limits ------------------------------------------------------------------------
