@@ -947,3 +947,27 @@ def schedule_resume(flow_ref, project_name):
     name, _ = _set_schedule_active(flow_ref, project_name, True)
     click.echo(f"Resumed the schedule of {name}; the scheduler (orchestrator up) creates its "
                "next runs within seconds.")
+
+
+@main.command("migrate")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--write", is_flag=True, help="Rewrite the files (default: print a diff).")
+def migrate(paths, write):
+    """Change Prefect 1 imports in PATH (.py files, or folders of them) to orchestrator's.
+
+    Prints a unified diff (stdout) and a report (stderr) of every Prefect 1 name
+    it could not map, with file:line and what to do; --write rewrites the files.
+    A file with a name it cannot map is left as it is. Exit code 0 when every
+    name was mapped, 1 when some were not, 2 for bad input (a missing path, a
+    file that is not Python).
+    """
+    from .migrate import MigrationInputError, migrate_paths
+
+    try:
+        report = migrate_paths(paths, write=write)
+    except MigrationInputError as exc:
+        raise UserError(str(exc)) from None
+    if not write:
+        click.echo(report.diff(), nl=False)
+    click.echo(report.summary(), err=True)
+    sys.exit(report.exit_code)

@@ -48,12 +48,17 @@ DEFAULTS = {
         "heartbeat_timeout": 60.0,
         "cancel_grace": 10.0,
     },
+    # `import prefect` in flow files we load resolves to orchestrator's names
+    # (see orchestrator.prefect1_imports); off unless asked for.
+    "compat": {
+        "prefect_imports": False,
+    },
 }
 
 # Switches; `flows.use_local_secrets` may also be left unset (None): it then
 # follows whether the run comes from the store (see orchestrator.tasks.secrets).
 _BOOLEANS = {("logging", "propagate"): False, ("flows", "checkpointing"): False,
-             ("flows", "use_local_secrets"): True}
+             ("flows", "use_local_secrets"): True, ("compat", "prefect_imports"): False}
 _TRUE_WORDS = ("true", "yes", "1")
 _FALSE_WORDS = ("false", "no", "0")
 
