@@ -461,3 +461,44 @@ def test_a_bad_dask_cluster_class_fails_the_run_with_a_message_naming_it(bad, pr
     assert f"cluster_class={bad!r}" in state.message
     assert problem in state.message
     assert f"cluster_class={bad!r}" in str(state.result)
+
+
+WITHOUT_DISTRIBUTED = """
+import sys
+sys.modules["distributed"] = None  # as after a plain install: dask without distributed
+import os, threading
+from orchestrator import Flow, task
+from orchestrator.executors import LocalDaskExecutor
+
+@task
+def where(i):
+    return i * 10, os.getpid(), threading.get_ident()
+
+with Flow("plain") as flow:
+    where.map(list(range(4)))
+
+if __name__ == "__main__":  # (worker processes import this file again)
+    for scheduler in ("threads", "processes"):
+        state = flow.run(executor=LocalDaskExecutor(scheduler, num_workers=2))
+        assert state.is_successful(), state
+        (mapped,) = [s for t, s in state.result.items() if t.name == "where"]
+        results = [child.result for child in mapped.map_states]
+        assert [value for value, _, _ in results] == [0, 10, 20, 30], results
+        print(scheduler, len({pid for _, pid, _ in results}), "processes")
+    assert "distributed" not in [m for m in sys.modules if sys.modules[m] is not None]
+"""
+
+
+def test_local_dask_executor_runs_without_the_distributed_package(tmp_path):
+    # Prefect 1 users ran LocalDaskExecutor after a plain install: dask is a
+    # dependency of ours, distributed (for DaskExecutor) an extra.
+    import subprocess
+    import sys
+
+    script = tmp_path / "without_distributed.py"
+    script.write_text(WITHOUT_DISTRIBUTED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "threads 1 processes" in done.stdout
+    assert "processes" in done.stdout.splitlines()[1]

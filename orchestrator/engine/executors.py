@@ -38,9 +38,8 @@ def _import_dask(what):
         import dask  # noqa: F401
     except ImportError:
         raise ExecutorError(
-            f"{what} needs dask, which is not installed; install it with "
-            "pip install 'dask>=2024.1' 'distributed>=2024.1' (the [dask] extra of "
-            "onebox-orchestrator)"
+            f"{what} needs dask, which orchestrator installs with itself but which is "
+            "missing here; install it with pip install 'dask>=2024.1'"
         ) from None
 
 
