@@ -43,8 +43,8 @@ def run_side(tree, script, args, json_path):
 
 def numbers(figures, prefix=""):
     """The numbers in a benchmark's JSON, nested objects' under dotted keys, and
-    those of a list of objects that name themselves ("label", "name" or "key")
-    under the name."""
+    those of a list of objects that name themselves ("label", "name", "key" or
+    "graph") under the name."""
     found = {}
     for key, value in figures.items():
         if isinstance(value, dict):
@@ -52,7 +52,7 @@ def numbers(figures, prefix=""):
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             seen = {}
             for item in value:
-                name = next((item[k] for k in ("label", "name", "key") if k in item), None)
+                name = next((item[k] for k in ("label", "name", "key", "graph") if k in item), None)
                 if name is None:
                     continue
                 seen[name] = seen.get(name, 0) + 1
