@@ -12,6 +12,8 @@ in the same way:
 - `open_store`: a home's store opened in this process.
 - `percentile`, `proc_rss_mb`: figures.
 - `print_rows`, `write_json`: the two-column table and the JSON file of the results.
+- `PrivatePostgres`: a PostgreSQL server of the benchmark's own in a temporary
+  folder (as the test suite starts one), and a new empty database on it per call.
 
 The scripts import it as `benchkit`: `python scripts/bench_x.py` puts scripts/ first
 on sys.path, from whatever folder it is run. Nothing here imports `orchestrator` at
@@ -169,6 +171,68 @@ def print_rows(rows):
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+class PrivatePostgres:
+    """A PostgreSQL server started for the benchmark, stopped by `stop()`.
+
+    Its settings are PostgreSQL's defaults (fsync and synchronous_commit on), so
+    figures are those of a durable server; `settings` adds `-c` options.
+    """
+
+    def __init__(self, settings=()):
+        import glob
+        import pwd
+        import shutil
+        import socket
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            raise SystemExit("PostgreSQL is not installed (apt-get install postgresql), or "
+                             "pass --postgres-url")
+        self.bin = Path(found[-1]).parent
+        self.base = Path(tempfile.mkdtemp(prefix="orchestrator-bench-postgres-"))
+        self.data = self.base / "data"
+        self.prefix = []
+        os.chmod(self.base, 0o755)
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            user = pwd.getpwnam("postgres")
+            self.data.mkdir()
+            shutil.chown(self.data, user.pw_uid, user.pw_gid)
+            self.prefix = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        subprocess.run(self.prefix + [str(self.bin / "initdb"), "-D", str(self.data),
+                                      "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+        options = " ".join([f"-p {port} -k {self.data} -c listen_addresses=127.0.0.1",
+                            *(f"-c {s}" for s in settings)])
+        subprocess.run(self.prefix + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-w",
+                                      "-l", str(self.data / "server.log"), "-o", options,
+                                      "start"], check=True, capture_output=True)
+        self.url = f"postgresql://postgres@127.0.0.1:{port}"
+
+    def new_database(self):
+        """The URL of a new, empty database on the server."""
+        import uuid
+
+        import psycopg2
+
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        conn = psycopg2.connect(f"{self.url}/postgres")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+        return f"{self.url}/{name}"
+
+    def stop(self):
+        import shutil
+
+        subprocess.run(self.prefix + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m",
+                                      "fast", "stop"], capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def write_json(path, results):
