@@ -858,7 +858,8 @@ def scheduler_command():
         housekeeping = Housekeeping(store)
     stopping = _stop_on_signals()
     click.echo(f"orchestrator scheduler: database {safe_database_url(store.url)}; one "
-               "process per host leads (a file lock), others stand by. Stop with Ctrl-C.")
+               "process per database leads the scheduler and the reaper, others stand by "
+               "and take over when it stops. Stop with Ctrl-C.")
     housekeeping.reap()
     housekeeping.run(stopping)
     click.echo("orchestrator scheduler: stopped.")

@@ -23,6 +23,7 @@ import waitress
 from .api import MAX_BODY_BYTES, create_app
 from .config import API_TOKEN_FILE, API_URL_FILE, api_token, home_dir, load_config
 from .services.agent import Agent
+from .services.leadership import Leadership
 from .services.reaper import Reaper
 from .services.scheduler import Scheduler
 from .store import OutageLog, StoreUnavailable
@@ -197,13 +198,19 @@ class Up:
 
 
 class Housekeeping:
-    """The scheduler (while this process leads the host's schedulers) and the
-    reaper, each on its timer: the part of `up` that `orchestrator scheduler`
-    runs alone."""
+    """The scheduler and the reaper, each on its timer, each acting only while
+    this process leads it for the database (services/leadership.py: every
+    process asks at each tick, one leads): the part of `up` that `orchestrator
+    scheduler` runs alone.
+
+    The reaper's leader judges every active run: by its process where the
+    process is on this host (several `up` on one SQLite database share a host,
+    so the leader sees all their processes), else by its heartbeat's age."""
 
     def __init__(self, store, on_runs_created=None):
         config = load_config()["services"]
         self.reaper = Reaper(store, heartbeat_timeout=config["heartbeat_timeout"])
+        self.reaper_leadership = Leadership(store, "reaper")
         self.scheduler = Scheduler(store)
         self.on_runs_created = on_runs_created
         self.ticks = {}  # part name -> when its last step went well
@@ -212,14 +219,21 @@ class Housekeeping:
         self.outage = OutageLog(logger, probe=store.probe_write)
 
     def status(self):
+        """Each part's liveness, and whether this process leads it (as its last
+        tick found: a status page never waits on the database)."""
         return {
             "scheduler": dict(_liveness(self.ticks, "scheduler"),
-                              leader=self.scheduler.is_leader()),
-            "reaper": _liveness(self.ticks, "reaper"),
+                              leader=self.scheduler.leadership.leading),
+            "reaper": dict(_liveness(self.ticks, "reaper"),
+                           leader=self.reaper_leadership.leading),
         }
 
     def reap(self):
-        self.tick("reaper", self.reaper.run_once)
+        self.tick("reaper", self._reap_once)
+
+    def _reap_once(self):
+        if self.reaper_leadership.is_leader():
+            self.reaper.run_once()
 
     def tick(self, name, step):
         """One step of part `name`; a failed step is said (once a minute while the
@@ -241,9 +255,14 @@ class Housekeeping:
         jobs.every(every).seconds.do(self.reap)
         jobs.every(SCHEDULER_EVERY).seconds.do(self.tick, "scheduler", self._schedule_once)
         self.tick("scheduler", self._schedule_once)
-        while not stopping.is_set():
-            jobs.run_pending()
-            stopping.wait(max(0.1, min(jobs.idle_seconds or 1.0, 1.0)))
+        try:
+            while not stopping.is_set():
+                jobs.run_pending()
+                stopping.wait(max(0.1, min(jobs.idle_seconds or 1.0, 1.0)))
+        finally:
+            # Another process takes over at its next tick, not after a timeout.
+            self.scheduler.release()
+            self.reaper_leadership.release()
 
     def _schedule_once(self):
         if self.scheduler.is_leader():

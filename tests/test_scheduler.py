@@ -383,7 +383,7 @@ def test_schedulers_in_three_processes_at_once_create_no_duplicate_run(store, tm
     assert count(store, "SELECT COUNT(*) FROM state_event") == len(expected)
 
 
-def test_one_scheduler_per_host_holds_the_lock_until_it_stops(store, home, tmp_path):
+def test_one_scheduler_per_database_holds_the_lock_until_it_stops(store, home, tmp_path):
     script = tmp_path / "leader.py"
     script.write_text(textwrap.dedent("""
         import sys
@@ -398,14 +398,15 @@ def test_one_scheduler_per_host_holds_the_lock_until_it_stops(store, home, tmp_p
     try:
         assert child.stdout.readline().strip() == "True"
         here = Scheduler(store)
-        assert here.lock_path == home / "scheduler.lock"
+        # Beside the database file: every process opening it shares the lock.
+        assert here.leadership.where == f"{home / 'orchestrator.db'}.scheduler.lock"
         assert here.is_leader() is False
         assert here.is_leader() is False
     finally:
         child.communicate("stop\n", timeout=30)
     assert here.is_leader() is True
     second = Scheduler(store)
-    assert second.is_leader() is False  # one per host, even within a process
+    assert second.is_leader() is False  # one per database, even within a process
     here.release()
     assert second.is_leader() is True
     second.release()

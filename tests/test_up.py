@@ -95,9 +95,10 @@ def test_the_health_endpoint_reports_version_database_and_live_services(home, up
     process = up()
     process.wait_for_banner()
     deadline = time.monotonic() + 10
-    while True:  # the agent's first tick may come a moment after the banner
+    while True:  # the agent's and the scheduler's first ticks may come after the banner
         status, content_type, body = process.health()
-        if body["agent"]["alive"] or time.monotonic() > deadline:
+        if (body["agent"]["alive"] and body["scheduler"]["alive"]) \
+                or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert status == 200

@@ -2,9 +2,16 @@
 deals with late runs, in bounded steps.
 
     scheduler = Scheduler(store)
-    if scheduler.is_leader():       # one scheduler per host (a file lock)
+    if scheduler.is_leader():       # one scheduler per database (services/leadership.py)
         scheduler.run_once()        # one tick; run_once(now=...) in tests
     scheduler.run(stop_event)       # loop until the event is set
+
+Only the leader ticks: on PostgreSQL a session-level advisory lock elects one
+scheduler among every host and process sharing the database, on SQLite a
+lock file next to the database file. A process that does not lead asks again
+at every tick, so another one takes over within a tick of the leader's end.
+Two schedulers at once (a leader that lost its lock mid-tick) still create
+each run once: see the idempotency keys below.
 
 Each tick, for every flow whose schedule is active:
 
@@ -31,6 +38,13 @@ runs are changed per tick, in batches of `late_batch`, each one short
 transaction on indexed queries; 100,000 late runs after a long downtime are
 worked off over a few ticks while the agent keeps claiming runs. Missed
 schedule times are not backfilled: runs are created from now on.
+
+Pausing a schedule wins over a tick in flight: a tick creates a flow's runs
+only while the flow's row says its schedule is active, read in the
+transaction that inserts them (on PostgreSQL the row is locked FOR SHARE, so
+a pause waits for that insert and then deletes its runs; on SQLite the
+transaction holds the write lock). A tick that read the flow list before a
+pause creates nothing for the paused flow.
 """
 
 import datetime as _dt
@@ -38,13 +52,10 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
 
-import filelock
-
-from ..config import home_dir
 from ..exceptions import OrchestratorError
 from ..schedules import Schedule, ScheduleError
+from .leadership import Leadership
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +70,8 @@ class Scheduler:
                  horizon=_dt.timedelta(hours=1), late_after=_dt.timedelta(seconds=60),
                  late_batch=1000, late_budget=10000, max_future_runs=1000, interval=5.0):
         self.store = store
-        self.lock_path = Path(lock_path) if lock_path else home_dir() / "scheduler.lock"
+        # `lock_path`: SQLite's lock file elsewhere than beside the database file.
+        self.leadership = Leadership(store, "scheduler", lock_path=lock_path)
         self.horizon_runs = int(horizon_runs)
         self.horizon = _seconds(horizon)
         self.late_after = _seconds(late_after)
@@ -68,7 +80,6 @@ class Scheduler:
         # A 1-second interval would otherwise need 3,600 runs for the hour.
         self.max_future_runs = int(max_future_runs)
         self.interval = float(interval)
-        self._lock = None
         self._schedules = {}     # schedule ref (JSON text) -> Schedule
         self._settled = {}       # (project, name) -> flow id whose older versions are done
         self._checked = {}       # (flow id, parameters JSON) -> error text or None
@@ -77,26 +88,13 @@ class Scheduler:
 
     # -- leadership -----------------------------------------------------------------
     def is_leader(self):
-        """True when this scheduler holds the host's scheduler lock (taken without
-        waiting, and kept for the scheduler's lifetime)."""
-        if self._lock is None:
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            # Not thread-local: the status page asks from another thread.
-            self._lock = filelock.FileLock(str(self.lock_path), thread_local=False)
-        if self._lock.is_locked:
-            return True
-        try:
-            self._lock.acquire(timeout=0)
-        except filelock.Timeout:
-            return False
-        logger.info("Scheduler: this process schedules for the host (lock %s)",
-                    self.lock_path)
-        return True
+        """True when this scheduler leads for the database: takes the lock when
+        it is free (without waiting), else checks it still holds it."""
+        return self.leadership.is_leader()
 
     def release(self):
-        """Give the host's scheduler lock up (another process may take it)."""
-        if self._lock is not None and self._lock.is_locked:
-            self._lock.release(force=True)
+        """Give the scheduler lock up (another process may take it)."""
+        self.leadership.release()
 
     # -- the loop ---------------------------------------------------------------
     def run(self, stop=None):

@@ -131,6 +131,9 @@ class SchedulingQueries:
         version of the flow ran at that time) is skipped, not duplicated: one
         INSERT ... ON CONFLICT DO NOTHING, the same on SQLite and PostgreSQL.
         `group` is the flow's (project, name) when the caller knows it.
+
+        Nothing is created unless the flow's schedule is still active when the
+        rows go in (see `_still_scheduled`): a pause that commits first wins.
         """
         from .store import default_run_name  # store.py imports this module
 
@@ -158,6 +161,8 @@ class SchedulingQueries:
             })
         created = []
         with self.db.atomic():
+            if not self._still_scheduled(flow_id):
+                return []  # paused (or archived) since the tick read it
             for i in range(0, len(rows), _CHUNK):
                 m.FlowRun.insert_many(rows[i:i + _CHUNK]).on_conflict(
                     action="nothing").as_rowcount().execute()
@@ -178,6 +183,23 @@ class SchedulingQueries:
                      m.StateEvent.time: now} for run_id in chunk]).execute()
         return created
 
+    def _still_scheduled(self, flow_id):
+        """Inside the transaction that creates a flow's auto runs: is its schedule
+        still active, and the flow not archived?
+
+        On PostgreSQL the flow's row is locked FOR SHARE until the transaction
+        ends: a pause (an UPDATE of that row) waits for the runs to be in, then
+        deletes them; a pause that committed first is seen here (READ COMMITTED
+        re-reads the row once its lock is free). On SQLite the transaction
+        holds the write lock from its start, so this reads the latest commit.
+        """
+        query = m.Flow.select(m.Flow.id).where(
+            (m.Flow.id == flow_id) & (m.Flow.schedule_active == True)  # noqa: E712
+            & (m.Flow.archived == False))  # noqa: E712
+        if isinstance(self.db, pw.PostgresqlDatabase):
+            query = query.for_update("FOR SHARE")
+        return query.scalar() is not None
+
     # -- pausing and new versions -----------------------------------------------
     def set_schedule_active(self, flow_ref, active, project=None, now=None):
         """Pause (active=False) or resume a flow's schedule.
@@ -185,6 +207,10 @@ class SchedulingQueries:
         Pausing deletes the future auto-scheduled runs of every version of the
         flow that are still Scheduled; resuming lets the next scheduler tick
         create them again. Returns (flow, runs deleted).
+
+        A tick racing a pause leaves no future run behind: its insert and the
+        pause's UPDATE of the flow rows exclude each other (see
+        `_still_scheduled`), and the deletion starts after the UPDATE commits.
         """
         flow = self.get_flow(flow_ref, project=project)
         now = time.time() if now is None else now
