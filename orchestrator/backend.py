@@ -4,9 +4,11 @@ The run's flow is loaded from its storage, its parameters checked, and it runs
 with a `StoreReporter`: task-run states, artifacts and log lines are queued and
 written by one background thread in batches (a transaction every ~50 ms or 500
 rows), so the run never waits on the disk except at its end. Checkpointing is on:
-each task's result is written under `$ORCHESTRATOR_HOME/results`, and a run
-resumed after a RETRY with a later start time reuses the results of the tasks
-that already finished.
+each task's result is written under `[results] location` (default
+`$ORCHESTRATOR_HOME/results`; a path or URL every host reads when several hosts
+share the database), and a run resumed after a RETRY with a later start time
+reuses the results of the tasks that already finished, or fails saying they
+cannot be read; it never runs them again silently.
 """
 
 import contextlib
@@ -22,13 +24,13 @@ import uuid
 
 from . import exit_codes
 from .artifacts import ArtifactNotFound
-from .config import home_dir, load_config
+from .config import load_config
 from .core import states as st
 from .core.results import PackedResult
 from .engine import run_logging
 from .engine.flow_runner import FlowRunner
 from .engine.reporter import ARTIFACT_KEEPER, Reporter
-from .exceptions import OrchestratorError
+from .exceptions import OrchestratorError, ResultError
 from .store import (TERMINAL_STATES, AttemptLost, NotFound, OutageLog, Store,
                     StoreUnavailable)
 
@@ -303,6 +305,10 @@ class StoreReporter(Reporter):
             logs.extend(taken)
             try:
                 if merged or events:
+                    if not self._results_written(merged):
+                        with self._lock:
+                            self._wake.wait(RETRY_SECONDS)
+                        continue  # the disk is full: the states wait for their results
                     self.store.record_task_runs(self.run_id, self.attempt,
                                                 list(merged.values()), events)
                     merged, events = {}, []
@@ -335,6 +341,24 @@ class StoreReporter(Reporter):
                 self._written.notify_all()
             if stopping:
                 return
+
+    def _results_written(self, rows):
+        """Write the results these task states name before the states: a stored
+        location then always has its bytes, so a resumed run that cannot read one
+        knows they are elsewhere (another host's home), not lost in a crash.
+        False while the disk is full (the caller tries again)."""
+        if not any(row["result_location"] for row in rows.values()):
+            return True
+        try:
+            PackedResult.flush_all()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                _outage.failed(f"The task results of flow run {self.run_id}", exc)
+                return False
+            logger.warning("Flow run %s: writing task results failed: %s", self.run_id, exc)
+        except OrchestratorError as exc:
+            logger.warning("Flow run %s: %s", self.run_id, exc)
+        return True
 
     @staticmethod
     def _merge_task(tasks, events, item):
@@ -546,25 +570,50 @@ class _RevealedSecrets:
         return iter(revealed_values())
 
 
-def _restore_task_states(store, run_id, flow):
-    """Finished task states of an earlier attempt of this run, with their results."""
+def _restore_task_states(store, run, flow, location):
+    """Finished task states of an earlier attempt of this run, with their results.
+
+    A finished task whose result cannot be read (an earlier attempt wrote it on
+    another host, under a results location this host does not see) is not run
+    again: that would repeat what it did (a file moved, a mail sent). The run
+    fails instead, naming the tasks, where their results were looked for, and
+    the setting that puts results where every host reads them.
+    """
     by_slug = {slug: task for task, slug in flow.slugs.items()}
-    restored = {}
-    for row in store.task_runs(run_id):
+    restored, unreadable = {}, []
+    for row in store.task_runs(run["id"]):
         task = by_slug.get(row["task_slug"])
         if task is None or row["map_index"] != -1 or row["state"] not in ("Success", "Cached"):
             continue
-        location = row["result_location"]
-        if not location:
-            continue
-        reader = task.result or flow.result or PackedResult(home_dir() / "results")
+        if not row["result_location"]:
+            continue  # not checkpointed (checkpoint=False): it runs again, as asked
+        reader = task.result or flow.result or PackedResult(location)
         try:
-            value = reader.read(location)
-        except OrchestratorError:
-            continue  # the result is gone: run the task again
+            value = reader.read(row["result_location"])
+        except OrchestratorError as exc:
+            unreadable.append((row, exc))
+            continue
         restored[task] = st.Success("Restored from an earlier attempt.", result=value,
-                                    location=location)
+                                    location=row["result_location"])
+    if unreadable:
+        raise ResultError(_unreadable_message(run, unreadable, location))
     return restored
+
+
+def _unreadable_message(run, unreadable, location):
+    names = [repr(row["task_name"]) for row, _ in unreadable]
+    tasks = (f"task {names[0]}" if len(names) == 1 else
+             f"{len(names)} tasks ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
+    reasons = list(dict.fromkeys(str(exc) for _, exc in unreadable))  # one per file
+    return (
+        f"The run cannot resume: the results of {tasks} that finished in an earlier "
+        f"attempt cannot be read on this host ({'; '.join(reasons[:3])}"
+        f"{'; ...' if len(reasons) > 3 else ''}). The earlier attempt likely ran on another "
+        f"host and kept them in its own results location; this host's is {location}. Set "
+        "[results] location in config.toml (or ORCHESTRATOR__RESULTS__LOCATION) on every host "
+        "to one path or URL that every host can read (a shared mount, s3://bucket/prefix, "
+        "...). The run fails rather than run those tasks again, which would repeat what "
+        f"they did; start a new run with: orchestrator run {run['project']}/{run['flow_name']}")
 
 
 def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
@@ -633,8 +682,9 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
         lg.addHandler(handler)
     try:
         with _run_signals(store, run_id, attempt, ownership):
+            location = config["results"]["location"]
             if flow.result is None:
-                flow.result = PackedResult(home_dir() / "results")
+                flow.result = PackedResult(location)
             runner = FlowRunner(flow, reporter=reporter, inline_wait=INLINE_RETRY_SECONDS,
                                 config=_with_checkpointing(config), backend=True)
             try:
@@ -644,13 +694,13 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
                     context={ARTIFACT_KEEPER: reporter.artifact_keeper()},
                     scheduled_start_time=_dt.datetime.fromtimestamp(
                         run["scheduled_start_time"], _dt.timezone.utc),
-                    task_states=_restore_task_states(store, run_id, flow))
+                    task_states=_restore_task_states(store, run, flow, location))
             except OrchestratorError as exc:
                 state = st.Failed(str(exc))
                 logger.error("Flow run %s failed before it started: %s", run_id, exc)
         # Results on disk, then task states and logs in the store, then the final
         # state: each waits for room on a full disk. The heartbeat goes on meanwhile.
-        _until_written(run_id, "write its results", PackedResult.flush_all)
+        _until_written(run_id, "write its results", lambda: _flush_results(run_id))
         for lg in loggers:
             lg.removeHandler(handler)
         reporter.close()
@@ -659,11 +709,22 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
     finally:
         try:
             PackedResult.flush_all()
-        except OSError:
+        except (OSError, OrchestratorError):
             pass  # said above; a crash of the run loses nothing more than this
         for lg in loggers:
             lg.removeHandler(handler)
         reporter.close()
+
+
+def _flush_results(run_id):
+    """Write the run's buffered results; one that cannot be written at a URL is
+    said in the run's log (a resumed run then says it cannot read it), and the
+    run's state is recorded all the same: its tasks did their work."""
+    try:
+        PackedResult.flush_all()
+    except OrchestratorError as exc:
+        logger.error("Flow run %s: %s; a resumed run cannot restore these results", run_id,
+                     exc)
 
 
 def _finish(store, run_id, attempt, heartbeat, record):

@@ -53,6 +53,13 @@ DEFAULTS = {
     "compat": {
         "prefect_imports": False,
     },
+    # Where runs from the store keep task results: a folder or an fsspec URL
+    # (s3://bucket/prefix). Empty: `$ORCHESTRATOR_HOME/results`, filled in at
+    # load. Hosts sharing a database need one location they all read, or a run
+    # resumed on another host cannot restore its finished tasks.
+    "results": {
+        "location": "",
+    },
 }
 
 # Switches; `flows.use_local_secrets` may also be left unset (None): it then
@@ -148,11 +155,11 @@ def load_config(home=None, environ=None):
         section, key = parts
         values.setdefault(section, {})[key] = _parse_env_value(text)
         sources[(section, key)] = name
-    _check(values, sources)
+    _check(values, sources, home)
     return Config(values, sources)
 
 
-def _check(values, sources=None):
+def _check(values, sources=None, home=None):
     logging_ = values["logging"]
     extra = logging_.get("extra_loggers")
     if isinstance(extra, str):
@@ -179,6 +186,7 @@ def _check(values, sources=None):
             continue
         keys[key] = _as_bool(section, key, keys.get(key))
     _check_services(values["services"], sources or {})
+    _check_results(values.setdefault("results", {}), sources or {}, home)
     log_formatter(logging_)
 
 
@@ -204,6 +212,43 @@ def _check_services(services, sources):
             "every run would be taken for dead between two heartbeats; make the interval "
             "a fraction of the timeout, e.g. heartbeat_interval = 5 with "
             "heartbeat_timeout = 60")
+
+
+def _check_results(results, sources, home):
+    """`results.location`: unset gives `<home>/results`; a path must be absolute
+    (every process, on every host, must find the same place); a URL must name
+    its bucket or folder. `~` is expanded and a trailing slash dropped."""
+    source = sources.get(("results", "location"))
+    value = results.get("location")
+    if source is None and not value:
+        results["location"] = str((Path(home) if home is not None else home_dir())
+                                  / "results")
+        return
+    where = f" (from {source})" if source else ""
+    fix = ("give an absolute path every host mounts, e.g. location = "
+           '"/mnt/shared/orchestrator-results", or an fsspec URL such as '
+           '"s3://bucket/prefix"; in the environment: ORCHESTRATOR__RESULTS__LOCATION')
+    if not isinstance(value, str):
+        raise ConfigError(f"results.location = {value!r}{where} must be a string: {fix}")
+    text = value.strip()
+    if not text:
+        raise ConfigError(f"results.location{where} is empty: leave it out for "
+                          f"$ORCHESTRATOR_HOME/results, or {fix}")
+    if "://" in text:
+        protocol, _, rest = text.partition("://")
+        if not protocol.replace("+", "").replace("-", "").replace(".", "").isalnum() \
+                or not rest.strip("/"):
+            raise ConfigError(
+                f"results.location = {value!r}{where} names no bucket or folder after the "
+                f"protocol: {fix}")
+        results["location"] = text.rstrip("/")
+        return
+    path = os.path.expanduser(text)
+    if not os.path.isabs(path):
+        raise ConfigError(
+            f"results.location = {value!r}{where} is a relative path, which each process "
+            f"would find in its own working directory: {fix}")
+    results["location"] = os.path.normpath(path)
 
 
 def _as_bool(section, key, value):
