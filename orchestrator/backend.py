@@ -33,6 +33,7 @@ from .engine.reporter import ARTIFACT_KEEPER, Reporter
 from .exceptions import OrchestratorError, ResultError
 from .store import (TERMINAL_STATES, AttemptLost, NotFound, OutageLog, Store,
                     StoreUnavailable)
+from .store.identity import RUN_PROCESS_ID_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -632,8 +633,12 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
     if agent is not None and attempt is None and run["state"] == "Submitted" \
             and run["agent"] == agent:
         attempt = run["attempt"]  # an agent of an earlier version: its claim's attempt
+    # The id the agent gave this process (and recorded); taken out of the
+    # environment, so that processes the flow starts do not claim it too.
+    process_id = os.environ.pop(RUN_PROCESS_ID_ENV, None)
     try:
-        started = store.start_flow_run(run_id, os.getpid(), attempt=attempt)
+        started = store.start_flow_run(run_id, os.getpid(), attempt=attempt,
+                                       process_id=process_id)
     except AttemptLost as exc:
         log_lost(store, run_id, exc)
         raise

@@ -517,6 +517,34 @@ def runs(flow_ref, states, limit, as_json):
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True)
+def agents(as_json):
+    """List the agents: name, unique id, host, whether alive, and the runs they hold."""
+    from .api.render import agent_document
+    from .explain import AGENT_ALIVE_SECONDS
+
+    store = _open_store()
+    now, running = time.time(), {}
+    for run in store.active_runs():
+        if run["agent"]:
+            running.setdefault(run["agent"], []).append(run["id"])
+    rows = store.list_agents()
+    docs = [agent_document(a, running.get(a["name"], []), now, AGENT_ALIVE_SECONDS)
+            for a in rows]
+    if as_json:
+        _echo_json({"agents": docs})
+        return
+    for row, doc in zip(rows, docs):
+        doc["seen"] = _when(row["last_seen"])
+        doc["state"] = "alive" if doc["alive"] else "silent"
+        doc["runs"] = ", ".join(map(str, doc["running"]))
+    _table(docs, [("NAME", "name"), ("ID", "id"), ("HOST", "host"), ("PID", "pid"),
+                  ("STATE", "state"), ("LAST SEEN", "seen"), ("RUNS", "runs")])
+    if not docs:
+        click.echo("No agents.")
+
+
+@main.command()
 @click.argument("run_id", type=RUN_ID)
 @click.option("--json", "as_json", is_flag=True)
 def show(run_id, as_json):
@@ -891,7 +919,9 @@ def agent(labels, no_hostname_label, strict_labels, limit, poll_interval, grace,
     worker = Agent(store, name=agent_name, labels=list(labels),
                    hostname_label=not no_hostname_label, limit=limit,
                    poll_interval=poll_interval, cancel_grace=config["cancel_grace"],
-                   strict_labels=strict_labels)
+                   strict_labels=strict_labels, heartbeat_timeout=config["heartbeat_timeout"])
+    with _user_errors():
+        worker.register()  # a --name another running agent holds is refused here
     stop = _stop_on_signals(worker.wake.set)
     click.echo(f"Agent {worker.name} started: labels {', '.join(worker.labels) or 'none'}"
                f"{' (strict)' if strict_labels else ''}; limit {limit or 'none'}.", err=True)

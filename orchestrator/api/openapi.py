@@ -126,7 +126,12 @@ SCHEMAS = {
                         "next_cursor": {"type": "string"}, "run_state": {"type": "string"}}),
     "Agent": _object({
         "name": {"type": "string"}, "labels": {"type": "array", "items": {"type": "string"}},
-        "host": {"type": "string"}, "pid": {"type": "integer"}, "limit": _INT_OR_NULL,
+        "id": dict({"type": ["string", "null"]}, description=(
+            "The agent process's unique id (null: an agent of a version before ids)")),
+        "host": {"type": "string"},
+        "host_id": dict({"type": ["string", "null"]}, description=(
+            "Where its pid means something: the kernel boot and PID namespace")),
+        "pid": {"type": "integer"}, "limit": _INT_OR_NULL,
         "strict_labels": dict({"type": "boolean"}, description=(
             "Takes runs without labels only when it has no labels (Prefect 1's rule)")),
         "started": _TIME, "last_seen": _TIME, "alive": {"type": "boolean"},

@@ -279,7 +279,8 @@ def state_document(row):
 
 def agent_document(row, running, now, alive_seconds):
     return {
-        "name": row["name"], "labels": row["labels"], "host": row["host"], "pid": row["pid"],
+        "name": row["name"], "id": row.get("id"), "labels": row["labels"],
+        "host": row["host"], "host_id": row.get("host_id"), "pid": row["pid"],
         "limit": row["limit"], "strict_labels": bool(row["strict_labels"]),
         "started": iso(row["started"]),
         "last_seen": iso(row["last_seen"]), "alive": now - row["last_seen"] < alive_seconds,

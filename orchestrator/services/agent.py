@@ -5,6 +5,13 @@ A crash, a leak or an `os._exit` in a flow cannot take the agent down, and the
 agent notices a child that ended without recording a final state: the run is
 marked Failed with the exit code or signal and the last lines of its stderr.
 
+An agent is one process with a unique id (and each run process it starts
+gets one too), registered with its host's identity (see store/identity.py).
+Its name is for people, and one live agent holds a name at a time: a second
+agent given a name in use (`--name`) is refused; one with the default name
+(`host-pid`, which cloned containers share) takes a unique one and says so; an
+agent whose predecessor under that name died takes the name over.
+
     agent = Agent(store, labels=["gpu"], limit=4)
     agent.run_once()        # one step: reap finished children, claim, start
     agent.run(stop_event)   # loop until the event is set
@@ -22,15 +29,24 @@ import time
 from pathlib import Path
 
 from .. import exit_codes
-from ..config import home_dir, private_dir
+from ..config import home_dir, load_config, private_dir
+from ..exceptions import OrchestratorError
 from ..run_configs import needs_other_agent
 from ..store import TERMINAL_STATES, OutageLog, StoreUnavailable
+from ..store.identity import RUN_PROCESS_ID_ENV, host_identity, new_id
 from .reaper import process_alive
 
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 10
 SEEN_EVERY = 5.0  # seconds between the agent's liveness writes
+DEFAULT_LIMIT = 50  # runs an agent without --limit takes at once (at most, on PostgreSQL)
+# An agent last seen this many liveness writes ago may still be alive: it holds its name.
+SEEN_MISSED = 3
+
+
+class AgentNameInUse(OrchestratorError):
+    """A live agent (another process) holds the name this agent was given."""
 
 
 def default_agent_name():
@@ -73,7 +89,8 @@ class Agent:
     rule: then only to an agent without labels)."""
 
     def __init__(self, store, name=None, labels=(), hostname_label=True, limit=None,
-                 poll_interval=0.25, python=None, cancel_grace=10.0, strict_labels=False):
+                 poll_interval=0.25, python=None, cancel_grace=10.0, strict_labels=False,
+                 heartbeat_timeout=None):
         if isinstance(labels, str):
             labels = [labels]
         labels = set(labels)
@@ -83,6 +100,14 @@ class Agent:
             raise ValueError(f"Agent limit={limit!r} must be a positive whole number")
         self.store = store
         self.name = name or default_agent_name()
+        self.named = name is not None  # a name asked for is refused, not changed, if in use
+        self.id = new_id()
+        self.host_id = host_identity()
+        if heartbeat_timeout is None:
+            heartbeat_timeout = load_config()["services"]["heartbeat_timeout"]
+        # How long a silent agent keeps its name: past the timeout, and never
+        # fewer than a few of its liveness writes.
+        self.name_timeout = max(float(heartbeat_timeout), SEEN_MISSED * SEEN_EVERY)
         self.labels = sorted(labels)
         self.strict_labels = bool(strict_labels)
         self.limit = limit
@@ -103,11 +128,7 @@ class Agent:
         """Reap finished children, watch running ones, then claim and start what
         fits. Returns the ids of the runs started."""
         if not self._registered:
-            started = time.time()
-            self.store.register_agent(self.name, self.labels, socket.gethostname(),
-                                      os.getpid(), self.limit, self.strict_labels)
-            self._return_stale_claims(before=started)
-            self._registered = True
+            self.register()
         self.reap()
         self.watch()
         self._return_unstarted()
@@ -128,9 +149,76 @@ class Agent:
                     raise
                 started.append(run_id)
         if time.monotonic() - self._last_seen > SEEN_EVERY:
-            self.store.agent_seen(self.name)  # a write: not on every short poll
+            if not self.store.agent_seen(self.name, self.id):  # a write: not every poll
+                self._name_lost()
             self._last_seen = time.monotonic()
         return started
+
+    def register(self, wait=True):
+        """Record this agent under its name, then give back the claims an earlier
+        agent of that name made and never started.
+
+        The name is held by another agent seen within `name_timeout`? If that
+        one is gone from this host's process table, we take over at once. If
+        it is elsewhere, a name asked for (`--name`; with `wait`) waits for the
+        holder's next liveness write: none before the timeout means it died
+        (say, the container restarted), and we take over; one means it is
+        alive, and AgentNameInUse is raised. A default name is made unique.
+        """
+        started = time.time()
+        replaces = watched = None
+        while True:
+            holder = self.store.register_agent(
+                self.name, self.labels, socket.gethostname(), os.getpid(), self.limit,
+                self.strict_labels, uid=self.id, host_id=self.host_id,
+                live_after=time.time() - self.name_timeout, replaces=replaces)
+            if holder is None:
+                break
+            if self._predecessor(holder) and replaces != holder["id"]:
+                replaces = holder["id"]  # it died (or is this process's): take over
+                continue
+            where = (f"host {holder['host']}, pid {holder['pid']}, id {holder['id']}, last "
+                     f"seen {max(0.0, time.time() - holder['last_seen']):.0f} s ago")
+            seen = (holder["id"], holder["last_seen"])
+            if self.named and wait and watched in (None, seen):
+                if watched is None:
+                    logger.warning("Agent name %s is held by an agent elsewhere (%s); "
+                                   "waiting up to %.0f s from then to learn whether it is "
+                                   "alive", self.name, where, self.name_timeout)
+                watched = seen
+                time.sleep(1.0)
+                continue
+            if self.named:
+                raise AgentNameInUse(
+                    f"Agent name {self.name!r} is in use by a running agent ({where}). Give "
+                    f"this agent another --name, or stop that agent first; a name is free "
+                    f"again {self.name_timeout:.0f} s after its agent was last seen.")
+            unique = f"{self.name}-{self.id[:8]}"
+            logger.warning("Agent name %s is in use by another running agent (%s), as "
+                           "default names (host-pid) of cloned hosts and containers can "
+                           "be; this agent is %s", self.name, where, unique)
+            self.name = unique
+        self._registered = True
+        self._last_seen = time.monotonic()
+        self._return_stale_claims(before=started)
+
+    def _predecessor(self, holder):
+        """Is the agent holding our name an earlier one we may replace: gone from
+        this host's process table, or an earlier agent of this very process?"""
+        if holder.get("host_id") != self.host_id:
+            return False  # elsewhere: only its silence (last seen) tells
+        return holder["pid"] == os.getpid() or not process_alive(holder["pid"])
+
+    def _name_lost(self):
+        """Another agent took our name over while we were silent (stopped, or cut
+        off from the database longer than the timeout): go on under a unique one."""
+        taken, suffix = self.name, f"-{self.id[:8]}"
+        self.name = f"{taken}-{new_id()[:8]}" if taken.endswith(suffix) else taken + suffix
+        self.named = False  # a name of our own making: never refused, changed again
+        logger.warning("Agent %s: another agent took the name over after this one was "
+                       "not seen for over %.0f s; this agent goes on as %s", taken,
+                       self.name_timeout, self.name)
+        self.register()
 
     def run(self, stop):
         """Loop until `stop` (a threading.Event) is set; `wake` cuts a wait short."""
@@ -141,16 +229,24 @@ class Agent:
                 outage.ok()
             except StoreUnavailable as exc:
                 outage.failed(f"Agent {self.name}", exc)
+            except AgentNameInUse:
+                raise  # nothing to try again: the name is another agent's
             except Exception:  # the loop must outlive a bad tick; say what happened
                 logger.exception("Agent %s: a step failed; trying again", self.name)
             self.wake.wait(self.poll_interval)
             self.wake.clear()
 
     def _return_stale_claims(self, before):
-        """Claims an earlier process of this agent (same name) made and did not
-        start go back to Scheduled, unless their process is there and starting
-        (it was orphaned by the restart and will run them itself)."""
+        """Claims an earlier process of this agent (same name; it is gone, or we
+        would not hold the name) made and did not start go back to Scheduled,
+        unless their process is there and starting (it was orphaned by the
+        restart and will run them itself). A process on another host is not
+        ours to look for: its host's reaper, or the claim's timeout, judges it."""
         for claim in self.store.stale_claims(self.name, before=before):
+            if claim["pid"] and claim.get("host_id") != self.host_id:
+                logger.info("Agent %s: run %s is starting in process %s on another host; "
+                            "it is left to that host", self.name, claim["id"], claim["pid"])
+                continue
             if claim["pid"] and process_alive(claim["pid"], claim["id"]):
                 logger.info("Agent %s: run %s is starting in process %s of an earlier "
                             "process of this agent; it is left to it", self.name,
@@ -177,6 +273,7 @@ class Agent:
         config = flow.get("run_config") or {}
         env = dict(os.environ, **self.env)
         env.update(config.get("env") or {})
+        process_id = env[RUN_PROCESS_ID_ENV] = new_id()
         cwd = config.get("working_dir") or None
         # One stderr file per attempt: a second process never truncates a first's.
         stderr_path = private_dir(home_dir() / "logs") / f"run-{run_id}.{attempt}.stderr"
@@ -201,7 +298,7 @@ class Agent:
         logger.info("Agent %s: started flow run %s, attempt %s (pid %s)", self.name, run_id,
                     attempt, process.pid)
         try:
-            self.store.record_run_process(run_id, attempt, process.pid)
+            self.store.record_run_process(run_id, attempt, process.pid, process_id)
         except StoreUnavailable:
             pass  # the process records itself when it starts the run
 

@@ -2,7 +2,11 @@
 
 A run that holds a claim or a process (Submitted, Running, Cancelling) is
 judged from what the store says and, for processes on this host, from the
-process table:
+process table. "This host" is the host identity (kernel boot and PID
+namespace, see store/identity.py) recorded beside every pid, never a host
+name or an agent name: cloned VMs and containers share names, and their pids
+mean nothing here. A process elsewhere is judged by its lease alone (its
+heartbeat, or for a claim, how long it has waited):
 
 - a claim that never started its run (its agent or its process died first,
   or it has waited longer than the timeout) goes back to Scheduled: the run
@@ -22,11 +26,11 @@ by a crash are dealt with at once.
 
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 
 from ..store import StoreUnavailable
+from ..store.identity import host_identity
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +60,21 @@ def process_alive(pid, run_id=None):
             return not Path("/proc/self").exists()  # no /proc here: the pid must do
         except OSError:
             return True
-        if b"execute" in cmdline and str(run_id).encode() in cmdline:
+        if _executes(cmdline, run_id):
             return True
         if look == 0:
             time.sleep(0.05)  # a process caught between fork and exec shows its parent's
     return False
+
+
+def _executes(cmdline, run_id):
+    """Is this command line `... execute RUN_ID ...`? (The run id right after
+    `execute`: the process of run 2's attempt 1 is not run 1's.)"""
+    try:
+        at = cmdline.index(b"execute")
+    except ValueError:
+        return False
+    return cmdline[at + 1:at + 2] == [str(run_id).encode()]
 
 
 class Verdict:
@@ -86,7 +100,7 @@ class Reaper:
         self.heartbeat_timeout = float(heartbeat_timeout)
         # A claimed run whose process never started.
         self.submit_timeout = float(submit_timeout or heartbeat_timeout)
-        self.host = socket.gethostname()
+        self.host_id = host_identity()  # whose pids this reaper may look at
         # When a write of the reaper last failed because the store could not be
         # written: runs could not beat then either, so their silence counts from
         # here, not from their last heartbeat.
@@ -99,9 +113,12 @@ class Reaper:
     def judge(self, now=None):
         """Verdicts on the active runs that look dead (reads only)."""
         now = time.time() if now is None else now
+        # Runs first: an agent that registered before claiming a run read here
+        # is in the list read after (its row says where it is now).
+        runs = self.store.active_runs()
         agents = {a["name"]: a for a in self.store.list_agents()}
         verdicts = []
-        for run in self.store.active_runs():
+        for run in runs:
             verdict = self._judge(run, agents, now)
             if verdict is not None:
                 verdicts.append(verdict)
@@ -109,9 +126,10 @@ class Reaper:
 
     def _judge(self, run, agents, now):
         agent = agents.get(run["agent"]) if run["agent"] else None
-        # Only an agent's record says which host a run's process is on; a run
-        # started by hand (orchestrator execute) is judged by its heartbeat.
-        local = agent is not None and agent["host"] == self.host
+        # A process an agent started (`orchestrator execute RUN`) recorded on
+        # this host is looked for here; a run started by hand, or on another
+        # host, is judged by its heartbeat.
+        local = agent is not None and bool(run["pid"]) and run.get("host_id") == self.host_id
         if run["state"] == "Submitted":
             why = self._why_unstarted(run, agent, local, now)
             return None if why is None else Verdict(run, "unstarted", why)
@@ -125,14 +143,17 @@ class Reaper:
 
     def _why_unstarted(self, run, agent, local, now):
         waited = now - run["updated"]
-        if local and run["pid"]:
+        if local:
             if not process_alive(run["pid"], run["id"]):
                 return f"its process (pid {run['pid']}) ended before starting it"
             if waited > self.submit_timeout:  # (its agent stops it: the claim is over)
                 return (f"its process (pid {run['pid']}) has not started it in "
                         f"{waited:.0f} s")
             return None  # its process is starting
-        if local and not process_alive(agent["pid"]):
+        # No process yet: the agent holding the claim's name is looked for, if
+        # it is on this host (a name is one live agent's; see Agent.register).
+        if (not run["pid"] and agent is not None and agent.get("host_id") == self.host_id
+                and not process_alive(agent["pid"])):
             return f"its agent {run['agent']} (pid {agent['pid']}) is gone"
         if waited > self.submit_timeout:
             return f"it was claimed {waited:.0f} s ago and never started"
@@ -140,7 +161,7 @@ class Reaper:
 
     def _why_dead(self, run, local, now):
         alive = None
-        if local and run["pid"]:
+        if local:
             alive = process_alive(run["pid"], run["id"])
             if not alive:
                 return f"its process (pid {run['pid']}) is gone"

@@ -288,6 +288,15 @@ def _add_artifacts(db):
     db.create_tables([models.Artifact])
 
 
+def _add_process_identity(db):
+    # Who runs a process, and on which host (boot and PID namespace): plain
+    # ADD COLUMNs, as in _add_run_attempts.
+    for table, column in (("agent", "uid"), ("agent", "host_id"),
+                          ("flow_run", "host_id"), ("flow_run", "process_id")):
+        if column not in {c.name for c in db.get_columns(table)}:
+            db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" VARCHAR(255)')
+
+
 MIGRATIONS = [
     (1, _create_initial_tables),
     (2, _add_agents),
@@ -296,6 +305,7 @@ MIGRATIONS = [
     (5, _add_run_attempts),
     (6, _never_reuse_run_ids),
     (7, _add_artifacts),
+    (8, _add_process_identity),
 ]
 
 

@@ -29,6 +29,7 @@ import peewee as pw
 from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, UNFINISHED_TASK_STATES
 from . import models as m
 from .errors import AttemptLost, NotFound
+from .identity import host_identity, new_id
 
 _RUNNING = ("Running", "Cancelling")
 _ANY = object()  # a move that sets no condition on the run's heartbeat
@@ -155,18 +156,22 @@ class RunLifecycle:
             self._event(run_id, "Submitted", message, time.time())
             return self._attempt(run_id)
 
-    def record_run_process(self, run_id, attempt, pid):
-        """The agent started process `pid` for its claim: kept on the run, so that
-        whoever looks next can tell a process that is starting from none."""
+    def record_run_process(self, run_id, attempt, pid, process_id=None):
+        """The agent started process `pid` (unique id `process_id`) for its claim:
+        kept on the run with this host's identity, so that whoever looks next on
+        this host can tell a process that is starting from none."""
         with self.db.atomic():
-            return m.FlowRun.update(pid=pid).where(
+            return m.FlowRun.update(pid=pid, host_id=host_identity(),
+                                    process_id=process_id or new_id()).where(
                 (m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
                 & (m.FlowRun.state == "Submitted")).execute() == 1
 
     def stale_claims(self, agent, before):
         """Runs Submitted to `agent` before `before` (a restart of that agent may
-        have lost them): dicts with id, attempt and pid (the process, if any)."""
-        return list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.attempt, m.FlowRun.pid).where(
+        have lost them): dicts with id, attempt, pid (the process, if any) and
+        host_id (where that pid means something)."""
+        return list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.attempt, m.FlowRun.pid,
+                                     m.FlowRun.host_id).where(
             (m.FlowRun.state == "Submitted") & (m.FlowRun.agent == agent)
             & (m.FlowRun.updated < before)).dicts())
 
@@ -177,16 +182,19 @@ class RunLifecycle:
                           attempt=attempt, values=_UNCLAIMED)
 
     # -- the run's own process --------------------------------------------------
-    def start_flow_run(self, run_id, pid, attempt=None):
+    def start_flow_run(self, run_id, pid, attempt=None, process_id=None):
         """Mark a run Running for process `pid`; returns the attempt it runs.
 
         With `attempt` (an agent's process), only a run Submitted on that
         attempt starts, else AttemptLost. Without (by hand), only a Scheduled
-        run starts, and this start mints its attempt; else None.
+        run starts, and this start mints its attempt; else None. The process
+        is recorded with its unique id (`process_id`, default a new one) and
+        the identity of this host (the caller is the run's own process).
         """
         now = time.time()
         values = dict(state="Running", message="Running flow.", start_time=now,
-                      heartbeat=now, pid=pid, updated=now)
+                      heartbeat=now, pid=pid, host_id=host_identity(),
+                      process_id=process_id or new_id(), updated=now)
         where = m.FlowRun.id == run_id
         if attempt is None:
             values.update(agent=None, attempt=m.FlowRun.attempt + 1)

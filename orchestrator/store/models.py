@@ -89,6 +89,10 @@ class FlowRun(BaseModel):
     heartbeat = pw.DoubleField(null=True)
     agent = pw.CharField(null=True)
     pid = pw.IntegerField(null=True)
+    # Where `pid` means something (see store/identity.py), and the run process's
+    # unique id: only a process on that host judges the pid gone.
+    host_id = pw.CharField(null=True)
+    process_id = pw.CharField(null=True)
     idempotency_key = pw.CharField(null=True, unique=True)
     auto_scheduled = pw.BooleanField(default=False)
     restarts = pw.IntegerField(default=0)
@@ -159,6 +163,10 @@ class Agent(BaseModel):
     labels = JSONField()
     host = pw.CharField()
     pid = pw.IntegerField()
+    # This agent process's unique id, and where its pid means something (see
+    # store/identity.py): a name alone says neither.
+    uid = pw.CharField(null=True)
+    host_id = pw.CharField(null=True)
     limit = pw.IntegerField(null=True)
     # Prefect 1's rule: takes a run without labels only when it has none itself.
     strict_labels = pw.BooleanField(default=False, constraints=[pw.SQL("DEFAULT FALSE")])

@@ -23,6 +23,7 @@ from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES
 from ..exceptions import OrchestratorError
 from . import models as m
 from .db import database_url, disk_full_error, open_database
+from .identity import host_identity, new_id
 from .errors import Conflict, NotFound, StoreError
 from .lifecycle import RunLifecycle
 from .scheduling import SchedulingQueries, _prepared
@@ -34,7 +35,8 @@ _RUN_FIELDS = (
     m.FlowRun.id, m.FlowRun.name, m.FlowRun.flow, m.FlowRun.parameters,
     m.FlowRun.labels, m.FlowRun.state, m.FlowRun.message,
     m.FlowRun.scheduled_start_time, m.FlowRun.start_time, m.FlowRun.end_time,
-    m.FlowRun.heartbeat, m.FlowRun.agent, m.FlowRun.pid, m.FlowRun.idempotency_key,
+    m.FlowRun.heartbeat, m.FlowRun.agent, m.FlowRun.pid, m.FlowRun.host_id,
+    m.FlowRun.process_id, m.FlowRun.idempotency_key,
     m.FlowRun.auto_scheduled, m.FlowRun.restarts, m.FlowRun.attempt, m.FlowRun.created,
     m.FlowRun.updated,
     m.Flow.name.alias("flow_name"), m.Flow.version.alias("flow_version"),
@@ -374,23 +376,55 @@ class Store(RunLifecycle, SchedulingQueries):
         return found
 
     # -- agents and claims ------------------------------------------------------
-    def register_agent(self, name, labels, host, pid, limit=None, strict_labels=False):
-        """Record a starting agent (replacing an earlier one of that name)."""
+    def register_agent(self, name, labels, host, pid, limit=None, strict_labels=False,
+                       uid=None, host_id=None, live_after=None, replaces=None):
+        """Record a starting agent under `name`, its unique id `uid` (default: a
+        new one) and `host_id` (default: this process's host, see identity.py).
+
+        An earlier agent of that name is replaced unless it is live: another
+        id, last seen after `live_after` (epoch seconds; None: never live),
+        and not `replaces` (the id of one its successor saw die). Returns None
+        when registered, else the live agent's row, which keeps the name.
+        """
         now = time.time()
         values = {m.Agent.labels: sorted(set(labels)), m.Agent.host: host, m.Agent.pid: pid,
+                  m.Agent.uid: uid or new_id(), m.Agent.host_id: host_id or host_identity(),
                   m.Agent.limit: limit, m.Agent.strict_labels: bool(strict_labels),
                   m.Agent.started: now, m.Agent.last_seen: now}
         with self.db.atomic():
-            (m.Agent.insert({m.Agent.name: name, **values})
-             .on_conflict(conflict_target=[m.Agent.name], update=values)
-             .execute())
+            holder = self._agent_row(name, lock=True)
+            if holder is None:
+                # Two agents starting at once: the second insert does nothing (on
+                # PostgreSQL it waits for the first to commit), and it is told.
+                m.Agent.insert({m.Agent.name: name, **values}).on_conflict_ignore().execute()
+                holder = self._agent_row(name)
+                return None if holder["id"] == values[m.Agent.uid] else holder
+            if (holder["id"] not in (values[m.Agent.uid], replaces)
+                    and live_after is not None and holder["last_seen"] > live_after):
+                return holder
+            m.Agent.update(values).where(m.Agent.name == name).execute()
+        return None
 
-    def agent_seen(self, name):
+    def agent_seen(self, name, uid=None):
+        """The agent is alive; False when the name is no longer its own (with
+        `uid`: another agent took the name over after this one fell silent)."""
+        where = m.Agent.name == name
+        if uid is not None:
+            where &= m.Agent.uid == uid
         with self.db.atomic():
-            m.Agent.update(last_seen=time.time()).where(m.Agent.name == name).execute()
+            return m.Agent.update(last_seen=time.time()).where(where).execute() == 1
 
     def list_agents(self):
-        return list(m.Agent.select().order_by(m.Agent.name).dicts())
+        """Agents, by name: `id` is the agent process's unique id, `host_id`
+        where its pid means something, `host` the host name it gave."""
+        return [_agent(row) for row in m.Agent.select().order_by(m.Agent.name).dicts()]
+
+    def _agent_row(self, name, lock=False):
+        query = m.Agent.select().where(m.Agent.name == name)
+        if lock and self.db.for_update:  # PostgreSQL: one registration of a name at a time
+            query = query.for_update()
+        row = query.dicts().first()
+        return None if row is None else _agent(row)
 
     def _flow_settings(self, flow_id):
         settings = m.Flow.select(m.Flow.settings).where(m.Flow.id == flow_id).scalar()
@@ -725,6 +759,15 @@ def _check_run_id(run_id):
 def _artifact_row(row):
     row["map_index"] = None if row["map_index"] is None or row["map_index"] < 0 \
         else row["map_index"]
+    return row
+
+
+def _agent(row):
+    """An agent row as the rest of the package sees it: `id` is its unique id."""
+    row = dict(row)
+    row["id"] = row.pop("uid")
+    if isinstance(row.get("labels"), str):
+        row["labels"] = m.JSONField().python_value(row["labels"])
     return row
 
 
