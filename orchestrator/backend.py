@@ -53,36 +53,103 @@ INLINE_RETRY_SECONDS = 600.0
 class StoreTaskSlots:
     """Tag limits kept in the store, from the run's process or from a Dask worker:
     it pickles as the store's URL and opens the store where it is unpickled
-    (SQLite for workers on this host; PostgreSQL for workers anywhere)."""
+    (SQLite for workers on this host; PostgreSQL for workers anywhere).
 
-    def __init__(self, store, run_id, tag_limits):
+    A slot is held by the run's attempt and the task run (slug and map index),
+    never by a process: a task that Dask runs again on another worker, after
+    its worker was lost, finds its own slot instead of waiting for it. Each
+    slot has a lease that the process holding it renews while the task runs,
+    so a slot of a dead process or a lost worker comes back when it runs out.
+    """
+
+    def __init__(self, store, run_id, tag_limits, attempt=None, lease=None):
         self.store = store
         self.url = store.url
         self.run_id = run_id
+        self.attempt = attempt
+        self.lease = TASK_SLOT_LEASE_SECONDS if lease is None else lease
         self.tag_limits = dict(tag_limits)
         self.limited_tags = frozenset(tag_limits)
 
     def __getstate__(self):
-        return {"url": self.url, "run_id": self.run_id, "tag_limits": self.tag_limits}
+        return {"url": self.url, "run_id": self.run_id, "tag_limits": self.tag_limits,
+                "attempt": self.attempt, "lease": self.lease}
 
     def __setstate__(self, state):
-        self.__init__(_worker_store(state["url"]), state["run_id"], state["tag_limits"])
+        self.__init__(_worker_store(state["url"]), state["run_id"], state["tag_limits"],
+                      state.get("attempt"), state.get("lease"))
 
     def acquire_task_slots(self, tags, holder):
-        holder = f"{self.run_id}:{holder}"
-        for tag in tags:
-            limit = self.tag_limits[tag]
-            waited = 0.0
-            while not self.store.try_take_task_slot(tag, limit, self.run_id, holder):
-                if waited == 0.0:
-                    logger.info("Waiting for a slot of tag %r (at most %d at once)", tag,
-                                limit)
-                time.sleep(0.1)
-                waited += 0.1
+        """`holder` names the task run (slug, map index), the same wherever it runs."""
+        holder = f"{self.run_id}:{self.attempt}:{holder}"
+        _slot_leases.hold(self.store, holder, self.lease)
+        try:
+            for tag in tags:
+                limit = self.tag_limits[tag]
+                waited = 0.0
+                while not self.store.try_take_task_slot(tag, limit, self.run_id, holder,
+                                                        attempt=self.attempt,
+                                                        lease=self.lease):
+                    if waited == 0.0:
+                        logger.info("Waiting for a slot of tag %r (at most %d at once)",
+                                    tag, limit)
+                    time.sleep(0.1)
+                    waited += 0.1
+        except BaseException:
+            self.release_task_slots(holder)
+            raise
         return holder
 
     def release_task_slots(self, token):
+        _slot_leases.drop(token)
         self.store.release_task_slots(token)
+
+
+TASK_SLOT_LEASE_SECONDS = 30.0  # [services] task_slot_lease
+
+
+class _SlotLeases:
+    """Renews the leases of the task slots held in this process, from one
+    background thread (a Dask worker holds slots for many tasks)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held = {}  # holder -> (store, lease)
+        self._thread = None
+        self._pid = None
+
+    def hold(self, store, holder, lease):
+        with self._lock:
+            self._held[holder] = (store, lease)
+            if self._pid != os.getpid() or not self._thread.is_alive():
+                self._pid = os.getpid()  # (a forked child has no thread yet)
+                self._thread = threading.Thread(target=self._renew, daemon=True,
+                                                name="orchestrator-slot-leases")
+                self._thread.start()
+
+    def drop(self, holder):
+        with self._lock:
+            self._held.pop(holder, None)
+
+    def _renew(self):
+        while True:
+            with self._lock:
+                held = dict(self._held)
+            time.sleep(min((lease for _, lease in held.values()), default=3.0) / 3)
+            by_store = {}
+            for holder, (store, lease) in held.items():
+                by_store.setdefault((id(store), lease), (store, lease, []))[2].append(holder)
+            for store, lease, holders in by_store.values():
+                with self._lock:
+                    holders = [h for h in holders if h in self._held]
+                try:
+                    store.renew_task_slots(holders, lease)
+                except Exception as exc:  # the next round tries again; the lease is long
+                    logger.warning("Could not renew the leases of task slots %s: %s",
+                                   ", ".join(holders), exc)
+
+
+_slot_leases = _SlotLeases()
 
 
 class StoreArtifacts:
@@ -174,6 +241,11 @@ class StoreArtifacts:
             "create_markdown_artifact or create_link_artifact returned in this run")
 
 
+def _task_slot_lease():
+    """`[services] task_slot_lease` (seconds; checked when the config loads)."""
+    return load_config()["services"]["task_slot_lease"]
+
+
 _worker_stores = {}
 
 
@@ -199,7 +271,8 @@ class StoreReporter(Reporter):
         self.run_id = run_id
         self.attempt = attempt
         self.ownership = ownership
-        self._slots = StoreTaskSlots(store, run_id, store.concurrency_limits("tag"))
+        self._slots = StoreTaskSlots(store, run_id, store.concurrency_limits("tag"), attempt,
+                                     _task_slot_lease())
         self.limited_tags = self._slots.limited_tags
         self._lock = threading.Lock()
         self._tasks = []

@@ -47,6 +47,9 @@ DEFAULTS = {
         "heartbeat_interval": 5.0,
         "heartbeat_timeout": 60.0,
         "cancel_grace": 10.0,
+        # A task-tag slot counts while its holder renews it: a slot of a lost
+        # Dask worker or a dead process comes back this long after its last renewal.
+        "task_slot_lease": 30.0,
     },
     # `import prefect` in flow files we load resolves to orchestrator's names
     # (see orchestrator.prefect1_imports); off unless asked for.
@@ -72,7 +75,7 @@ _FALSE_WORDS = ("false", "no", "0")
 # Durations in seconds. Zero or less would make a heartbeat loop spin, reap
 # every run at once or kill a cancelled run with no grace; above a day, a wait
 # overflows or a dead run goes unnoticed for days.
-_SECONDS = ("heartbeat_interval", "heartbeat_timeout", "cancel_grace")
+_SECONDS = ("heartbeat_interval", "heartbeat_timeout", "cancel_grace", "task_slot_lease")
 _MAX_SECONDS = 86400.0
 
 # Attributes run logging stamps on every record it handles (see

@@ -319,4 +319,37 @@ class _DistributedSession:
         return self.client.map(fn, *iterables, key=keys, pure=False)
 
     def wait(self, futures):
-        return self.client.gather(futures)
+        """The futures' values. A task whose worker was lost more often than the
+        cluster allows (dask raises KilledWorker; see the scheduler's
+        `allowed-failures`) ends Failed, saying so, and the tasks that needed
+        its result TriggerFailed: the run goes on to its end instead of failing
+        whole with dask's error."""
+        try:
+            return self.client.gather(futures)
+        except Exception as exc:
+            if type(exc).__name__ != "KilledWorker":
+                raise
+        from distributed import wait as wait_all
+
+        many = isinstance(futures, (list, tuple))
+        wait_all(list(futures) if many else [futures])
+        values = [self._outcome(f) for f in (futures if many else [futures])]
+        return values if many else values[0]
+
+    def _outcome(self, future):
+        if future.status != "error":
+            return future.result()
+        exc = future.exception()
+        if type(exc).__name__ != "KilledWorker":
+            raise exc
+        from ..core.states import Failed, TriggerFailed
+
+        if getattr(exc, "task", None) != future.key:
+            return TriggerFailed("An upstream task's Dask worker was lost while it ran "
+                                 "(KilledWorker), so this task did not run.")
+        times = getattr(exc, "allowed_failures", 0) + 1
+        return Failed(
+            f"The Dask worker running this task was lost {times} time(s) while it ran "
+            "(KilledWorker: the cluster's distributed.scheduler.allowed-failures is "
+            f"{times - 1}); a task that kills its worker, or runs it out of memory, "
+            "does this. The task did not finish.", result=exc)

@@ -323,8 +323,11 @@ def _run_with_retries(plan, map_index, full_name, inputs, state):
             if keeper is not None and plan.tags:
                 limited = plan.tags & keeper.limited_tags
                 if limited:
+                    # The task run's own name (slug, map index): the same when Dask
+                    # runs it again on another worker, so it finds its slot.
                     slots = keeper.acquire_task_slots(
-                        sorted(limited), f"{full_name}@{os.getpid()}.{id(overlay)}")
+                        sorted(limited),
+                        plan.slug if map_index is None else f"{plan.slug}[{map_index}]")
             try:
                 state = _call(plan, full_name, inputs)
             finally:

@@ -297,6 +297,15 @@ def _add_process_identity(db):
             db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" VARCHAR(255)')
 
 
+def _add_task_slot_leases(db):
+    # A slot belongs to its run's attempt and has a lease: plain ADD COLUMNs,
+    # as in _add_run_attempts.
+    for column, kind in (("attempt", "INTEGER NOT NULL DEFAULT 0"),
+                         ("expires", "DOUBLE PRECISION")):
+        if column not in {c.name for c in db.get_columns("task_slot")}:
+            db.execute_sql(f'ALTER TABLE "task_slot" ADD COLUMN "{column}" {kind}')
+
+
 MIGRATIONS = [
     (1, _create_initial_tables),
     (2, _add_agents),
@@ -306,6 +315,7 @@ MIGRATIONS = [
     (6, _never_reuse_run_ids),
     (7, _add_artifacts),
     (8, _add_process_identity),
+    (9, _add_task_slot_leases),
 ]
 
 

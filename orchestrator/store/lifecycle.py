@@ -22,6 +22,7 @@ frozen while another attempt took over, changes nothing:
   when refused, and their caller lets it be.
 """
 
+import itertools
 import time
 
 import peewee as pw
@@ -61,22 +62,36 @@ class RunLifecycle:
         is left for another agent.
 
         A run is claimed by one conditional UPDATE (Scheduled -> Submitted, the
-        attempt up by one) in its own short IMMEDIATE transaction: of several
-        agents racing for a run, exactly one gets it, and the attempt it gets
-        is its own. Due runs are read `scan` at a time, oldest first, up to
-        `pages` pages: runs this agent leaves (other labels, another agent kind,
-        a full limit) cannot hide younger runs it would take.
+        attempt up by one): of several agents racing for a run, exactly one gets
+        it, and the attempt it gets is its own. Due runs are read `scan` at a
+        time, oldest first, up to `pages` pages: runs this agent leaves (other
+        labels, another agent kind, a full limit) cannot hide younger runs it
+        would take. On SQLite each claim is its own short IMMEDIATE transaction;
+        on PostgreSQL see `_claim_skipping_locked`.
         """
         now = time.time() if now is None else now
         label_limits = self.concurrency_limits("label")
+        wanted = self._runs_to_claim(labels, now, scan, strict_labels, runs_config, pages)
+        if self.db.for_update:
+            return self._claim_skipping_locked(wanted, agent, label_limits, limit)
         claimed = []
+        for run_id, flow_id, flow_limit, run_labels in wanted:
+            if len(claimed) >= limit:
+                break
+            won = self._claim_one(run_id, agent, flow_id, flow_limit, run_labels, label_limits)
+            if won is not None:
+                claimed.append((run_id, won))
+        return claimed
+
+    def _runs_to_claim(self, labels, now, scan, strict_labels, runs_config, pages):
+        """Due Scheduled runs an agent with `labels` would take, oldest first, as
+        (run id, flow id, flow limit, run labels); read a page at a time, as
+        the caller asks for more."""
         flows = {}  # flow id -> (settings, flow limit, whether this agent runs it)
         after = None
         for _ in range(pages):
             candidates = self._due_candidates(now, scan, after)
             for run_id, run_labels, flow_id, auto, scheduled, attempts in candidates:
-                if len(claimed) >= limit:
-                    return claimed
                 run_labels = set(m.JSONField().python_value(run_labels)
                                  if isinstance(run_labels, str) else run_labels)
                 if not agent_takes(run_labels, labels, strict_labels):
@@ -90,14 +105,65 @@ class RunLifecycle:
                 if auto and not attempts and self.late_policy_hold(flow_id, settings,
                                                                    scheduled, now):
                     continue  # the scheduler skips it
-                won = self._claim_one(run_id, agent, flow_id, flow_limit, run_labels,
-                                      label_limits)
-                if won is not None:
-                    claimed.append((run_id, won))
-            if len(candidates) < scan or len(claimed) >= limit:
-                break
+                yield run_id, flow_id, flow_limit, run_labels
+            if len(candidates) < scan:
+                return
             after = candidates[-1][4], candidates[-1][0]
+
+    def _claim_skipping_locked(self, wanted, agent, label_limits, limit):
+        """PostgreSQL: claim from `wanted` (oldest first) up to `limit` runs.
+
+        Agents read the same oldest runs; instead of queueing on the row another
+        agent is claiming, each locks what it can with FOR UPDATE SKIP LOCKED and
+        passes over the rest. Runs under no limit are claimed a batch at a time
+        (one transaction: lock, UPDATE, state events); a run under a limit in a
+        transaction of its own, holding only that run's limit locks, so no two
+        claims wait on each other in a circle.
+        """
+        claimed = []
+        wanted = iter(wanted)
+        while len(claimed) < limit:
+            batch = list(itertools.islice(wanted, limit - len(claimed)))
+            if not batch:
+                break
+            free = [run_id for run_id, flow_id, flow_limit, run_labels in batch
+                    if not self._limited(flow_limit, run_labels, label_limits)]
+            claimed.extend(self._claim_batch(free, agent))
+            for run_id, flow_id, flow_limit, run_labels in batch:
+                if run_id not in free and len(claimed) < limit:
+                    won = self._claim_one(run_id, agent, flow_id, flow_limit, run_labels,
+                                          label_limits)
+                    if won is not None:
+                        claimed.append((run_id, won))
         return claimed
+
+    def _claim_batch(self, run_ids, agent):
+        """PostgreSQL: claim those of `run_ids` still Scheduled and not being
+        claimed by another agent, in one transaction; [(run id, attempt)]."""
+        if not run_ids:
+            return []
+        now = time.time()
+        message = f"Submitted to agent {agent}"
+        with self.db.atomic():
+            mine = [run_id for (run_id,) in m.FlowRun.select(m.FlowRun.id)
+                    .where(m.FlowRun.id.in_(run_ids) & (m.FlowRun.state == "Scheduled"))
+                    .order_by(m.FlowRun.id).for_update(skip_locked=True).tuples()]
+            if not mine:
+                return []
+            won = dict(m.FlowRun.update(state="Submitted", agent=agent, pid=None,
+                                        heartbeat=None, attempt=m.FlowRun.attempt + 1,
+                                        message=message, updated=now)
+                       .where(m.FlowRun.id.in_(mine) & (m.FlowRun.state == "Scheduled"))
+                       .returning(m.FlowRun.id, m.FlowRun.attempt).tuples().execute())
+            m.StateEvent.insert_many(
+                [(run_id, "Submitted", message, now) for run_id in sorted(won)],
+                [m.StateEvent.flow_run, m.StateEvent.state, m.StateEvent.message,
+                 m.StateEvent.time]).execute()
+        return [(run_id, won[run_id]) for run_id in run_ids if run_id in won]
+
+    @staticmethod
+    def _limited(flow_limit, run_labels, label_limits):
+        return bool(flow_limit) or any(label in label_limits for label in run_labels)
 
     def _due_candidates(self, now, scan, after):
         """Due Scheduled runs, oldest first, after (time, id) `after`. Read whole
@@ -128,9 +194,14 @@ class RunLifecycle:
     def _claim_one(self, run_id, agent, flow_id, flow_limit, run_labels, label_limits):
         """The claim of one run: its attempt, or None when it is not this agent's
         (another claimed it first, or a limit is full)."""
-        limited = flow_limit or any(label in label_limits for label in run_labels)
+        limited = self._limited(flow_limit, run_labels, label_limits)
         message = f"Submitted to agent {agent}"
         with self.db.atomic():
+            if self.db.for_update and (
+                    m.FlowRun.select(m.FlowRun.id)
+                    .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
+                    .for_update(skip_locked=True).tuples().first()) is None:
+                return None  # PostgreSQL: claimed, or being claimed, by another agent
             if limited and self._limit_full(flow_id, flow_limit, run_labels, label_limits):
                 return None
             if (m.FlowRun.update(state="Submitted", agent=agent, pid=None, heartbeat=None,

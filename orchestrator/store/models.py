@@ -188,12 +188,16 @@ class ConcurrencyLimit(BaseModel):
 
 
 class TaskSlot(BaseModel):
-    """A task run holding a slot of a tag's concurrency limit."""
+    """A task run holding a slot of a tag's concurrency limit. It counts while its
+    run is active on `attempt` and, with a lease, until `expires` (the holder
+    renews it while it runs): a dead holder's slot frees itself."""
 
     tag = pw.CharField()
     flow_run = pw.ForeignKeyField(FlowRun, on_delete="CASCADE")
     holder = pw.CharField()
     acquired = pw.DoubleField()
+    attempt = pw.IntegerField(default=0, constraints=[pw.SQL("DEFAULT 0")])
+    expires = pw.DoubleField(null=True)
 
     class Meta:
         indexes = ((("tag", "holder"), True), (("flow_run",), False), (("holder",), False))

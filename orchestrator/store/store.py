@@ -12,6 +12,7 @@ driver's error.
 """
 
 import functools
+import hashlib
 import itertools
 import json
 import re
@@ -463,7 +464,13 @@ class Store(RunLifecycle, SchedulingQueries):
                 .where(m.FlowRun.state.in_(list(ACTIVE_RUN_STATES))).tuples()]
 
     def _limit_full(self, flow_id, flow_limit, run_labels, label_limits):
-        """Inside the claim's transaction: would this run exceed a limit?"""
+        """Inside the claim's transaction: would this run exceed a limit? The
+        limits counted are locked first (see `_lock_limits`), so the count holds
+        until the claim that counted is committed."""
+        counted = [("label", label) for label in run_labels if label in label_limits]
+        if flow_limit:
+            counted.append(("flow", flow_id))
+        self._lock_limits(counted)
         active = self._active_rows()
         if flow_limit and sum(1 for fid, _, _ in active if fid == flow_id) >= flow_limit:
             return True
@@ -503,25 +510,73 @@ class Store(RunLifecycle, SchedulingQueries):
         return {r.label: r.limit for r in m.ConcurrencyLimit.select().where(
             m.ConcurrencyLimit.kind == kind)}
 
-    def try_take_task_slot(self, tag, limit, run_id, holder):
-        """Take a slot of `tag` for `holder` if fewer than `limit` are held by
-        runs still active; one IMMEDIATE transaction, so never over the limit."""
+    def _lock_limits(self, limits):
+        """Inside a write transaction: hold the limits `limits` ((kind, name)
+        pairs) until it ends, so that what is counted under them cannot change
+        before the claim or slot that counted is committed.
+
+        SQLite's write lock (IMMEDIATE) already holds everything. PostgreSQL
+        runs writers side by side in READ COMMITTED: each limit gets a
+        transaction-level advisory lock on a stable 64-bit key, taken in one
+        sorted order so that two claims never wait on each other in a circle.
+        """
+        if not limits or not isinstance(self.db, pw.PostgresqlDatabase):
+            return
+        for key in sorted({_limit_key(kind, name) for kind, name in limits}):
+            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+    def try_take_task_slot(self, tag, limit, run_id, holder, attempt=None, lease=None,
+                           now=None):
+        """Take a slot of `tag` for `holder` if fewer than `limit` are held; one
+        transaction under the tag's lock (see `_lock_limits`), so never over
+        the limit, on either database.
+
+        A slot counts while its run is active on the attempt that took it
+        (`attempt`; None: the run's current one) and, with a `lease` (seconds),
+        until the lease runs out unless renewed (`renew_task_slots`): a slot of
+        a dead process, a lost Dask worker or an earlier attempt holds nothing.
+        A holder that has its slot already (its task runs again on another
+        worker after its worker was lost) keeps it, with a fresh lease.
+        """
+        now = time.time() if now is None else now
+        expires = None if lease is None else now + lease
         with self.db.atomic():
-            held = (m.TaskSlot.select().join(m.FlowRun)
-                    .where((m.TaskSlot.tag == tag)
-                           & m.FlowRun.state.in_(list(ACTIVE_RUN_STATES))).count())
-            if held >= limit:
+            self._lock_limits([("tag", tag)])
+            if m.TaskSlot.update(expires=expires).where(
+                    (m.TaskSlot.tag == tag) & (m.TaskSlot.holder == holder)).execute():
+                return True
+            if self._live_slots(tag, now).count() >= limit:
                 return False
-            m.TaskSlot.insert(tag=tag, flow_run=run_id, holder=holder,
-                              acquired=time.time()).on_conflict_ignore().execute()
+            if attempt is None:
+                attempt = self._attempt(run_id)
+            m.TaskSlot.insert(tag=tag, flow_run=run_id, holder=holder, attempt=attempt,
+                              acquired=now, expires=expires).execute()
             return True
 
+    @staticmethod
+    def _live_slots(tag, now):
+        """Slots of `tag` that count: their run is active on the attempt that
+        took them, and their lease (if any) has not run out."""
+        return (m.TaskSlot.select(m.TaskSlot.flow_run)
+                .join(m.FlowRun, on=(m.TaskSlot.flow_run == m.FlowRun.id))
+                .where((m.TaskSlot.tag == tag)
+                       & m.FlowRun.state.in_(list(ACTIVE_RUN_STATES))
+                       & (m.TaskSlot.attempt == m.FlowRun.attempt)
+                       & (m.TaskSlot.expires.is_null() | (m.TaskSlot.expires > now))))
+
+    def renew_task_slots(self, holders, lease, now=None):
+        """The holders are alive: their slots' leases run `lease` seconds from
+        now. Returns how many slots were renewed."""
+        if not holders:
+            return 0
+        now = time.time() if now is None else now
+        with self.db.atomic():
+            return m.TaskSlot.update(expires=now + lease).where(
+                m.TaskSlot.holder.in_(sorted(holders))).execute()
+
     def tag_slot_holders(self, tag):
-        """Ids of active runs holding slots of task tag `tag`."""
-        return sorted({rid for (rid,) in m.TaskSlot.select(m.TaskSlot.flow_run)
-                       .join(m.FlowRun).where((m.TaskSlot.tag == tag)
-                                              & m.FlowRun.state.in_(list(ACTIVE_RUN_STATES)))
-                       .tuples()})
+        """Ids of active runs holding slots of task tag `tag` (slots that count)."""
+        return sorted({rid for (rid,) in self._live_slots(tag, time.time()).tuples()})
 
     def release_task_slots(self, holder):
         with self.db.atomic():
@@ -690,9 +745,19 @@ class Store(RunLifecycle, SchedulingQueries):
 LATE_AFTER_SECONDS = 60.0  # as the scheduler's late_after
 
 
+def _limit_key(kind, name):
+    """The advisory-lock key of limit `name` of `kind` ("flow", "label", "tag"):
+    64 bits of a hash, the same in every process and on every host."""
+    digest = hashlib.blake2b(f"orchestrator limit {kind} {name}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _reporting_full_disks(cls):
     """Every public method of `cls` (and its mixins) raises DiskFull, not a
-    driver error, when the database's disk is full."""
+    driver error, when the database's disk is full (DatabaseUnreachable when
+    its server takes no connection), and gives its connection back to the
+    process's pool when it returns (PostgreSQL)."""
     def wrap(method):
         @functools.wraps(method)
         def call(self, *args, **kwargs):
