@@ -2,8 +2,9 @@
 
 Exit codes scripts can rely on (`orchestrator.exit_codes`): 0 ok, 1 the run
 failed (when waited on), 2 bad input (with a one-line message, and nothing
-stored), 3 the store cannot be written now (its disk is full; the same command
-later works), 4 `execute` stopped because another attempt owns the run.
+stored), 3 the store cannot be written now (its disk is full, or its
+PostgreSQL server takes no more connections; the same command later works),
+4 `execute` stopped because another attempt owns the run.
 Values are checked by `orchestrator.validation`, as in the REST API: ids and
 limits here as they are parsed, names, labels and parameters by `service`.
 """
@@ -32,7 +33,8 @@ class UserError(click.ClickException):
 
 
 class StoreUnavailableError(click.ClickException):
-    """The store cannot be written now (its disk is full): one line, exit code 3."""
+    """The store cannot be written now (its disk is full, or its server takes no
+    connection): one line, exit code 3."""
 
     exit_code = exit_codes.STORE_UNAVAILABLE
 
@@ -195,11 +197,34 @@ def run_file(path, flow_name, params, params_file, executor, as_json):
 
 
 # -- the store ------------------------------------------------------------------
-def _open_store():
+# Connections a command's process may hold on PostgreSQL, one per thread that
+# uses the store at once: `up` its API's threads, its agent and its services;
+# a run process ONE, which its threads take in turn. Others: db.DEFAULT_CONNECTIONS.
+CONNECTIONS = {"up": 4 + 2, "server": 4, "agent": 1, "scheduler": 1, "execute": 1}
+# A run process waits this long for the database to take its connection before
+# it gives its run back (exit code 3; the agent schedules it again).
+EXECUTE_CONNECT_WAIT = 60.0
+
+
+def _open_store(command=None, wait=0.0):
+    """The store, with the connections `command` needs; while the database takes
+    no connection, tried again for up to `wait` seconds (said once on stderr)."""
     from .store import Store
 
-    with _user_errors():
-        return Store.open()
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        try:
+            with _user_errors():
+                return Store.open(connections=CONNECTIONS.get(command))
+        except StoreUnavailableError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if not said:
+                click.echo(f"orchestrator {command}: {exc.message} Waiting up to "
+                           f"{wait:.0f} s.", err=True)
+                said = True
+            time.sleep(1.0)
 
 
 def _when(epoch):
@@ -395,7 +420,8 @@ def execute(run_id, agent_name, attempt):
     Exit code 4: another attempt of the run owns it now, and this process stopped.
     """
     _load_config()
-    state = _execute(_open_store(), run_id, agent=agent_name, attempt=attempt)
+    store = _open_store("execute", wait=EXECUTE_CONNECT_WAIT)
+    state = _execute(store, run_id, agent=agent_name, attempt=attempt)
     click.echo(f"Flow run {run_id}: {state}")
     sys.exit(EXIT_OK if state in ("Success", "Scheduled", "Paused") else EXIT_RUN_FAILED)
 
@@ -842,7 +868,7 @@ def up(host, port, expose, labels, no_hostname_label, strict_labels, limit, poll
 
     if expose:
         host = "0.0.0.0"
-    store = _open_store()
+    store = _open_store("up")
     try:
         service = Up(store, host=host, port=port, labels=list(labels),
                      hostname_label=not no_hostname_label, limit=limit,
@@ -860,7 +886,7 @@ def server(host, port, expose):
 
     if expose:
         host = "0.0.0.0"
-    store = _open_store()
+    store = _open_store("server")
     try:
         api = ApiServer(store, host=host, port=port)
     except (OrchestratorError, OSError) as exc:
@@ -881,7 +907,7 @@ def scheduler_command():
     """Create scheduled runs and fail runs whose process died (no API, no agent)."""
     from .up import Housekeeping, safe_database_url
 
-    store = _open_store()
+    store = _open_store("scheduler")
     with _user_errors():
         housekeeping = Housekeeping(store)
     stopping = _stop_on_signals()
@@ -915,7 +941,7 @@ def agent(labels, no_hostname_label, strict_labels, limit, poll_interval, grace,
     from .services.agent import Agent
 
     config = _load_config()["services"]
-    store = _open_store()
+    store = _open_store("agent")
     worker = Agent(store, name=agent_name, labels=list(labels),
                    hostname_label=not no_hostname_label, limit=limit,
                    poll_interval=poll_interval, cancel_grace=config["cancel_grace"],
@@ -923,8 +949,11 @@ def agent(labels, no_hostname_label, strict_labels, limit, poll_interval, grace,
     with _user_errors():
         worker.register()  # a --name another running agent holds is refused here
     stop = _stop_on_signals(worker.wake.set)
+    fitting = None if limit else worker.fitting_limit()  # PostgreSQL: what it has room for
+    shown = limit or (f"{fitting} (what the database has connections for)" if fitting
+                      else "none")
     click.echo(f"Agent {worker.name} started: labels {', '.join(worker.labels) or 'none'}"
-               f"{' (strict)' if strict_labels else ''}; limit {limit or 'none'}.", err=True)
+               f"{' (strict)' if strict_labels else ''}; limit {shown}.", err=True)
     worker.run(stop)
     left = worker.stop(grace)
     if left:

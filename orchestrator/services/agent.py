@@ -111,6 +111,7 @@ class Agent:
         self.labels = sorted(labels)
         self.strict_labels = bool(strict_labels)
         self.limit = limit
+        self._fitting = None  # (limit,) once the database was asked (no `limit` given)
         self.poll_interval = poll_interval
         self.cancel_grace = cancel_grace
         self.python = python or sys.executable
@@ -124,6 +125,26 @@ class Agent:
     def __repr__(self):
         return f"<Agent {self.name} labels={self.labels} limit={self.limit}>"
 
+    def fitting_limit(self):
+        """Without a `limit`, on PostgreSQL: the runs at once its free connections
+        allow (each run process holds one), at most 50; said once. None on SQLite,
+        where connections cost nothing (the agent takes up to 50 runs a look)."""
+        if self._fitting is None:
+            room = self.store.connection_room()
+            if room is None:
+                self._fitting = (None,)
+            else:
+                spare = max(2, room["max"] // 10)  # for the CLI, APIs, other agents
+                limit = max(1, min(DEFAULT_LIMIT, room["max"] - room["reserved"]
+                                   - room["in_use"] - spare))
+                self._fitting = (limit,)
+                logger.info("Agent %s: no --limit given, so at most %d flow runs at once: "
+                            "what PostgreSQL has connections for (max_connections %d, %d "
+                            "reserved, %d in use, %d kept for other clients; a run holds "
+                            "one). Give --limit to choose.", self.name, limit, room["max"],
+                            room["reserved"], room["in_use"], spare)
+        return self._fitting[0]
+
     def run_once(self, now=None):
         """Reap finished children, watch running ones, then claim and start what
         fits. Returns the ids of the runs started."""
@@ -132,7 +153,8 @@ class Agent:
         self.reap()
         self.watch()
         self._return_unstarted()
-        free = (self.limit - len(self.children)) if self.limit else 50
+        limit = self.limit or self.fitting_limit()
+        free = (limit - len(self.children)) if limit else DEFAULT_LIMIT
         started = []
         if free > 0:
             for run_id, attempt in self.store.claim_runs(self.name, self.labels, free, now=now,

@@ -4,8 +4,16 @@
 SQLite runs in WAL mode with a busy timeout, foreign keys on and
 `synchronous=NORMAL`; write transactions begin IMMEDIATE, so a writer waits
 for the lock up front instead of failing half-way with "database is locked".
-Migrations run under a host-wide file lock, so two processes starting at once
-apply each migration once.
+Migrations run under a lock on the whole database (a file lock beside an
+SQLite file; an advisory lock on PostgreSQL, which every host shares), so
+processes starting at once, on one host or many, apply each migration once.
+
+On PostgreSQL each process keeps a small pool of connections, sized for it (a
+run process: one, shared by its threads in turn): a store call takes one for
+its length and gives it back, so a host's processes hold few of the server's
+`max_connections`. A server that takes no more connections is a
+`DatabaseUnreachable` (a StoreUnavailable): callers wait and try again, as
+for a full disk.
 """
 
 import errno
@@ -15,16 +23,18 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import filelock
 import peewee as pw
-from playhouse.db_url import connect as connect_url
+from playhouse.db_url import parse as parse_url
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
 from playhouse.migrate import migrate as migrate_columns
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
 from ..config import home_dir, private_dir
 from . import models
-from .errors import DiskFull, StoreError
+from .errors import DatabaseUnreachable, DiskFull, StoreError
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -89,32 +99,44 @@ _open = {}
 _open_lock = threading.Lock()
 
 
-def open_database(home=None, url=None):
+def open_database(home=None, url=None, connections=None):
     """Connect to the store's database and bring its schema up to date.
 
     One database object per URL per process: every Store in the process
     shares it (the models are bound through one proxy), so a task that opens
     a Store inside a run uses the run's connection, not a second one that
-    would wait for the first one's lock.
+    would wait for the first one's lock. On PostgreSQL, `connections` caps
+    the process's pool (default DEFAULT_CONNECTIONS); the first open of a URL
+    in the process sets it.
     """
     home = Path(home or home_dir())
     url = url or database_url(home)
     with _open_lock:
         if url not in _open:
-            _open[url] = _connect(home, url)
+            _open[url] = _connect(home, url, connections)
         db, lock_path = _open[url]
         models.database.initialize(db)
     try:
-        current = schema_version(db)  # one cheap query; the lock only to migrate
-    except (pw.DatabaseError, sqlite3.DatabaseError):
-        current = None  # migrate() says what is wrong
-    if current != MIGRATIONS[-1][0]:
-        with filelock.FileLock(lock_path, timeout=60):
-            migrate(db)
+        try:
+            current = schema_version(db)  # one cheap query; the lock only to migrate
+        except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+            if connection_error(exc, url) is not None:
+                raise
+            current = None  # migrate() says what is wrong
+        if current != MIGRATIONS[-1][0]:
+            with _MigrationLock(db, lock_path):
+                migrate(db)
+    except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
+        unreachable = connection_error(exc, url)
+        if unreachable is None:
+            raise
+        raise unreachable from None
+    finally:
+        release_connection(db)
     return db
 
 
-def _connect(home, url):
+def _connect(home, url, connections=None):
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         _check_home(path.parent)
@@ -125,11 +147,17 @@ def _connect(home, url):
         lock_path = str(path) + ".migrate.lock"
     elif url.startswith(("postgres://", "postgresql://")):
         _check_home(home)
+        settings = parse_url(url)
+        if not settings.get("database"):
+            raise StoreError(f"ORCHESTRATOR_DATABASE_URL {safe_url(url)!r} names no "
+                             "database; use postgresql://user:pass@host/dbname")
         try:
-            db = connect_url(url)
+            db = _PostgresqlPool(max_connections=connections or DEFAULT_CONNECTIONS,
+                                 timeout=POOL_WAIT_SECONDS, **settings)
         except Exception as exc:
-            raise StoreError(f"Cannot use ORCHESTRATOR_DATABASE_URL {url!r}: {exc}") from None
-        lock_path = str(home / "migrate.lock")
+            raise StoreError(f"Cannot use ORCHESTRATOR_DATABASE_URL {safe_url(url)!r}: "
+                             f"{exc}") from None
+        lock_path = None  # the lock is in the database (see _MigrationLock)
     else:
         raise StoreError(
             f"ORCHESTRATOR_DATABASE_URL {url!r} is not supported; use "
@@ -138,9 +166,170 @@ def _connect(home, url):
     try:
         db.connect(reuse_if_open=True)
     except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
-        raise StoreError(f"Cannot open the database at {url}: {exc}") from None
+        unreachable = connection_error(exc, url)
+        if unreachable is not None:
+            raise unreachable from None
+        raise StoreError(f"Cannot open the database at {safe_url(url)}: {exc}") from None
     models.database.initialize(db)
     return db, lock_path
+
+
+# -- connections on PostgreSQL --------------------------------------------------
+DEFAULT_CONNECTIONS = 4   # a process's pool, unless it says what it needs
+POOL_WAIT_SECONDS = 60    # a thread waits this long for a connection of its pool
+MIGRATION_LOCK_SECONDS = 60
+# pg_advisory_lock's two-key form (never meets a one-key lock): "orch" as the
+# leadership locks (store/leadership.py), and "migr".
+_MIGRATION_LOCK_KEY = (0x6F726368, 0x6D696772)
+
+
+class _PostgresqlPool(PooledPostgresqlDatabase):
+    """PostgreSQL with a pool of at most `max_connections` for the process.
+
+    A thread holds a connection for one store call (`release_connection` gives
+    it back), so threads share few connections; when all are busy a thread
+    waits for one. Checking a connection out costs no round trip: one the
+    server dropped fails its next query, which is reported as
+    DatabaseUnreachable (the caller tries again) and the pool discards it.
+    """
+
+    def _is_closed(self, conn):
+        return bool(conn.closed) or self._adapter.txn_status(conn) == self._adapter.txn_unknown
+
+    def connect(self, reuse_if_open=False):
+        try:
+            return super().connect(reuse_if_open)
+        except MaxConnectionsExceeded:
+            raise DatabaseUnreachable(
+                f"All {self._max_connections} database connections of this process "
+                f"(pid {os.getpid()}) stayed busy for {POOL_WAIT_SECONDS} s; nothing was "
+                "written. The call can be made again.") from None
+
+
+def release_connection(db):
+    """After a store call: give this thread's connection back to the process's
+    pool (PostgreSQL), unless a transaction is still open on it. SQLite keeps
+    its connection per thread: it costs the server nothing."""
+    if isinstance(db, PooledPostgresqlDatabase) and not db.is_closed() \
+            and not db.in_transaction():
+        db.close()
+
+
+class _MigrationLock:
+    """The database-wide lock migrations run under: a file lock beside an SQLite
+    file; on PostgreSQL a session-level advisory lock on the migrating
+    connection, so processes on every host wait for each other."""
+
+    def __init__(self, db, lock_path):
+        self.db = db
+        self.file_lock = filelock.FileLock(lock_path, timeout=MIGRATION_LOCK_SECONDS) \
+            if lock_path else None
+
+    def __enter__(self):
+        if self.file_lock is not None:
+            self.file_lock.acquire()
+            return self
+        deadline = time.monotonic() + MIGRATION_LOCK_SECONDS
+        while not self.db.execute_sql("SELECT pg_try_advisory_lock(%s, %s)",
+                                      _MIGRATION_LOCK_KEY).fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"Another process has been migrating the database for over "
+                    f"{MIGRATION_LOCK_SECONDS} s (it holds advisory lock "
+                    f"{_MIGRATION_LOCK_KEY}); if none is running, look for a stuck "
+                    "session in pg_locks, then start again.")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.file_lock is not None:
+            self.file_lock.release()
+            return
+        try:
+            self.db.execute_sql("SELECT pg_advisory_unlock(%s, %s)", _MIGRATION_LOCK_KEY)
+        except pw.DatabaseError:
+            # A session lock outlives a pooled connection: drop it, and the lock.
+            self.db.manual_close()
+
+
+
+def connection_room(db):
+    """On PostgreSQL, the server's connections: {"max": max_connections,
+    "reserved": kept for superusers, "in_use": client connections now}; None
+    on SQLite (connections cost it nothing)."""
+    if not isinstance(db, pw.PostgresqlDatabase):
+        return None
+    settings = dict(db.execute_sql(
+        "SELECT name, setting FROM pg_settings WHERE name IN ('max_connections', "
+        "'superuser_reserved_connections', 'reserved_connections')").fetchall())
+    in_use, = db.execute_sql("SELECT count(*) FROM pg_stat_activity "
+                             "WHERE backend_type = 'client backend'").fetchone()
+    reserved = int(settings.get("superuser_reserved_connections", 0)) + int(
+        settings.get("reserved_connections", 0))
+    return {"max": int(settings["max_connections"]), "reserved": reserved,
+            "in_use": int(in_use)}
+
+
+# SQLSTATEs of a server that takes no connection now: too many clients (53300),
+# starting up or shutting down (57P03, 57P01, 57P02), connection failures (08xxx).
+_PG_UNREACHABLE = ("53300", "57P01", "57P02", "57P03")
+_UNREACHABLE_WORDS = ("too many clients", "remaining connection slots are reserved",
+                      "the database system is starting up",
+                      "the database system is shutting down",
+                      "the database system is in recovery mode",
+                      "connection refused", "could not connect to server",
+                      "server closed the connection unexpectedly",
+                      "terminating connection due to administrator command",
+                      "connection already closed", "no connection to the server",
+                      "could not translate host name", "timeout expired")
+
+
+def connection_error(exc, url):
+    """The DatabaseUnreachable that database error `exc` (or one in its chain)
+    means, or None: a PostgreSQL server that refuses or lost the connection."""
+    if url is None or url.startswith("sqlite:"):
+        return None
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DatabaseUnreachable):
+            return exc
+        text = str(exc)
+        pgcode = getattr(exc, "pgcode", None) or ""
+        if pgcode in _PG_UNREACHABLE or pgcode.startswith("08") or any(
+                word in text.lower() for word in _UNREACHABLE_WORDS):
+            return _unreachable(url, text)
+        nested = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = nested or exc.__cause__ or exc.__context__
+    return None
+
+
+def _unreachable(url, text):
+    where = urlsplit(url)
+    server = f"{where.hostname or 'localhost'}:{where.port or 5432}"
+    why = next((line.split("FATAL:", 1)[-1].strip() for line in text.splitlines()
+                if line.strip()), "no answer")
+    if "too many" in why or "slots are reserved" in why:
+        return DatabaseUnreachable(
+            f"PostgreSQL at {server} has no free connection ({why}). orchestrator tries "
+            "again; to make room, give agents a lower --limit or raise the server's "
+            "max_connections.")
+    return DatabaseUnreachable(f"PostgreSQL at {server} takes no connection now ({why}). "
+                               "orchestrator tries again once it does.")
+
+
+def unavailable_error(exc, url):
+    """The StoreUnavailable that database error `exc` means (a full disk, or a
+    server that takes no connection), or None."""
+    return disk_full_error(exc, url) or connection_error(exc, url)
+
+
+def safe_url(url):
+    """`url` without its password."""
+    where = urlsplit(url)
+    if where.password is None:
+        return url
+    return url.replace(f":{where.password}@", ":***@", 1)
 
 
 class _SqliteDatabase(pw.SqliteDatabase):

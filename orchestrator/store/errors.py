@@ -12,12 +12,18 @@ class StoreError(OrchestratorError):
 
 
 class StoreUnavailable(StoreError, Unavailable):
-    """The database cannot be written now, but will be again (its disk is full):
-    the same call later works. Nothing was written."""
+    """The database cannot be written now, but will be again (its disk is full, or
+    its server takes no connection): the same call later works. Nothing was
+    written."""
 
 
 class DiskFull(StoreUnavailable):
     """The disk that holds the database is full."""
+
+
+class DatabaseUnreachable(StoreUnavailable):
+    """The database server takes no connection now: all its connections are in
+    use ("too many clients"), it is starting or stopping, or it does not answer."""
 
 
 class AttemptLost(OrchestratorError):

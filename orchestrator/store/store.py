@@ -23,9 +23,10 @@ import peewee as pw
 from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES
 from ..exceptions import OrchestratorError
 from . import models as m
-from .db import database_url, disk_full_error, open_database
-from .identity import host_identity, new_id
+from .db import (connection_room, database_url, open_database, release_connection,
+                 unavailable_error)
 from .errors import Conflict, NotFound, StoreError
+from .identity import host_identity, new_id
 from .lifecycle import RunLifecycle
 from .scheduling import SchedulingQueries, _prepared
 
@@ -74,10 +75,11 @@ class Store(RunLifecycle, SchedulingQueries):
         self._returning = isinstance(db, pw.PostgresqlDatabase)
 
     @classmethod
-    def open(cls, home=None, url=None):
-        """The store at `url`, or ORCHESTRATOR_DATABASE_URL, or SQLite in `home`."""
+    def open(cls, home=None, url=None, connections=None):
+        """The store at `url`, or ORCHESTRATOR_DATABASE_URL, or SQLite in `home`.
+        On PostgreSQL, `connections` caps the process's pool (a run process: 1)."""
         url = url or database_url(home)
-        return cls(open_database(home=home, url=url), url)
+        return cls(open_database(home=home, url=url, connections=connections), url)
 
     def close(self):
         """Close this thread's connection, unless a transaction is open on it
@@ -95,6 +97,11 @@ class Store(RunLifecycle, SchedulingQueries):
             m.SchemaVersion.update(applied=m.SchemaVersion.applied).where(
                 m.SchemaVersion.version == m.SchemaVersion.select(
                     pw.fn.MAX(m.SchemaVersion.version))).execute()
+
+    def connection_room(self):
+        """PostgreSQL's connections: {"max", "reserved", "in_use"}; None on
+        SQLite, where connections cost nothing."""
+        return connection_room(self.db)
 
     # -- projects -------------------------------------------------------------
     def create_project(self, name):
@@ -766,10 +773,12 @@ def _reporting_full_disks(cls):
             except (OrchestratorError, LookupError, ValueError, TypeError):
                 raise
             except Exception as exc:
-                full = disk_full_error(exc, self.url)
-                if full is None:
+                unavailable = unavailable_error(exc, self.url)
+                if unavailable is None:
                     raise
-                raise full from None
+                raise unavailable from None
+            finally:
+                release_connection(self.db)
         return call
 
     for klass in cls.__mro__[:-1]:
