@@ -73,8 +73,9 @@ _CLOUD = ("talks to Prefect Cloud/Server, which orchestrator replaces: runs, log
           "orchestrator command")
 _SERIALIZATION = ("Prefect 1's marshmallow schemas for the Cloud/Server API; orchestrator "
                   "stores flows with `flow.register()` and needs no schemas")
-_OBJECT_STORE_RESULT = ("results in {store} are not built in; use LocalResult(dir=...) on "
-                        "a shared filesystem, or write to {store} yourself in the task")
+_OBJECT_STORE_RESULT = ("a result class for {store} is not built in; runs from the store "
+                        "checkpoint there with `[results] location = \"{scheme}://bucket/"
+                        "prefix\"` in config.toml, or write to {store} yourself in the task")
 _RRULE = ("rrule schedules are not supported; use CronSchedule/CronClock (a cron "
           "expression), IntervalClock or DatesClock, or several clocks in one Schedule")
 _SCHEDULE_FILTERS = ("schedule filters and adjustments are not supported; express the "
@@ -144,15 +145,14 @@ for _module in ("prefect.engine.result", "prefect.engine.result.base"):
 _unsupported("prefect.engine.result.base", "ResultNotImplementedError", _INTERNAL)
 _same("prefect.engine.results", "orchestrator.results", "LocalResult")
 _same("prefect.engine.results.local_result", "orchestrator.results", "LocalResult")
-for _name, _store in (("S3Result", "S3"), ("GCSResult", "Google Cloud Storage"),
-                      ("AzureResult", "Azure Blob Storage")):
+for _name, _module, _store, _scheme in (
+        ("S3Result", "s3_result", "S3", "s3"),
+        ("GCSResult", "gcs_result", "Google Cloud Storage", "gcs"),
+        ("AzureResult", "azure_result", "Azure Blob Storage", "az")):
     _unsupported("prefect.engine.results", _name,
-                 _OBJECT_STORE_RESULT.format(store=_store))
-_unsupported_module("prefect.engine.results.s3_result", _OBJECT_STORE_RESULT.format(store="S3"))
-_unsupported_module("prefect.engine.results.gcs_result", _OBJECT_STORE_RESULT.format(
-    store="Google Cloud Storage"))
-_unsupported_module("prefect.engine.results.azure_result", _OBJECT_STORE_RESULT.format(
-    store="Azure Blob Storage"))
+                 _OBJECT_STORE_RESULT.format(store=_store, scheme=_scheme))
+    _unsupported_module(f"prefect.engine.results.{_module}",
+                        _OBJECT_STORE_RESULT.format(store=_store, scheme=_scheme))
 _PREFECT_RESULT = ("PrefectResult keeps a result in Prefect Cloud's database; use "
                    "LocalResult(serializer=JSONSerializer()) instead")
 _unsupported("prefect.engine.results", "PrefectResult", _PREFECT_RESULT)
