@@ -12,7 +12,7 @@
     flow.run()
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 from . import (cache_validators, executors, results, serializers, signals,  # noqa: E402
                states, triggers)
@@ -20,6 +20,7 @@ from .core.context import Context, context, raise_on_exception  # noqa: E402
 from .core.control_flow import case, ifelse, merge, switch  # noqa: E402
 from .core.edge import Edge, flatten, mapped, unmapped  # noqa: E402
 from .core.flow import Flow  # noqa: E402
+from .core import ports as _ports  # noqa: E402
 from .core.mapping import apply_map  # noqa: E402
 from .core.resource_manager import ResourceManager, resource_manager  # noqa: E402
 from .core.signals import pause_task  # noqa: E402
@@ -28,6 +29,46 @@ from .core.task import (DateTimeParameter, Parameter, Task, as_task, tags,  # no
 from .engine.run_logging import get_logger  # noqa: E402
 from .exceptions import OrchestratorError  # noqa: E402
 from .tasks.run_defaults import defaults_from_attrs  # noqa: E402
+
+
+def _run_flow(flow, **kwargs):
+    from .engine.flow_runner import run_flow
+
+    return run_flow(flow, **kwargs)
+
+
+def _register_flow(flow, project_name, labels=None, idempotency_key=None):
+    """`flow.register()`: into the local store; the flow's version number."""
+    from .service import register_flow
+    from .store import Store
+
+    store = Store.open()
+    try:
+        record, _ = register_flow(store, flow, project_name, labels=labels,
+                                  idempotency_key=idempotency_key)
+    finally:
+        store.close()
+    return record["version"]
+
+
+def _visualize(flow, flow_state=None, filename=None, format=None):
+    from .engine.visualize import flow_to_dot, render
+
+    dot = flow_to_dot(flow, flow_state)
+    if filename is not None:
+        render(dot, filename, format or "pdf")
+    return dot
+
+
+def _task_logger(task_name):
+    from .engine.run_logging import task_logger
+
+    return task_logger(task_name)
+
+
+# The core imports nothing above it; what flows need from above is filled in here.
+_ports.fill(run_flow=_run_flow, register_flow=_register_flow, visualize=_visualize,
+            get_logger=get_logger, task_logger=_task_logger)
 
 __all__ = [
     "Flow", "Task", "task", "Parameter", "DateTimeParameter", "Edge", "unmapped",

@@ -19,7 +19,8 @@ import time
 
 import click
 
-from . import __version__, exit_codes, validation
+from . import exit_codes, validation
+from .version import __version__
 from .exceptions import OrchestratorError, Unavailable
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.RUN_FAILED, \

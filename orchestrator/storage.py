@@ -60,7 +60,7 @@ from pathlib import Path, PurePosixPath
 import cloudpickle
 import filelock
 
-from . import __version__
+from .version import __version__
 from .config import home_dir
 from .core.flow import Flow
 from .exceptions import OrchestratorError

@@ -5,7 +5,7 @@ schemathesis over every operation of a live server against it, so a change
 to one without the other fails the suite.
 """
 
-from .. import __version__
+from ..version import __version__
 from .render import LEVELS, MAX_BODY_BYTES, MAX_ID, MAX_PAGE, RUN_STATES
 
 

@@ -14,7 +14,8 @@ import time
 
 import falcon
 
-from .. import __version__, service
+from .. import service
+from ..version import __version__
 from ..explain import AGENT_ALIVE_SECONDS, explain_flow_run
 from ..store import TERMINAL_STATES, Conflict
 from ..validation import check_concurrency_limit, check_id, check_storable, shown

@@ -23,6 +23,7 @@ import contextvars
 from collections.abc import Mapping
 
 from ..exceptions import ContextError
+from . import ports
 
 __all__ = ["context", "Context", "raise_on_exception"]
 
@@ -53,9 +54,7 @@ class Context(Mapping):
             if key in layer:
                 return layer[key]
         if key == "logger" and self._values is None:
-            from ..engine.run_logging import get_logger
-
-            return get_logger()
+            return ports.call("get_logger")
         raise KeyError(key)
 
     def __getattr__(self, name):

@@ -15,12 +15,14 @@ import copy as _copy
 from collections import deque
 
 from ..exceptions import FlowValidationError, OrchestratorError, TaskDefinitionError
+from . import ports
+from .building import building_flow
 from .edge import Edge, EdgeAnnotation
 from .task import Constant, Parameter, Task, as_task, handler_list, is_constant_input
 
 __all__ = ["Flow", "FlowRunError"]
 
-_building = contextvars.ContextVar("orchestrator_building_flow", default=None)
+_building = building_flow  # (the name this module has always used)
 # The innermost open `case` block and resource block: tasks added to a flow
 # while one is open belong to it (see Flow.add_task).
 active_case = contextvars.ContextVar("orchestrator_active_case", default=None)
@@ -509,8 +511,6 @@ class Flow:
         Extra keyword arguments are parameter values. The state's `.result` maps
         every task to its State.
         """
-        from ..engine.flow_runner import run_flow
-
         if self.__dict__.get("_building_tokens"):
             raise FlowRunError(
                 f"flow.run() was called inside the `with Flow({self.name!r})` block that "
@@ -530,8 +530,8 @@ class Flow:
             )
         params = dict(parameters or {})
         params.update(kwargs)
-        return run_flow(self, parameters=params, executor=executor, context=context,
-                        task_states=task_states)
+        return ports.call("run_flow", self, parameters=params, executor=executor,
+                          context=context, task_states=task_states)
 
     def service_settings(self):
         """The settings the services read, as recorded at registration."""
@@ -545,29 +545,16 @@ class Flow:
         Unchanged flows keep their version; a changed one gets the next. Pass
         `idempotency_key` to decide yourself what counts as unchanged.
         """
-        from ..service import register_flow
-        from ..store import Store
-
         if self.__dict__.get("_building_tokens"):
             raise FlowRunError(
                 f"flow.register() was called inside the `with Flow({self.name!r})` block "
                 "that builds the flow; call it after the block, once the flow is complete")
-        store = Store.open()
-        try:
-            record, _ = register_flow(store, self, project_name, labels=labels,
-                                      idempotency_key=idempotency_key)
-        finally:
-            store.close()
-        return record["version"]
+        return ports.call("register_flow", self, project_name, labels=labels,
+                          idempotency_key=idempotency_key)
 
     def visualize(self, flow_state=None, filename=None, format=None):
         """The flow as Graphviz DOT text; with `filename`, also render it (needs graphviz)."""
-        from ..engine.visualize import flow_to_dot, render
-
-        dot = flow_to_dot(self, flow_state)
-        if filename is not None:
-            render(dot, filename, format or "pdf")
-        return dot
+        return ports.call("visualize", self, flow_state, filename, format)
 
 
 def _flow_on_failure(callback):

@@ -19,6 +19,8 @@ import operator
 import typing
 
 from ..exceptions import TaskCallError, TaskDefinitionError
+from . import ports
+from .building import building_flow
 from . import triggers as _triggers
 from .edge import EdgeAnnotation
 
@@ -52,9 +54,7 @@ def tags(*names):
 
 def current_flow():
     """The flow being built by the innermost `with Flow(...)` block, or None."""
-    from .flow import _building
-
-    return _building.get()
+    return building_flow.get()
 
 
 def _seconds(value, what):
@@ -146,9 +146,7 @@ class Task:
         custom = self.__dict__.get("_logger")
         if custom is not None:
             return custom
-        from ..engine.run_logging import task_logger  # the engine's logging, on use
-
-        return task_logger(self.name)
+        return ports.call("task_logger", self.name)  # the engine's logging
 
     @logger.setter
     def logger(self, value):

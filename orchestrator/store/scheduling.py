@@ -54,6 +54,15 @@ def auto_run_key(project, name, when, variant=None):
     return key
 
 
+def default_run_name(run_id):
+    """A readable run name that is unique because it carries the id."""
+    adjectives = ("amber", "brisk", "calm", "deft", "eager", "fair", "glad", "hardy",
+                  "keen", "lucid", "merry", "nimble", "plucky", "quiet", "rapid", "sunny")
+    animals = ("otter", "heron", "lynx", "marten", "ibex", "finch", "koala", "bison",
+               "gecko", "puffin", "tapir", "wren", "yak", "zebu", "egret", "newt")
+    return f"{adjectives[run_id % 16]}-{animals[(run_id // 16) % 16]}-{run_id}"
+
+
 def _json(value):
     return m.JSONField().python_value(value) if isinstance(value, str) else value
 
@@ -135,8 +144,6 @@ class SchedulingQueries:
         Nothing is created unless the flow's schedule is still active when the
         rows go in (see `_still_scheduled`): a pause that commits first wins.
         """
-        from .store import default_run_name  # store.py imports this module
-
         if not runs:
             return []
         now = time.time() if now is None else now

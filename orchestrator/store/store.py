@@ -28,7 +28,7 @@ from .db import (connection_room, database_url, open_database, release_connectio
 from .errors import Conflict, NotFound, StoreError
 from .identity import host_identity, new_id
 from .lifecycle import RunLifecycle
-from .scheduling import SchedulingQueries, _prepared
+from .scheduling import SchedulingQueries, _prepared, default_run_name
 
 _DIGITS = re.compile(r"[0-9]{1,30}")
 TERMINAL_STATES = TERMINAL_RUN_STATES
@@ -800,15 +800,6 @@ def _late_limit(settings):
     if settings.get("late_runs") == "skip":
         return LATE_AFTER_SECONDS
     return None
-
-
-def default_run_name(run_id):
-    """A readable run name that is unique because it carries the id."""
-    adjectives = ("amber", "brisk", "calm", "deft", "eager", "fair", "glad", "hardy",
-                  "keen", "lucid", "merry", "nimble", "plucky", "quiet", "rapid", "sunny")
-    animals = ("otter", "heron", "lynx", "marten", "ibex", "finch", "koala", "bison",
-               "gecko", "puffin", "tapir", "wren", "yak", "zebu", "egret", "newt")
-    return f"{adjectives[run_id % 16]}-{animals[(run_id // 16) % 16]}-{run_id}"
 
 
 def _check_name(name, kind):
