@@ -27,6 +27,7 @@ from .artifacts import ArtifactNotFound
 from .config import load_config
 from .core import states as st
 from .core.results import PackedResult
+from .core.task import Parameter
 from .engine import run_logging
 from .engine.flow_runner import FlowRunner
 from .engine.reporter import ARTIFACT_KEEPER, Reporter
@@ -429,10 +430,23 @@ class StoreReporter(Reporter):
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 _outage.failed(f"The task results of flow run {self.run_id}", exc)
                 return False
-            logger.warning("Flow run %s: writing task results failed: %s", self.run_id, exc)
+            self._results_lost(rows, exc)
         except OrchestratorError as exc:
-            logger.warning("Flow run %s: %s", self.run_id, exc)
+            self._results_lost(rows, exc)
         return True
+
+    def _results_lost(self, rows, exc):
+        """Results that could not be written (not for want of space): their task
+        states are kept without a location, so none points at bytes that are not
+        there, and the run's log says what a resumed run will do."""
+        names = sorted({row["task_name"] for row in rows.values() if row["result_location"]})
+        for row in rows.values():
+            row["result_location"] = None
+        text = (f"The results of {', '.join(repr(n) for n in names[:10])}"
+                f"{', ...' if len(names) > 10 else ''} could not be written ({exc}); if the "
+                "run resumes later, these tasks run again.")
+        logger.warning("Flow run %s: %s", self.run_id, text)
+        self.log((self.run_id, None, None, time.time(), logging.WARNING, logger.name, text))
 
     @staticmethod
     def _merge_task(tasks, events, item):
@@ -659,6 +673,8 @@ def _restore_task_states(store, run, flow, location):
         task = by_slug.get(row["task_slug"])
         if task is None or row["map_index"] != -1 or row["state"] not in ("Success", "Cached"):
             continue
+        if isinstance(task, Parameter):
+            continue  # its value is the run's own parameter: nothing to restore
         if not row["result_location"]:
             continue  # not checkpointed (checkpoint=False): it runs again, as asked
         reader = task.result or flow.result or PackedResult(location)
@@ -683,7 +699,8 @@ def _unreadable_message(run, unreadable, location):
         f"The run cannot resume: the results of {tasks} that finished in an earlier "
         f"attempt cannot be read on this host ({'; '.join(reasons[:3])}"
         f"{'; ...' if len(reasons) > 3 else ''}). The earlier attempt likely ran on another "
-        f"host and kept them in its own results location; this host's is {location}. Set "
+        f"host and kept them in its own results location (or they were lost with that "
+        f"host's disk); this host's is {location}. Set "
         "[results] location in config.toml (or ORCHESTRATOR__RESULTS__LOCATION) on every host "
         "to one path or URL that every host can read (a shared mount, s3://bucket/prefix, "
         "...). The run fails rather than run those tasks again, which would repeat what "

@@ -147,6 +147,25 @@ def test_four_claimers_claim_each_run_exactly_once_on_postgresql(postgres_url):
         assert [e["state"] for e in store.state_events(run_id)] == ["Scheduled", "Submitted"]
 
 
+def test_a_slot_whose_lease_ran_out_is_not_taken_back_over_another_holder(database_url):
+    # Worker A is cut off past its lease; B takes the slot; A's task, run again,
+    # must wait (it once re-took its own lapsed row: two holders of a limit of 1).
+    store = Store.open(url=database_url)
+    store.create_project("p")
+    flow, _ = service.register_flow(store, flow_named("slots"), "p")
+    run_id = store.create_flow_run(flow["id"])["id"]
+    attempt = store.start_flow_run(run_id, os.getpid())  # slots count while it runs
+    t0 = time.time()
+
+    assert store.try_take_task_slot("db", 1, run_id, "a", attempt=attempt, lease=30, now=t0)
+    assert not store.try_take_task_slot("db", 1, run_id, "b", attempt=attempt, lease=30, now=t0 + 5)
+    assert store.try_take_task_slot("db", 1, run_id, "b", attempt=attempt, lease=30, now=t0 + 40)
+    assert not store.try_take_task_slot("db", 1, run_id, "a", attempt=attempt, lease=30,
+                                        now=t0 + 41)
+    # A holder renewing before its lease runs out keeps its slot.
+    assert store.try_take_task_slot("db", 1, run_id, "b", attempt=attempt, lease=30, now=t0 + 60)
+
+
 # Takes and gives back a slot of tag "db" (limit 1) as a task on a worker does,
 # `times` times, writing when it held it.
 SLOT_TAKER = r'''

@@ -249,6 +249,67 @@ def test_a_memory_url_location_keeps_checkpoints_a_resumed_run_restores(
     assert calls.read_text().count("ran") == 1
 
 
+@task
+def sense(marker):
+    if not Path(marker).exists():
+        Path(marker).touch()
+        raise signals.RETRY("data not there yet", start_time=dt.datetime.now(
+            dt.timezone.utc) + dt.timedelta(hours=1))
+    return "ready"
+
+
+def test_a_sensor_whose_only_finished_task_is_a_parameter_resumes_on_another_host(
+        store, tmp_path, monkeypatch):
+    # A Parameter's value is the run's own: its missing checkpoint is no reason to fail.
+    monkeypatch.setenv("ORCHESTRATOR__RESULTS__LOCATION", str(tmp_path / "host-a"))
+    with Flow("sensor") as flow:
+        sense(Parameter("marker"))
+    service.register_flow(store, flow, "etl")
+    run = service.create_flow_run(store, "sensor",
+                                  parameters={"marker": str(tmp_path / "marker")})
+    assert backend.execute_flow_run(store, run["id"], service.load_flow) == "Scheduled"
+
+    PackedResult.forget_buffers()  # host B: a process of its own, another location,
+    shutil.rmtree(tmp_path / "host-a")  # and host A's files are not there
+    monkeypatch.setenv("ORCHESTRATOR__RESULTS__LOCATION", str(tmp_path / "host-b"))
+    assert backend.execute_flow_run(store, run["id"], service.load_flow) == "Success", \
+        store.get_flow_run(run["id"])["message"]
+
+
+def test_results_that_cannot_be_written_point_nowhere_and_a_resumed_run_runs_them_again(
+        store, tmp_path, monkeypatch):
+    # An object store that is down when the run's results are flushed (it cannot
+    # be taken down here for real: its writes fail instead).
+    from orchestrator.core import results as core_results
+
+    monkeypatch.setenv("ORCHESTRATOR__RESULTS__LOCATION", f"file://{tmp_path / 'store'}")
+
+    def down(url, name, data):
+        raise core_results.ResultError(f"Cannot write result {url}/{name}: the store is down")
+
+    working = core_results._put
+    monkeypatch.setattr(core_results, "_put", down)
+    with Flow("sensor") as flow:
+        wait_for_data(extract(Parameter("calls")), Parameter("marker"))
+    calls = tmp_path / "calls"
+    service.register_flow(store, flow, "etl")
+    run = service.create_flow_run(store, "sensor", parameters={
+        "calls": str(calls), "marker": str(tmp_path / "marker")})
+
+    assert backend.execute_flow_run(store, run["id"], service.load_flow) == "Scheduled"
+    extracted = next(t for t in store.task_runs(run["id"]) if t["task_slug"] == "extract-1")
+    assert extracted["state"] == "Success" and extracted["result_location"] is None
+    said = [row["message"] for row in store.logs(run["id"])]
+    assert any("could not be written" in m and "'extract'" in m and "run again" in m
+               for m in said), said
+
+    monkeypatch.setattr(core_results, "_put", working)  # the store is back
+    PackedResult.forget_buffers()  # (and this process stands for a new one)
+    assert backend.execute_flow_run(store, run["id"], service.load_flow) == "Success", \
+        store.get_flow_run(run["id"])["message"]
+    assert calls.read_text().count("ran") == 2  # said before: it ran again
+
+
 def test_packed_results_at_a_url_are_read_back_before_and_after_they_are_flushed():
     result = PackedResult("memory://orchestrator-test/flush")
     first = result.write({"a": 1}, flow_run_id="7")

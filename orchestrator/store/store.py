@@ -549,9 +549,14 @@ class Store(RunLifecycle, SchedulingQueries):
         expires = None if lease is None else now + lease
         with self.db.atomic():
             self._lock_limits([("tag", tag)])
+            mine = (m.TaskSlot.tag == tag) & (m.TaskSlot.holder == holder)
             if m.TaskSlot.update(expires=expires).where(
-                    (m.TaskSlot.tag == tag) & (m.TaskSlot.holder == holder)).execute():
+                    mine & (m.TaskSlot.expires.is_null() | (m.TaskSlot.expires > now))
+            ).execute():
                 return True
+            # A slot of ours whose lease ran out was given back (another holder may
+            # have it now): take a place again only if there is one.
+            m.TaskSlot.delete().where(mine).execute()
             if self._live_slots(tag, now).count() >= limit:
                 return False
             if attempt is None:
