@@ -49,8 +49,11 @@ def _identity(pid):
         boot = _BOOT_ID.read_text().strip()
         namespace = os.readlink(_PID_NAMESPACE)  # "pid:[4026531836]"
     except OSError:
-        return (f"host:{socket.gethostname()};boot:{_boot_time()};"
-                f"node:{uuid.getnode():012x}")
+        node = uuid.getnode()
+        # With no hardware address, getnode() makes one up per process (the
+        # multicast bit set): every process would be a host of its own.
+        node = "none" if node & 0x010000000000 else f"{node:012x}"
+        return f"host:{socket.gethostname()};boot:{_boot_time()};node:{node}"
     return f"boot:{boot};pidns:{namespace[namespace.find('[') + 1:].rstrip(']')}"
 
 
