@@ -783,13 +783,17 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
             runner = FlowRunner(flow, reporter=reporter, inline_wait=INLINE_RETRY_SECONDS,
                                 config=_with_checkpointing(config), backend=True)
             try:
+                # A store that takes no connection now is waited for, not a failed run.
+                restored = _until_written(run_id, "read its earlier attempts' task states",
+                                          lambda: _restore_task_states(store, run, flow,
+                                                                       location))
                 state = runner.run(
                     parameters=run["parameters"], flow_run_id=str(run_id),
                     flow_run_name=run["name"],
                     context={ARTIFACT_KEEPER: reporter.artifact_keeper()},
                     scheduled_start_time=_dt.datetime.fromtimestamp(
                         run["scheduled_start_time"], _dt.timezone.utc),
-                    task_states=_restore_task_states(store, run, flow, location))
+                    task_states=restored)
             except OrchestratorError as exc:
                 state = st.Failed(str(exc))
                 logger.error("Flow run %s failed before it started: %s", run_id, exc)
