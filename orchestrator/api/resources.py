@@ -4,12 +4,12 @@ Domain errors (NotFound, Conflict, bad parameters) become 4xx JSON in
 `orchestrator.api` (see `create_app`), not here.
 """
 
+import importlib.resources
 import json
 import os
 import re
 import socket
 import subprocess
-import sys
 import time
 
 import falcon
@@ -81,11 +81,9 @@ class WebPage:
     }
 
     def __init__(self):
-        folder = os.path.join(os.path.dirname(__file__), "web")
-        self.files = {}
-        for name in self.FILES:
-            with open(os.path.join(folder, name), "rb") as f:
-                self.files[name] = f.read()
+        # Package resources, not file paths: the files may be inside a zip (scripts/build).
+        folder = importlib.resources.files(__package__) / "web"
+        self.files = {name: (folder / name).read_bytes() for name in self.FILES}
 
     def on_get(self, req, resp):
         self._send(resp, "index.html")
@@ -161,11 +159,11 @@ def _register_in_child(request):
     """Registration runs the flow's code (its file or module is imported): do it in
     a child process, so a flow that exits, hangs or leaks cannot take the server,
     its agent or its scheduler down."""
-    from ..services.agent import describe_exit
+    from ..services.agent import describe_exit, orchestrator_command
 
     what = f"{request['storage']['type']} storage {request['storage']}"
     try:
-        done = subprocess.run([sys.executable, "-m", "orchestrator", "register-ref"],
+        done = subprocess.run([*orchestrator_command(), "register-ref"],
                               input=json.dumps(request), capture_output=True, text=True,
                               timeout=REGISTER_TIMEOUT)
     except subprocess.TimeoutExpired:

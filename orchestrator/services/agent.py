@@ -1,5 +1,6 @@
 """The agent: claims scheduled runs whose labels it has and executes each in
-its own child process (`python -m orchestrator execute RUN_ID`).
+its own child process (`python -m orchestrator execute RUN_ID`, or `python
+orchestrator.pyz execute RUN_ID` under the single-file build).
 
 A crash, a leak or an `os._exit` in a flow cannot take the agent down, and the
 agent notices a child that ended without recording a final state: the run is
@@ -18,6 +19,7 @@ agent whose predecessor under that name died takes the name over.
 """
 
 import errno
+import functools
 import logging
 import os
 import signal
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 from .. import exit_codes
@@ -51,6 +54,34 @@ class AgentNameInUse(OrchestratorError):
 
 def default_agent_name():
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def orchestrator_command(python=None):
+    """The argv that starts the `orchestrator` command in a fresh interpreter:
+    `python -m orchestrator`, or `python ARCHIVE` when this process runs from the
+    single-file build (scripts/build), whose packages no other interpreter finds,
+    or the executable itself when it is a frozen one (PyInstaller)."""
+    if getattr(sys, "frozen", False) and python is None:
+        return [sys.executable]
+    archive = running_archive()
+    return [python or sys.executable, *([archive] if archive else ["-m", "orchestrator"])]
+
+
+@functools.cache
+def running_archive():
+    """The zip application this process was started from, when it holds this
+    package (shiv's layout, site-packages/orchestrator/, or zipapp's); else None."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    archive = os.path.dirname(os.path.abspath(main_file)) if main_file else ""
+    if not os.path.isfile(archive):
+        return None
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = set(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return None
+    inside = {"orchestrator/__init__.py", "site-packages/orchestrator/__init__.py"}
+    return archive if names & inside else None
 
 
 def describe_exit(returncode):
@@ -114,7 +145,7 @@ class Agent:
         self._fitting = None  # (limit,) once the database was asked (no `limit` given)
         self.poll_interval = poll_interval
         self.cancel_grace = cancel_grace
-        self.python = python or sys.executable
+        self.python = python  # None: this interpreter (see orchestrator_command)
         self.children = {}  # (run id, attempt) -> _Child
         self.wake = threading.Event()
         self.env = {}  # set for every run's process (e.g. ORCHESTRATOR_API_URL under up)
@@ -303,7 +334,7 @@ class Agent:
             stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             try:
                 process = subprocess.Popen(
-                    [self.python, "-m", "orchestrator", "execute", str(run_id),
+                    [*orchestrator_command(self.python), "execute", str(run_id),
                      "--agent", self.name, "--attempt", str(attempt)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
                     env=env, cwd=cwd, start_new_session=True)
