@@ -234,7 +234,8 @@ def openapi_document():
                                            "idempotency_key created",
                             "content": {"application/json": {"schema": _ref("FlowRun")}}}}),
                         body="CreateFlowRun"),
-            "get": _op("list_flow_runs", "Runs, newest first, one page at a time",
+            "get": _op("list_flow_runs", "Runs, newest first, one page at a time (with since or "
+                       "until: latest scheduled start first)",
                        _ok("FlowRunPage"), [
                            _param("flow", description="'project/name', a name, or an id"),
                            _param("state", schema={"type": "array", "items": {

@@ -3,6 +3,9 @@
 Times are UTC seconds since the epoch (REAL): compact, index-friendly and the
 same in SQLite and PostgreSQL. JSON columns hold plain lists and dicts.
 Every query the CLI, agent and scheduler make is served by an index below.
+A foreign key gets no index of its own (peewee's default) where a composite
+index starts with it: that index serves the key's look-ups and cascades, and
+a second one would be written on every insert for nothing.
 """
 
 import json
@@ -77,7 +80,7 @@ class RunIdField(pw.AutoField):
 
 class FlowRun(BaseModel):
     id = RunIdField()
-    flow = pw.ForeignKeyField(Flow, backref="runs", on_delete="CASCADE")
+    flow = pw.ForeignKeyField(Flow, backref="runs", on_delete="CASCADE", index=False)
     name = pw.CharField()
     parameters = JSONField()
     labels = JSONField()
@@ -103,15 +106,25 @@ class FlowRun(BaseModel):
     updated = pw.DoubleField()
 
     class Meta:
+        # Listings read one page through these whatever the filters (see
+        # Store.list_flow_runs): newest first by (state), (flow), (flow, state);
+        # latest scheduled first by time, (state, time), (flow, time), and
+        # (flow, auto_scheduled, state, time), which the scheduler uses too.
         indexes = (
             (("state", "scheduled_start_time"), False),
             (("state", "id"), False),
             (("flow", "id"), False),
+            (("flow", "state", "id"), False),
+            (("scheduled_start_time", "id"), False),
+            (("flow", "scheduled_start_time", "id"), False),
             (("flow", "auto_scheduled", "state", "scheduled_start_time"), False),
         )
 
 
 class TaskRun(BaseModel):
+    # Keeps its own index on flow_run although the unique index starts with it:
+    # on SQLite that one is (flow_run, id) and lists a run's task runs in id order
+    # without a sort.
     flow_run = pw.ForeignKeyField(FlowRun, backref="task_runs", on_delete="CASCADE")
     task_slug = pw.CharField()
     task_name = pw.CharField()
@@ -128,7 +141,8 @@ class TaskRun(BaseModel):
 
 
 class StateEvent(BaseModel):
-    flow_run = pw.ForeignKeyField(FlowRun, backref="events", on_delete="CASCADE")
+    flow_run = pw.ForeignKeyField(FlowRun, backref="events", on_delete="CASCADE",
+                                  index=False)
     task_slug = pw.CharField(null=True)
     map_index = pw.IntegerField(null=True)
     state = pw.CharField()
@@ -140,7 +154,8 @@ class StateEvent(BaseModel):
 
 
 class Log(BaseModel):
-    flow_run = pw.ForeignKeyField(FlowRun, backref="logs", on_delete="CASCADE")
+    flow_run = pw.ForeignKeyField(FlowRun, backref="logs", on_delete="CASCADE",
+                                  index=False)
     task_slug = pw.CharField(null=True)
     map_index = pw.IntegerField(null=True)
     time = pw.DoubleField()
@@ -210,7 +225,7 @@ class Artifact(BaseModel):
     `task_slug` is None for one made outside a task (a flow's state handler)."""
 
     id = pw.CharField(primary_key=True, max_length=36)
-    flow_run = pw.ForeignKeyField(FlowRun, on_delete="CASCADE")
+    flow_run = pw.ForeignKeyField(FlowRun, on_delete="CASCADE", index=False)
     task_slug = pw.CharField(null=True)
     map_index = pw.IntegerField(default=-1)
     kind = pw.CharField()  # "markdown" or "link"

@@ -211,13 +211,17 @@ class Store(RunLifecycle, SchedulingQueries):
         return self._flow(rows[0], rows[0].project.name)
 
     def list_flows(self, project=None, include_archived=False):
-        query = (m.Flow.select(m.Flow, m.Project).join(m.Project)
-                 .order_by(m.Project.name, m.Flow.name, m.Flow.version.desc()))
+        """Flows by project and name, newest version first. Sorted here, not by
+        the database: no index has that mixed order, and flows are few (they grow
+        with registrations, never with runs)."""
+        query = m.Flow.select(m.Flow, m.Project).join(m.Project)
         if project is not None:
             query = query.where(m.Project.name == project)
         if not include_archived:
             query = query.where(m.Flow.archived == False)  # noqa: E712
-        return [self._flow(row, row.project.name) for row in query]
+        flows = [self._flow(row, row.project.name) for row in query]
+        flows.sort(key=lambda f: (f["project"], f["name"], -f["version"]))
+        return flows
 
     @staticmethod
     def _flow_from_tuple(values):
@@ -244,17 +248,64 @@ class Store(RunLifecycle, SchedulingQueries):
 
     def flow_run_summary(self, flow_id, recent=10):
         """Of every version of a flow: its last `recent` runs as (id, state), newest
-        first, and the earliest start time of its Scheduled runs (or None)."""
-        group = self._group_ids(flow_id)
-        runs = list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.state)
-                    .where(m.FlowRun.flow.in_(group))
-                    .order_by(m.FlowRun.id.desc()).limit(recent).tuples())
-        # auto_scheduled IN (both) lets the (flow, auto_scheduled, state, time) index serve.
-        next_start = (m.FlowRun.select(pw.fn.MIN(m.FlowRun.scheduled_start_time))
-                      .where(m.FlowRun.flow.in_(group)
-                             & m.FlowRun.auto_scheduled.in_([False, True])
-                             & (m.FlowRun.state == "Scheduled")).scalar())
-        return {"recent_runs": runs, "next_run": next_start}
+        first, and the earliest start time of its Scheduled runs (or None).
+
+        The web page polls this for every flow: each version's newest runs are
+        read off the (flow, id) index and merged, and the next start off the
+        (flow, auto_scheduled, state, time) index, so it costs the same at any
+        number of runs (`flow_id IN (versions) ORDER BY id` sorted them all)."""
+        versions = self._version_ids(flow_id)
+        p = self.db.param
+        runs = [(run_id, state) for run_id, state in self._merged(
+            [(f"flow_id = {p}", [v]) for v in versions], ("id",), recent, extra=("state",))]
+        first = self._merged(
+            [(f"flow_id = {p} AND auto_scheduled = {p} AND state = {p}", [v, auto, "Scheduled"])
+             for v in versions for auto in (False, True)],
+            ("scheduled_start_time",), 1, descending=False)
+        return {"recent_runs": runs, "next_run": first[0][0] if first else None}
+
+    def _version_ids(self, flow_id):
+        return [version for version, in self._group_ids(flow_id).tuples()]
+
+    # A compound SELECT of more arms than this is split (SQLite allows 500 terms).
+    _ARMS_PER_STATEMENT = 100
+
+    def _merged(self, arms, key, limit=None, descending=True, extra=()):
+        """The first `limit` rows (all, with None) of flow_run in `key` order among
+        the rows every arm selects, as tuples (key columns, then `extra`).
+
+        Each arm is (condition, params): equalities on a prefix of an index whose
+        next columns are `key`, plus at most a range on them. Each arm is then a
+        walk down one index in `key` order, and the database merges the walks
+        (SQLite: MERGE (UNION ALL); PostgreSQL: each arm cut at `limit`, then a
+        Merge Append or a top-N sort of those), stopping after `limit` rows: a page costs about `limit` +
+        arms index reads however many runs there are, and no sort of them all.
+        """
+        direction = " DESC" if descending else ""
+        columns = ", ".join(key + tuple(extra))
+        order = ", ".join(f"{i}{direction}" for i in range(1, len(key) + 1))
+        one_order = ", ".join(f"{c}{direction}" for c in key)
+        cut = "" if limit is None else f" LIMIT {int(limit)}"
+        postgres = isinstance(self.db, pw.PostgresqlDatabase)
+        rows = []
+        for i in range(0, len(arms), self._ARMS_PER_STATEMENT):
+            chunk = arms[i:i + self._ARMS_PER_STATEMENT]
+            selects = [f"SELECT {columns} FROM flow_run" + (f" WHERE {where}" if where else "")
+                       for where, _ in chunk]
+            if len(selects) == 1:
+                sql = f"{selects[0]} ORDER BY {one_order}{cut}"
+            elif postgres:
+                # A top-level UNION ALL is not merged on PostgreSQL: cut each arm first.
+                sql = " UNION ALL ".join(f"({s} ORDER BY {one_order}{cut})" for s in selects) \
+                    + f" ORDER BY {order}{cut}"
+            else:
+                sql = " UNION ALL ".join(selects) + f" ORDER BY {order}{cut}"
+            params = [value for _, values in chunk for value in values]
+            rows.extend(tuple(row) for row in self.db.execute_sql(sql, params).fetchall())
+        if len(arms) > self._ARMS_PER_STATEMENT:
+            width = len(key)
+            rows.sort(key=lambda row: row[:width], reverse=descending)
+        return rows if limit is None else rows[:limit]
 
     # -- flow runs ------------------------------------------------------------
     def create_flow_run(self, flow_id, parameters=None, name=None, labels=None,
@@ -341,22 +392,71 @@ class Store(RunLifecycle, SchedulingQueries):
         """Newest first; `before_id` continues a listing (cursor pagination).
 
         `all_versions` includes runs of every version of `flow_id`'s flow;
-        `since`/`until` bound the scheduled start time (epoch seconds).
+        `since`/`until` bound the scheduled start time (epoch seconds). A listing
+        bounded in time comes in scheduled-time order, latest first (ties by
+        id), and `before_id` then continues after that run's place in it: no
+        index serves a time range in id order, so that order would mean reading
+        every run of the range.
+
+        Every combination of filters reads about one page of index entries per
+        (flow version, state) it names, however many runs there are (see
+        `_merged`), then the page's rows by id.
         """
-        query = self._runs()
-        if flow_id is not None:
-            query = query.where(m.FlowRun.flow.in_(self._group_ids(flow_id)) if all_versions
-                                else m.FlowRun.flow == flow_id)
+        p = self.db.param
+        by_time = since is not None or until is not None
+        versions = [None] if flow_id is None else (
+            self._version_ids(flow_id) if all_versions else [flow_id])
+        states = [None] if state is None else (
+            [state] if isinstance(state, str) else sorted(set(state)))
+        # With a flow, states and a time range: the (flow, auto_scheduled, state,
+        # time) index, once for each value of auto_scheduled.
+        autos = [False, True] if by_time and flow_id is not None and state is not None \
+            else [None]
+        shared, shared_params = [], []
         if since is not None:
-            query = query.where(m.FlowRun.scheduled_start_time >= since)
+            shared.append(f"scheduled_start_time >= {p}")
+            shared_params.append(since)
         if until is not None:
-            query = query.where(m.FlowRun.scheduled_start_time < until)
-        if state is not None:
-            states = [state] if isinstance(state, str) else list(state)
-            query = query.where(m.FlowRun.state.in_(states))
+            shared.append(f"scheduled_start_time < {p}")
+            shared_params.append(until)
         if before_id is not None:
-            query = query.where(m.FlowRun.id < before_id)
-        return [_run_row(r) for r in query.order_by(m.FlowRun.id.desc()).limit(limit).dicts()]
+            if by_time:
+                place = self._time_place(before_id)
+                shared.append(f"(scheduled_start_time, id) < ({p}, {p})")
+                shared_params.extend(place)
+            else:
+                shared.append(f"id < {p}")
+                shared_params.append(before_id)
+        arms = []
+        for version, auto, one_state in itertools.product(versions, autos, states):
+            where, params = [], []
+            for column, value in (("flow_id", version), ("auto_scheduled", auto),
+                                  ("state", one_state)):
+                if value is not None:
+                    where.append(f"{column} = {p}")
+                    params.append(value)
+            arms.append((" AND ".join(where + shared), params + shared_params))
+        key = ("scheduled_start_time", "id") if by_time else ("id",)
+        ids = [row[-1] for row in self._merged(arms, key, limit)]
+        return self._runs_by_id(ids)
+
+    def _time_place(self, run_id):
+        """(scheduled start time, id) of the run a time-ordered page continues after."""
+        when = m.FlowRun.select(m.FlowRun.scheduled_start_time).where(
+            m.FlowRun.id == run_id).scalar()
+        if when is None:
+            raise NotFound(f"Run {run_id}, after which this page was to continue, no longer "
+                           "exists (retention may have deleted it); list again from the "
+                           "first page")
+        return when, run_id
+
+    def _runs_by_id(self, ids):
+        """The runs with these ids, in this order (a run deleted meanwhile is left out)."""
+        found = {}
+        for i in range(0, len(ids), 500):  # within SQLite's limit of bound values
+            found.update((row["id"], row) for row in self._runs().where(
+                m.FlowRun.id.in_(ids[i:i + 500])).dicts())
+        return [_run_row(found[i]) for i in ids if i in found]
 
     def rename_flow_run(self, run_id, name):
         name = _check_name(name, "run")
@@ -370,9 +470,12 @@ class Store(RunLifecycle, SchedulingQueries):
                     .order_by(m.StateEvent.id).dicts())
 
     def active_runs(self, states=ACTIVE_RUN_STATES):
-        """Runs that hold a process or a claim (indexed by state)."""
-        return [_run_row(r) for r in self._runs().where(m.FlowRun.state.in_(list(states)))
-                .order_by(m.FlowRun.id).dicts()]
+        """Runs that hold a process or a claim, oldest first: each state's runs off
+        the (state, id) index, merged."""
+        p = self.db.param
+        ids = [row[0] for row in self._merged(
+            [(f"state = {p}", [s]) for s in sorted(set(states))], ("id",), descending=False)]
+        return self._runs_by_id(ids)
 
     def run_attempts(self, run_ids):
         """{run id: (state, attempt)} of the given runs (an agent's look at its children)."""
