@@ -15,7 +15,7 @@ import copy as _copy
 from collections import deque
 
 from ..exceptions import FlowValidationError, OrchestratorError, TaskDefinitionError
-from . import ports
+from . import lateness, ports
 from .building import building_flow
 from .edge import Edge, EdgeAnnotation
 from .task import Constant, Parameter, Task, as_task, handler_list, is_constant_input
@@ -41,7 +41,7 @@ class _RunArgumentError(OrchestratorError, TypeError, ValueError):
     """flow.run() was given an argument it does not take (a ValueError in
     Prefect 1, a TypeError here before)."""
 
-LATE_RUN_POLICIES = ("run_all", "run_latest", "skip")
+LATE_RUN_POLICIES = lateness.POLICIES
 
 
 def _seconds_or_none(value, flow_name, what):

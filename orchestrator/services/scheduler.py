@@ -53,6 +53,7 @@ import logging
 import threading
 import time
 
+from ..core import lateness
 from ..exceptions import OrchestratorError
 from ..schedules import Schedule, ScheduleError
 from .leadership import Leadership
@@ -67,7 +68,8 @@ class Scheduler:
     """Creates scheduled runs and handles late ones. See the module docstring."""
 
     def __init__(self, store, lock_path=None, horizon_runs=10,
-                 horizon=_dt.timedelta(hours=1), late_after=_dt.timedelta(seconds=60),
+                 horizon=_dt.timedelta(hours=1),
+                 late_after=_dt.timedelta(seconds=lateness.LATE_AFTER_SECONDS),
                  late_batch=1000, late_budget=10000, max_future_runs=1000, interval=5.0):
         self.store = store
         # `lock_path`: SQLite's lock file elsewhere than beside the database file.
@@ -236,11 +238,10 @@ class Scheduler:
         """Runs scheduled before this epoch are late under the flow's policy, or
         None when its policy leaves late runs alone."""
         settings = flow["settings"] or {}
-        policy = settings.get("late_runs") or "run_all"
-        max_lateness = settings.get("max_lateness")
-        if policy == "run_all":
-            return None if max_lateness is None else now - float(max_lateness)
-        return now - (self.late_after if max_lateness is None else float(max_lateness))
+        if lateness.policy(settings) == "run_all":
+            limit = lateness.skipped_after(settings, self.late_after)
+            return None if limit is None else now - limit
+        return now - lateness.late_after(settings, self.late_after)
 
     def _handle_late(self, flows, now):
         """Skip late runs per policy, at most `late_budget` this tick; returns how many."""
@@ -254,7 +255,7 @@ class Scheduler:
             if budget <= 0:
                 break
             settings = flow["settings"] or {}
-            policy = settings.get("late_runs") or "run_all"
+            policy = lateness.policy(settings)
             before = self._late_threshold(flow, now)
             message = _late_message(flow, policy, settings.get("max_lateness"))
             while budget > 0:

@@ -20,6 +20,7 @@ import time
 
 import peewee as pw
 
+from ..core import lateness
 from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES
 from ..exceptions import OrchestratorError
 from . import models as m
@@ -278,8 +279,9 @@ class Store(RunLifecycle, SchedulingQueries):
         next columns are `key`, plus at most a range on them. Each arm is then a
         walk down one index in `key` order, and the database merges the walks
         (SQLite: MERGE (UNION ALL); PostgreSQL: each arm cut at `limit`, then a
-        Merge Append or a top-N sort of those), stopping after `limit` rows: a page costs about `limit` +
-        arms index reads however many runs there are, and no sort of them all.
+        Merge Append or a top-N sort of those), stopping after `limit` rows: a
+        page costs about `limit` + arms index reads however many runs there are,
+        and no sort of them all.
         """
         direction = " DESC" if descending else ""
         columns = ", ".join(key + tuple(extra))
@@ -546,12 +548,12 @@ class Store(RunLifecycle, SchedulingQueries):
         """Why the flow's late-run policy keeps an agent from starting its auto run
         scheduled at `scheduled` (the scheduler will skip it), or None."""
         late = now - scheduled
-        limit = _late_limit(settings)
+        limit = lateness.skipped_after(settings)
         if limit is not None and late > limit:
             return (f"It is {late:.0f} s late, more than its flow allows ("
                     + (f"max_lateness {limit:g} s" if settings.get("max_lateness") is not None
                        else "late_runs='skip'") + "); the scheduler skips it.")
-        if settings.get("late_runs") == "run_latest" and late > LATE_AFTER_SECONDS \
+        if lateness.policy(settings) == "run_latest" and late > lateness.late_after(settings) \
                 and self._newer_due_auto_run(flow_id, scheduled, now):
             return ("It is late and a newer run of its flow is due too; with "
                     "late_runs='run_latest' only the newest runs, and the scheduler skips "
@@ -857,7 +859,6 @@ class Store(RunLifecycle, SchedulingQueries):
         return [s.name for s in m.Secret.select(m.Secret.name).order_by(m.Secret.name)]
 
 
-LATE_AFTER_SECONDS = 60.0  # as the scheduler's late_after
 
 
 def _limit_key(kind, name):
@@ -899,15 +900,6 @@ def _reporting_full_disks(cls):
 
 
 Store = _reporting_full_disks(Store)
-
-
-def _late_limit(settings):
-    """How late an auto-scheduled run of a flow may start, or None for any."""
-    if settings.get("max_lateness") is not None:
-        return float(settings["max_lateness"])
-    if settings.get("late_runs") == "skip":
-        return LATE_AFTER_SECONDS
-    return None
 
 
 def _check_name(name, kind):
