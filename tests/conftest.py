@@ -1,6 +1,7 @@
 """Shared fixtures: a temporary ORCHESTRATOR_HOME, captured run log records, and
 `orchestrator up` / `orchestrator server` subprocesses (`ServiceProcess`)."""
 
+import contextlib
 import json
 import logging
 import os
@@ -226,70 +227,85 @@ def _postgres_bin():
     return Path(found[-1]).parent if found else None
 
 
+@contextlib.contextmanager
+def private_postgres(*settings, prefix="orchestrator-test-postgres-"):
+    """A PostgreSQL server of the test's own on 127.0.0.1 (durability off: tests
+    need no crash safety), its URL without a database; `settings` are extra
+    `-c` options (e.g. "max_connections=12"). Skips the test where PostgreSQL
+    is not installed."""
+    import pwd
+    import shutil
+    import socket
+    import tempfile
+
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed here and cannot be installed without "
+                    "root; set ORCHESTRATOR_TEST_POSTGRES_URL to a server to run these")
+    # Its own directory: pytest's temp directories are private to this user,
+    # and the server runs as the postgres user.
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    data = base / "data"
+    run_as = []
+    os.chmod(base, 0o755)
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        user = pwd.getpwnam("postgres")
+        data.mkdir()
+        shutil.chown(data, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = " ".join([f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+                        "-c fsync=off -c synchronous_commit=off",
+                        *(f"-c {setting}" for setting in settings)])
+    subprocess.run(run_as + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
+                             "-U", "postgres", "--no-sync"],
+                   check=True, capture_output=True)
+    subprocess.run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
+                             str(data / "server.log"), "-o", options, "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(run_as + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m",
+                                 "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def new_database(server_url):
+    """The URL of a new, empty database on the server at `server_url`."""
+    import uuid
+
+    import psycopg2
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    conn = psycopg2.connect(f"{server_url}/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return f"{server_url}/{name}"
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """A private PostgreSQL server for the session (or ORCHESTRATOR_TEST_POSTGRES_URL).
 
     scripts/test installs PostgreSQL where it can (as root, with apt-get).
     """
-    import pwd
-    import shutil
-    import socket
-
     url = os.environ.get("ORCHESTRATOR_TEST_POSTGRES_URL")
     if url:
         yield url.rstrip("/")
         return
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed here and cannot be installed without "
-                    "root; set ORCHESTRATOR_TEST_POSTGRES_URL to a server to run these")
-    import tempfile
-
-    # Its own directory: pytest's temp directories are private to this user,
-    # and the server runs as the postgres user.
-    base = Path(tempfile.mkdtemp(prefix="orchestrator-test-postgres-"))
-    data = base / "data"
-    prefix = []
-    os.chmod(base, 0o755)
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        user = pwd.getpwnam("postgres")
-        data.mkdir()
-        shutil.chown(data, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(prefix + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
-                             "-U", "postgres", "--no-sync"],
-                   check=True, capture_output=True)
-    subprocess.run(prefix + [str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                             str(data / "server.log"), "-o",
-                             f"-p {port} -k {data} -c listen_addresses=127.0.0.1 "
-                             "-c fsync=off -c synchronous_commit=off", "start"],
-                   check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run(prefix + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m",
-                                 "immediate", "stop"], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    with private_postgres() as url:
+        yield url
 
 
 @pytest.fixture
 def postgres_url(postgres_server):
     """The URL of a new, empty database on the test server."""
-    import uuid
-
-    import psycopg2
-
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(f"{postgres_server}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return f"{postgres_server}/{name}"
+    return new_database(postgres_server)
 
 
 @pytest.fixture

@@ -7,21 +7,13 @@ suite's private PostgreSQL, or one of this module's with a small
 max_connections.
 """
 
-import glob
 import json
-import os
-import pwd
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, service_env
+from conftest import ROOT, new_database, private_postgres, service_env
 
 psycopg2 = pytest.importorskip("psycopg2")
 
@@ -109,46 +101,14 @@ SMALL_MAX_CONNECTIONS = 12
 def small_postgres():
     """A private PostgreSQL with max_connections = SMALL_MAX_CONNECTIONS (and the
     default 3 of them reserved for superusers)."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
-        pytest.skip("PostgreSQL is not installed here; these tests start their own server")
-    bin_dir = Path(found[-1]).parent
-    base = Path(tempfile.mkdtemp(prefix="orchestrator-test-small-postgres-"))
-    os.chmod(base, 0o755)
-    data = base / "data"
-    prefix = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        user = pwd.getpwnam("postgres")
-        data.mkdir()
-        shutil.chown(data, user.pw_uid, user.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    options = (f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections="
-               f"{SMALL_MAX_CONNECTIONS} -c fsync=off -c synchronous_commit=off")
-    subprocess.run(prefix + [str(bin_dir / "initdb"), "-D", str(data), "-A", "trust",
-                             "-U", "postgres", "--no-sync"], check=True, capture_output=True)
-    subprocess.run(prefix + [str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l",
-                             str(data / "server.log"), "-o", options, "start"],
-                   check=True, capture_output=True)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run(prefix + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m",
-                                 "immediate", "stop"], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    with private_postgres(f"max_connections={SMALL_MAX_CONNECTIONS}",
+                          prefix="orchestrator-test-small-postgres-") as url:
+        yield url
 
 
 @pytest.fixture
 def small_postgres_url(small_postgres):
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(f"{small_postgres}/postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return f"{small_postgres}/{name}"
+    return new_database(small_postgres)
 
 
 # -- tests ------------------------------------------------------------------------------
