@@ -723,14 +723,12 @@ def secret_delete(name):
               help="Wait up to this many seconds for the run to end Cancelled.")
 def cancel(run_id, wait_seconds):
     """Cancel a flow run: at once if it has not started, else its process is stopped."""
-    from .store import TERMINAL_STATES
+    from . import service
 
     store = _open_store()
     with _user_errors():
         run = store.get_flow_run(run_id)
-        state = store.request_cancel(run["id"])
-    if state in TERMINAL_STATES and state != "Cancelled":
-        raise UserError(f"Flow run {run['id']} already finished: {state}; nothing to cancel")
+        state = service.cancel_flow_run(store, run["id"])
     deadline = time.monotonic() + (wait_seconds or 0)
     while state == "Cancelling" and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -787,15 +785,17 @@ def concurrency_set(label, limit, tag):
 @concurrency.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def concurrency_list(as_json):
-    """List label limits and the runs holding them."""
+    """List the label and task-tag limits and the runs holding them."""
+    from . import service
+
     store = _open_store()
-    rows = [{"label": label, "limit": limit,
-             "running": ", ".join(map(str, store.limit_holders(label=label)))}
-            for label, limit in sorted(store.concurrency_limits("label").items())]
+    rows = [dict(limit, running=", ".join(map(str, limit["holders"])))
+            for limit in service.concurrency_limits(store)]
     if as_json:
         _echo_json(rows)
         return
-    _table(rows, [("LABEL", "label"), ("LIMIT", "limit"), ("RUNNING", "running")])
+    _table(rows, [("KIND", "kind"), ("LABEL", "label"), ("LIMIT", "limit"),
+                  ("RUNNING", "running")])
     if not rows:
         click.echo("No concurrency limits.")
 
@@ -971,17 +971,14 @@ def schedule_group():
 
 
 def _set_schedule_active(flow_ref, project_name, active):
+    from . import service
+
     store = _open_store()
     try:
         with _user_errors():
-            flow = store.get_flow(flow_ref, project=project_name)
+            flow, deleted = service.set_schedule_active(store, flow_ref, active,
+                                                        project=project_name)
             name = f"{flow['project']}/{flow['name']}"
-            if not flow.get("schedule"):
-                raise UserError(
-                    f"Flow {name} has no schedule to {'resume' if active else 'pause'}; "
-                    "give it one with Flow(..., schedule=CronSchedule('0 6 * * *')) and "
-                    "register it again")
-            flow, deleted = store.set_schedule_active(flow["id"], active)
     finally:
         store.close()
     return name, deleted

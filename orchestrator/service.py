@@ -1,4 +1,4 @@
-"""Use cases: what the CLI (and later the REST API) do, over one Store.
+"""Use cases: what the CLI and the REST API do, over one Store.
 
 Every function takes the store first and returns plain values; errors are
 OrchestratorError subclasses with messages meant for the user. What users
@@ -15,10 +15,11 @@ from . import validation
 from .core.task import Parameter, no_default
 from .engine.flow_runner import resolve_parameters
 from .exceptions import ParameterError
-from .store import NotFound
+from .store import TERMINAL_STATES, Conflict, NotFound
 
 __all__ = ["register_flow", "register_from_ref", "create_flow_run", "check_run_parameters",
-           "load_flow", "parameter_specs"]
+           "load_flow", "parameter_specs", "cancel_flow_run", "set_schedule_active",
+           "concurrency_limits", "concurrency_limit"]
 
 
 def parameter_specs(flow):
@@ -161,3 +162,45 @@ def load_flow(flow_record):
     from .storage import Storage
 
     return Storage.from_ref(flow_record["storage"]).get_flow(flow_record["name"])
+
+
+# -- runs, schedules and limits: one function each, for the CLI and the REST API ------
+def cancel_flow_run(store, run_id):
+    """Cancel run `run_id`: at once if it has not started, else its agent (or its
+    own heartbeat, when run by hand) stops its process. Returns the state it is
+    in now (Cancelled or Cancelling); Conflict when it had already finished."""
+    run = store.get_flow_run(run_id)
+    state = store.request_cancel(run["id"])
+    if state in TERMINAL_STATES and state != "Cancelled":
+        raise Conflict(f"Flow run {run['id']} already finished: {state}; nothing to cancel")
+    return state
+
+
+def set_schedule_active(store, flow_ref, active, project=None):
+    """Pause (active=False) or resume a flow's schedule; pausing deletes its future
+    auto-scheduled runs. Returns (flow, runs deleted); Conflict when the flow has
+    no schedule."""
+    flow = store.get_flow(flow_ref, project=project)
+    if not flow.get("schedule"):
+        raise Conflict(
+            f"Flow {flow['project']}/{flow['name']} has no schedule to "
+            f"{'resume' if active else 'pause'}; give it one with "
+            "Flow(..., schedule=CronSchedule('0 6 * * *')) and register it again")
+    return store.set_schedule_active(flow["id"], active)
+
+
+LIMIT_KINDS = ("label", "tag")
+
+
+def concurrency_limits(store):
+    """Every concurrency limit, label limits first: dicts with kind, label, limit and
+    holders (the ids of the runs holding it)."""
+    return [concurrency_limit(store, kind, label, limit) for kind in LIMIT_KINDS
+            for label, limit in sorted(store.concurrency_limits(kind).items())]
+
+
+def concurrency_limit(store, kind, label, limit):
+    """One limit as a dict, with the runs holding it now."""
+    holders = (store.limit_holders(label=label) if kind == "label"
+               else store.tag_slot_holders(label))
+    return {"kind": kind, "label": label, "limit": limit, "holders": holders}

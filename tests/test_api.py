@@ -1060,3 +1060,55 @@ def test_the_openapi_document_describes_every_served_route(api, server):
                      for operation in operations.values()]
     assert all(operation_ids), operation_ids
     assert len(set(operation_ids)) == len(operation_ids)
+
+
+# -- one door: the CLI and the API answer a use case alike -------------------------------
+def _cli_fails(home, *args):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, service_env
+
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
+                          env=service_env(home), cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    return proc.stderr.strip().removeprefix("Error: ")
+
+
+def test_cancelling_a_finished_run_is_refused_alike_by_the_api_and_the_cli(
+        api, executed_run, api_home):
+    error = assert_error(api.request("POST", f"/api/flow_runs/{executed_run}/cancel"),
+                         409, "conflict")
+
+    said = _cli_fails(api_home, "cancel", executed_run)
+
+    assert error["message"] == said
+    assert f"Flow run {executed_run} already finished: Success; nothing to cancel" in said
+
+
+def test_pausing_a_flow_without_a_schedule_is_refused_alike_by_the_api_and_the_cli(
+        api, flow_file, api_home):
+    path = f"/api/flows/{api.flow_id('p/talk')}/schedule/pause"
+    error = assert_error(api.request("POST", path), 409, "conflict")
+
+    said = _cli_fails(api_home, "schedule", "pause", "p/talk")
+
+    assert error["message"] == said
+    assert "Flow p/talk has no schedule to pause" in said
+
+
+def test_the_cli_lists_the_same_limits_as_the_api_task_tags_included(api, api_home):
+    label, tag = unique("one-door-label"), unique("one-door-tag")
+    assert api.request("PUT", f"/api/concurrency_limits/label/{label}",
+                       {"limit": 2}).status == 200
+    assert api.request("PUT", f"/api/concurrency_limits/tag/{tag}",
+                       {"limit": 1}).status == 200
+
+    listed = json.loads(cli(api_home, "concurrency", "list", "--json"))
+
+    from_api = api.get("/api/concurrency_limits")["concurrency_limits"]
+    assert [{k: row[k] for k in ("kind", "label", "limit", "holders")} for row in listed] \
+        == from_api
+    assert {(row["kind"], row["label"]) for row in listed} >= {("label", label), ("tag", tag)}

@@ -17,7 +17,6 @@ import falcon
 from .. import service
 from ..version import __version__
 from ..explain import AGENT_ALIVE_SECONDS, explain_flow_run
-from ..store import TERMINAL_STATES, Conflict
 from ..validation import check_concurrency_limit, check_id, check_storable, shown
 from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, artifact_document,
                      bad_request, flow_document, log_document, only_fields, optional_labels,
@@ -234,11 +233,7 @@ class Flow:
         self._set_active(resp, flow_id, True)
 
     def _set_active(self, resp, flow_id, active):
-        flow = self.store.get_flow(flow_id)
-        if not flow.get("schedule"):
-            raise ApiError(falcon.HTTP_409, f"Flow {flow['project']}/{flow['name']} has no "
-                           "schedule; give it one and register it again")
-        flow, deleted = self.store.set_schedule_active(flow["id"], active)
+        flow, deleted = service.set_schedule_active(self.store, flow_id, active)
         _json(resp, dict(flow_document(flow, self.store.flow_run_summary(flow["id"])),
                          deleted_runs=deleted))
 
@@ -306,10 +301,7 @@ class FlowRun:
         _json(resp, run_document(self.store.get_flow_run(run_id)))
 
     def on_post_cancel(self, req, resp, run_id):
-        run = self.store.get_flow_run(run_id)
-        state = self.store.request_cancel(run["id"])
-        if state in TERMINAL_STATES and state != "Cancelled":
-            raise Conflict(f"Flow run {run_id} already finished: {state}; nothing to cancel")
+        service.cancel_flow_run(self.store, run_id)
         _json(resp, run_document(self.store.get_flow_run(run_id)))
 
     def on_get_explain(self, req, resp, run_id):
@@ -362,7 +354,7 @@ class Agents:
             for a in self.store.list_agents()]})
 
 
-_KINDS = ("label", "tag")
+_KINDS = service.LIMIT_KINDS
 
 
 class ConcurrencyLimits:
@@ -372,14 +364,7 @@ class ConcurrencyLimits:
         self.store = store
 
     def on_get(self, req, resp):
-        _json(resp, {"concurrency_limits": [
-            self._document(kind, label, limit) for kind in _KINDS
-            for label, limit in sorted(self.store.concurrency_limits(kind).items())]})
-
-    def _document(self, kind, label, limit):
-        holders = (self.store.limit_holders(label=label) if kind == "label"
-                   else self.store.tag_slot_holders(label))
-        return {"kind": kind, "label": label, "limit": limit, "holders": holders}
+        _json(resp, {"concurrency_limits": service.concurrency_limits(self.store)})
 
     def on_put_one(self, req, resp, kind, label):
         kind, label = self._key(kind, label)
@@ -387,7 +372,7 @@ class ConcurrencyLimits:
         only_fields(body, ("limit",))
         limit = check_concurrency_limit(body.get("limit"))
         self.store.set_concurrency_limit(label, limit, kind=kind)
-        _json(resp, self._document(kind, label, limit))
+        _json(resp, service.concurrency_limit(self.store, kind, label, limit))
 
     def on_delete_one(self, req, resp, kind, label):
         kind, label = self._key(kind, label)
