@@ -695,9 +695,11 @@ def secret_set(name):
             value = value[:-1]
     if not value:
         raise UserError(f"Secret {name!r} would be empty; pipe the value on standard input")
+    from . import service
+
     store = _open_store()
     with _user_errors():
-        store.set_secret(name, value)
+        service.set_secret(store, name, value)
     click.echo(f"Secret {name!r} set.")
 
 

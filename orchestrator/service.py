@@ -14,12 +14,12 @@ import json
 from . import validation
 from .core.task import Parameter, no_default
 from .engine.flow_runner import resolve_parameters
-from .exceptions import ParameterError
+from .exceptions import InputError, ParameterError
 from .store import TERMINAL_STATES, Conflict, NotFound
 
 __all__ = ["register_flow", "register_from_ref", "create_flow_run", "check_run_parameters",
            "load_flow", "parameter_specs", "cancel_flow_run", "set_schedule_active",
-           "concurrency_limits", "concurrency_limit"]
+           "concurrency_limits", "concurrency_limit", "set_secret"]
 
 
 def parameter_specs(flow):
@@ -204,3 +204,17 @@ def concurrency_limit(store, kind, label, limit):
     holders = (store.limit_holders(label=label) if kind == "label"
                else store.tag_slot_holders(label))
     return {"kind": kind, "label": label, "limit": limit, "holders": holders}
+
+
+# -- secrets -------------------------------------------------------------------------
+def set_secret(store, name, value):
+    """Store secret `name` with `value`: text, not empty (an empty secret is a value
+    that never arrived). The value is never part of a message."""
+    name = validation.check_name(name, "name", "Secret name")
+    if not isinstance(value, str):
+        raise InputError("A secret's value must be text; encode other data as JSON text",
+                         "value")
+    if not value:
+        raise InputError(f"Secret {name!r} would be empty; give it a value", "value")
+    store.set_secret(name, value)
+    return name

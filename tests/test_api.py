@@ -1112,3 +1112,11 @@ def test_the_cli_lists_the_same_limits_as_the_api_task_tags_included(api, api_ho
     assert [{k: row[k] for k in ("kind", "label", "limit", "holders")} for row in listed] \
         == from_api
     assert {(row["kind"], row["label"]) for row in listed} >= {("label", label), ("tag", tag)}
+
+
+def test_an_empty_secret_is_refused_by_the_api_as_by_the_cli(api, api_home):
+    name = unique("EMPTY")
+    error = assert_error(api.request("PUT", f"/api/secrets/{name}", {"value": ""}), 400,
+                         "bad_request", "value")
+    assert f"Secret {name!r} would be empty" in error["message"]
+    assert {"name": name} not in api.get("/api/secrets")["secrets"]

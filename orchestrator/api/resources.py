@@ -400,11 +400,7 @@ class Secrets:
         name = path_name(name, "secret")
         body = read_body(req)
         only_fields(body, ("value",))
-        value = body.get("value")
-        if not isinstance(value, str):
-            raise bad_request("value must be a string (encode other data as JSON text)",
-                              "value")
-        self.store.set_secret(name, value)
+        service.set_secret(self.store, name, body.get("value"))
         resp.status = falcon.HTTP_204
 
     def on_delete_one(self, req, resp, name):
