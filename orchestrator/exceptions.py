@@ -53,3 +53,20 @@ class InputError(OrchestratorError, ValueError):
 class Unavailable(OrchestratorError):
     """What the call must write cannot be written now (its disk is full): the same
     call later works. The CLI exits with code 3; the REST API answers 503."""
+
+
+class NotFound(OrchestratorError, LookupError):
+    """No such project, flow, run, secret or limit (the REST API answers 404)."""
+
+    @classmethod
+    def named(cls, kind, name, known, fix=""):
+        import difflib  # on use: `import orchestrator` should not pay for it
+
+        close = difflib.get_close_matches(str(name), [str(k) for k in known], n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        return cls(f"No {kind} named {name!r}.{hint}{(' ' + fix) if fix else ''}")
+
+
+class Conflict(OrchestratorError):
+    """The request contradicts what is stored: a reused idempotency key, a finished
+    run to cancel, a schedule to pause that the flow does not have (409)."""

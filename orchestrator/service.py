@@ -14,8 +14,8 @@ import json
 from . import validation
 from .core.task import Parameter, no_default
 from .engine.flow_runner import resolve_parameters
-from .exceptions import InputError, ParameterError
-from .store import TERMINAL_STATES, Conflict, NotFound
+from .exceptions import Conflict, InputError, NotFound, ParameterError
+from .store import TERMINAL_STATES
 
 __all__ = ["register_flow", "register_from_ref", "create_flow_run", "check_run_parameters",
            "load_flow", "parameter_specs", "cancel_flow_run", "set_schedule_active",

@@ -17,8 +17,8 @@ import re
 
 import falcon
 
-from ..exceptions import OrchestratorError, ParameterError
-from ..store import Conflict, NotFound, StoreUnavailable
+from ..exceptions import Conflict, NotFound, OrchestratorError, ParameterError
+from ..store import StoreUnavailable
 from ..validation import check_storable
 from . import resources
 from .openapi import openapi_document

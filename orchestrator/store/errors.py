@@ -1,10 +1,10 @@
 """Errors the store raises: plain exceptions, so callers never see peewee."""
 
-import difflib
 import threading
 import time
 
-from ..exceptions import OrchestratorError, Unavailable
+# The domain errors live with the others; the store raises them too.
+from ..exceptions import Conflict, NotFound, OrchestratorError, Unavailable  # noqa: F401
 
 
 class StoreError(OrchestratorError):
@@ -36,20 +36,6 @@ class AttemptLost(OrchestratorError):
         self.attempt = attempt      # the writer's attempt
         self.owner = owner          # the attempt that owns the run now
         self.state = state          # the run's state now
-
-
-class NotFound(OrchestratorError, LookupError):
-    """No such project, flow, run or secret."""
-
-    @classmethod
-    def named(cls, kind, name, known, fix=""):
-        close = difflib.get_close_matches(str(name), [str(k) for k in known], n=3)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        return cls(f"No {kind} named {name!r}.{hint}{(' ' + fix) if fix else ''}")
-
-
-class Conflict(OrchestratorError):
-    """The request contradicts what is stored (e.g. a reused idempotency key)."""
 
 
 class OutageLog:
