@@ -147,7 +147,7 @@ SCHEMAS = {
                                               "maximum": 100000}}),
     "SecretList": _object({"secrets": {"type": "array",
                                        "items": _object({"name": {"type": "string"}})}}),
-    "SetSecret": _object({"value": {"type": "string"}}),
+    "SetSecret": _object({"value": {"type": "string", "minLength": 1}}),
 }
 
 
