@@ -477,12 +477,10 @@ def _level_name(level):
 
 
 def _run_json(run):
-    return {"id": run["id"], "flow": f"{run['project']}/{run['flow_name']}",
-            "flow_version": run["flow_version"], "name": run["name"], "state": run["state"],
-            "message": run["message"], "parameters": run["parameters"],
-            "labels": run["labels"], "attempt": run["attempt"], "restarts": run["restarts"],
-            "scheduled_start_time": _iso(run["scheduled_start_time"]),
-            "start_time": _iso(run["start_time"]), "end_time": _iso(run["end_time"])}
+    """A run as `--json` prints it: the REST API's document (orchestrator.documents)."""
+    from .documents import run_document
+
+    return run_document(run)
 
 
 @main.command()

@@ -1120,3 +1120,15 @@ def test_an_empty_secret_is_refused_by_the_api_as_by_the_cli(api, api_home):
                          "bad_request", "value")
     assert f"Secret {name!r} would be empty" in error["message"]
     assert {"name": name} not in api.get("/api/secrets")["secrets"]
+
+
+def test_the_cli_json_and_the_api_give_a_run_the_same_document(api, executed_run, api_home):
+    from_api = api.get(f"/api/flow_runs/{executed_run}")
+
+    shown = json.loads(cli(api_home, "show", executed_run, "--json"))
+    listed = json.loads(cli(api_home, "runs", "--flow", "p/talk", "--limit", "100000",
+                            "--json"))
+
+    assert {k: v for k, v in shown.items() if k not in ("task_runs", "artifacts")} == from_api
+    assert next(row for row in listed if row["id"] == executed_run) == from_api
+    assert from_api["agent"] is None and from_api["state"] == "Success"

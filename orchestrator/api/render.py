@@ -15,6 +15,7 @@ import re
 import falcon
 
 from ..core.states import TERMINAL_RUN_STATES
+from ..documents import iso, run_document, task_run_document  # noqa: F401 (re-exported)
 from ..schedules import describe_schedule
 from ..validation import MAX_ID as MAX_ID  # (the API's documents and routes use it)
 from ..validation import MAX_PARAMETERS_BYTES, check_labels, check_name, check_storable
@@ -202,12 +203,6 @@ def path_name(value, what):
 
 
 # -- writing responses ---------------------------------------------------------------
-def iso(epoch):
-    if epoch is None:
-        return None
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat()
-
-
 def flow_document(flow, summary=None):
     """A flow; with `summary` (Store.flow_run_summary) its recent runs and next run."""
     summary = summary or {"recent_runs": [], "next_run": None}
@@ -222,34 +217,6 @@ def flow_document(flow, summary=None):
         "settings": flow["settings"] or {}, "storage": flow["storage"],
         "run_config": flow["run_config"], "archived": bool(flow["archived"]),
         "created": iso(flow["created"]),
-    }
-
-
-def run_document(run):
-    return {
-        "id": run["id"], "name": run["name"], "flow_id": run["flow_id"],
-        "flow": f"{run['project']}/{run['flow_name']}", "project": run["project"],
-        "flow_name": run["flow_name"], "flow_version": run["flow_version"],
-        "parameters": run["parameters"], "labels": run["labels"], "state": run["state"],
-        "message": run["message"],
-        "scheduled_start_time": iso(run["scheduled_start_time"]),
-        "start_time": iso(run["start_time"]), "end_time": iso(run["end_time"]),
-        "heartbeat": iso(run["heartbeat"]), "agent": run["agent"], "pid": run["pid"],
-        "idempotency_key": run["idempotency_key"],
-        "auto_scheduled": bool(run["auto_scheduled"]), "restarts": run["restarts"],
-        "attempt": run["attempt"],
-        "created": iso(run["created"]), "updated": iso(run["updated"]),
-    }
-
-
-def task_run_document(row):
-    return {
-        "id": row["id"], "task_slug": row["task_slug"], "task_name": row["task_name"],
-        "map_index": None if row["map_index"] is None or row["map_index"] < 0
-        else row["map_index"],
-        "state": row["state"], "message": row["message"], "run_count": row["run_count"],
-        "start_time": iso(row["start_time"]), "end_time": iso(row["end_time"]),
-        "result_location": row["result_location"],
     }
 
 
