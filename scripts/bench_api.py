@@ -42,6 +42,7 @@ from benchkit import (
     percentile,
     print_log_problems,
     proc_rss_mb,
+    run_together,
     write_json,
 )
 
@@ -191,25 +192,10 @@ def _client_main(kind, base_url, token, n, offset, run_ids, barrier, results):
 
 def run_case(ctx, kind, clients, requests, base_url, token, run_ids, offset):
     """One round of one case: every client's figures put together."""
-    barrier = ctx.Barrier(clients + 1)
-    results = ctx.Queue()
     shares = [requests // clients + (1 if i < requests % clients else 0) for i in range(clients)]
-    procs = []
-    for i, n in enumerate(shares):
-        proc = ctx.Process(target=_client_main, args=(
-            kind, base_url, token, n, offset + sum(shares[:i]), run_ids, barrier, results))
-        proc.start()
-        procs.append(proc)
-    try:
-        barrier.wait(120)  # every client connected: they start together
-    except Exception:  # noqa: BLE001 - a client failed; its message is in the queue
-        pass
-    outs = [results.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join(30)
-    failed = [o["failed"] for o in outs if "failed" in o]
-    if failed:
-        raise SystemExit(f"a {kind} client failed: {failed[0]}")
+    outs = run_together(ctx, _client_main, [
+        (kind, base_url, token, n, offset + sum(shares[:i]), run_ids)
+        for i, n in enumerate(shares)], f"{kind} client")
     latencies = [x for o in outs for x in o["latencies"]]
     distinct = {}
     for o in outs:

@@ -32,7 +32,8 @@ import statistics
 import time
 
 from bench_api import FLOW, FLOWS, run_case
-from benchkit import PrivatePostgres, ServiceProcess, forget_outside_api, new_home, write_json
+from benchkit import (PrivatePostgres, ServiceProcess, forget_outside_api, new_home,
+                      run_together, write_json)
 
 HOME_PREFIX = "orchestrator-bench-postgres-home-"
 CLAIM_BATCH = 50  # what an agent without --limit asks for at most
@@ -75,22 +76,8 @@ def claim_round(ctx, home, url, runs, claimers):
     for i in range(runs):
         store.create_flow_run(flow_id, parameters={"n": i})
     store.close()
-    barrier = ctx.Barrier(claimers + 1)
-    results = ctx.Queue()
-    procs = [ctx.Process(target=_claimer, args=(str(home), url, f"claimer-{i}", barrier,
-                                                 results)) for i in range(claimers)]
-    for proc in procs:
-        proc.start()
-    try:
-        barrier.wait(120)
-    except Exception:  # noqa: BLE001 - a claimer failed; its message is in the queue
-        pass
-    outs = [results.get(timeout=600) for _ in procs]
-    for proc in procs:
-        proc.join(30)
-    failed = [o["failed"] for o in outs if "failed" in o]
-    if failed:
-        raise SystemExit(f"a claimer failed: {failed[0]}")
+    outs = run_together(ctx, _claimer, [(str(home), url, f"claimer-{i}")
+                                         for i in range(claimers)], "claimer")
     claimed = [run_id for o in outs for run_id in o["claimed"]]
     store = Store.open(home=home, url=url)
     rows = list(m.FlowRun.select(m.FlowRun.state, m.FlowRun.attempt).tuples())

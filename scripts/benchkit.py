@@ -12,6 +12,8 @@ in the same way:
 - `open_store`: a home's store opened in this process.
 - `percentile`, `proc_rss_mb`: figures.
 - `print_rows`, `write_json`: the two-column table and the JSON file of the results.
+- `run_together`: worker processes released at once by a barrier, their results
+  collected, the benchmark stopped if one failed.
 - `PrivatePostgres`: a PostgreSQL server of the benchmark's own in a temporary
   folder (as the test suite starts one), and a new empty database on it per call.
 
@@ -233,6 +235,30 @@ class PrivatePostgres:
         subprocess.run(self.prefix + [str(self.bin / "pg_ctl"), "-D", str(self.data), "-m",
                                       "fast", "stop"], capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def run_together(ctx, target, arg_lists, what):
+    """One process per tuple of `arg_lists`, each running
+    `target(*args, barrier, results)`: it connects, waits at the barrier, does its
+    work and puts one dict in `results` (or {"failed": why}, after aborting the
+    barrier). All start together; returns their dicts. Exits the benchmark,
+    naming `what`, if one failed."""
+    barrier = ctx.Barrier(len(arg_lists) + 1)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, results)) for args in arg_lists]
+    for proc in procs:
+        proc.start()
+    try:
+        barrier.wait(120)  # every worker is ready: they start together
+    except Exception:  # noqa: BLE001 - a worker failed; its message is in the queue
+        pass
+    outs = [results.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    failed = [o["failed"] for o in outs if "failed" in o]
+    if failed:
+        raise SystemExit(f"a {what} failed: {failed[0]}")
+    return outs
 
 
 def write_json(path, results):

@@ -12,7 +12,6 @@ PostgreSQL). Host B runs in its own mount namespace with host A's home hidden
 under an empty tmpfs, as another machine would not see it.
 """
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -21,12 +20,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
-from orchestrator import Flow, Parameter, backend, service, signals, task
+from orchestrator import Flow, Parameter, backend, service
 from orchestrator.config import load_config
 from orchestrator.exceptions import ConfigError, ResultError
 from orchestrator.results import PackedResult
@@ -34,7 +32,7 @@ from orchestrator.store import Store
 
 # The retry is an hour ahead: a retry due within INLINE_RETRY_SECONDS is waited
 # for in the run's process, a later one sends the run back to Scheduled.
-FLOW_FILE = """
+TASKS = """
     import datetime as dt
     from pathlib import Path
 
@@ -57,6 +55,8 @@ FLOW_FILE = """
                 dt.timezone.utc) + dt.timedelta(hours=1))
         return x + 1
 
+"""
+FLOW_FILE = TASKS + """
 
     with Flow("sensor", storage=Script(__file__)) as flow:
         wait_for_data(extract(Parameter("calls")), Parameter("marker"))
@@ -213,20 +213,10 @@ def test_a_run_resumed_where_its_checkpoints_cannot_be_read_fails_and_says_why(t
 
 
 # -- in this process: an fsspec location (memory://) -----------------------------------
-@task
-def extract(calls):
-    with open(calls, "a") as f:
-        f.write("ran\n")
-    return 41
-
-
-@task
-def wait_for_data(x, marker):
-    if not Path(marker).exists():
-        Path(marker).touch()
-        raise signals.RETRY("data not there yet", start_time=dt.datetime.now(
-            dt.timezone.utc) + dt.timedelta(hours=1))
-    return x + 1
+# The hosts' tasks, defined here too (from the same source) for runs in this process.
+_TASKS = {}
+exec(compile(textwrap.dedent(TASKS), __file__, "exec"), _TASKS)
+extract, wait_for_data = _TASKS["extract"], _TASKS["wait_for_data"]
 
 
 def test_a_memory_url_location_keeps_checkpoints_a_resumed_run_restores(
@@ -249,24 +239,15 @@ def test_a_memory_url_location_keeps_checkpoints_a_resumed_run_restores(
     assert calls.read_text().count("ran") == 1
 
 
-@task
-def sense(marker):
-    if not Path(marker).exists():
-        Path(marker).touch()
-        raise signals.RETRY("data not there yet", start_time=dt.datetime.now(
-            dt.timezone.utc) + dt.timedelta(hours=1))
-    return "ready"
-
-
 def test_a_sensor_whose_only_finished_task_is_a_parameter_resumes_on_another_host(
         store, tmp_path, monkeypatch):
     # A Parameter's value is the run's own: its missing checkpoint is no reason to fail.
     monkeypatch.setenv("ORCHESTRATOR__RESULTS__LOCATION", str(tmp_path / "host-a"))
     with Flow("sensor") as flow:
-        sense(Parameter("marker"))
+        wait_for_data(Parameter("x"), Parameter("marker"))
     service.register_flow(store, flow, "etl")
     run = service.create_flow_run(store, "sensor",
-                                  parameters={"marker": str(tmp_path / "marker")})
+                                  parameters={"x": 1, "marker": str(tmp_path / "marker")})
     assert backend.execute_flow_run(store, run["id"], service.load_flow) == "Scheduled"
 
     PackedResult.forget_buffers()  # host B: a process of its own, another location,
