@@ -2025,7 +2025,23 @@ def _flow_file_being_loaded():
     return None
 
 
-class _ObjectStore(_Prefect1Storage):
+class _KeepsDigests:
+    """For storage that keeps pickled flows where others can write them (an object
+    store, a web service): the sha256 of each flow it stored (`_digests`, flow
+    name -> digest) goes into the ref, and a flow whose bytes differ is refused
+    when loaded."""
+
+    def _ref_extras(self):
+        return {"sha256": dict(self._digests)}
+
+    def _restore_extras(self, ref):
+        digests = ref.get("sha256", {})
+        if not isinstance(digests, dict):
+            raise TypeError("'sha256' must map flow names to digests")
+        self._digests = dict(digests)
+
+
+class _ObjectStore(_KeepsDigests, _Prefect1Storage):
     """A flow uploaded to an object store at registration and downloaded at each
     run, through fsspec and the store's package (s3fs, gcsfs, adlfs: extras).
 
@@ -2167,15 +2183,6 @@ class _ObjectStore(_Prefect1Storage):
         fallback = self._given_key() if self.stored_as_script else None
         flow_name, key = self._entry(flow_name, fallback=fallback)
         return self._load(flow_name, key, self._digests.get(flow_name))
-
-    def _ref_extras(self):
-        return {"sha256": dict(self._digests)}
-
-    def _restore_extras(self, ref):
-        digests = ref.get("sha256", {})
-        if not isinstance(digests, dict):
-            raise TypeError("'sha256' must map flow names to digests")
-        self._digests = dict(digests)
 
 
 class S3(_ObjectStore):
@@ -2503,7 +2510,7 @@ def _send_request(method, arguments, body, what, template_url):
             ) from None
 
 
-class Webhook(_Prefect1Storage):
+class Webhook(_KeepsDigests, _Prefect1Storage):
     """Prefect 1's Webhook storage: the flow sent with one HTTP request at
     registration and fetched with another at each run.
 
@@ -2618,15 +2625,6 @@ class Webhook(_Prefect1Storage):
             return _flow_from_script(response.content, flow_name, where, name)
         return _flow_from_bytes(response.content, flow_name, where,
                                 self._digests.get(flow_name))
-
-    def _ref_extras(self):
-        return {"sha256": dict(self._digests)}
-
-    def _restore_extras(self, ref):
-        digests = ref.get("sha256", {})
-        if not isinstance(digests, dict):
-            raise TypeError("'sha256' must map flow names to digests")
-        self._digests = dict(digests)
 
 
 # -- Docker ----------------------------------------------------------------------
