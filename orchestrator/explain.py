@@ -3,7 +3,7 @@ checklist, answered from the store instead of by the user."""
 
 import time
 
-from .run_configs import needs_other_agent
+from .flows.run_configs import needs_other_agent
 from .store import agent_takes
 
 AGENT_ALIVE_SECONDS = 30.0

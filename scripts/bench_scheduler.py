@@ -122,7 +122,7 @@ def main():
 
     home = new_home("orchestrator-bench-scheduler-")
     store = open_store(home)
-    from orchestrator.services.scheduler import Scheduler
+    from orchestrator.daemons.scheduler import Scheduler
 
     flow_ids = setup_flows(store, args.flows)
     scheduler = Scheduler(store, lock_path=home / "scheduler.lock")

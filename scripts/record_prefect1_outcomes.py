@@ -278,7 +278,7 @@ def load_prefect1_flow(path):
 def load_orchestrator_flow(path):
     """The one orchestrator Flow a file defines, through orchestrator's own
     loader (which applies the Prefect 1 import switch when it is on)."""
-    from orchestrator.flow_files import load_flows_from_file
+    from orchestrator.flows.loading import load_flows_from_file
 
     flows = load_flows_from_file(path)
     if len(flows) != 1:

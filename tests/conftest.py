@@ -323,7 +323,8 @@ def store(home):
 def execute(store, flow, **parameters):
     """Register `flow` in project 'etl', create a run with `parameters` and execute
     it in this process, as `orchestrator execute` does: the run, after."""
-    from orchestrator import backend, service
+    from orchestrator import service
+    from orchestrator.service import execution as backend
 
     service.register_flow(store, flow, "etl")
     run = service.create_flow_run(store, flow.name, parameters=parameters)
@@ -335,7 +336,7 @@ def register_flows(store, path, project="p"):
     """Creates `project` in `store` and registers into it every flow the flow
     file `path` defines."""
     from orchestrator import service
-    from orchestrator.flow_files import load_flows_from_file
+    from orchestrator.flows.loading import load_flows_from_file
 
     store.create_project(project)
     for flow in load_flows_from_file(path).values():

@@ -10,7 +10,7 @@ import pytest
 from conftest import claim, overlap
 
 from orchestrator import service
-from orchestrator.services.agent import Agent
+from orchestrator.daemons.agent import Agent
 
 FLOWS = '''
 import os, sys, time

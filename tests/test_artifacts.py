@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import ServiceProcess, cli, execute
 
-from orchestrator import Flow, Parameter, backend, service, signals, task, unmapped
+from orchestrator import Flow, Parameter, service, signals, task, unmapped
+from orchestrator.service import execution as backend
 from orchestrator.artifacts import (MAX_ARTIFACT_BYTES, create_link, create_link_artifact,
                                     create_markdown, create_markdown_artifact,
                                     delete_artifact, update_link, update_link_artifact,
@@ -237,7 +238,7 @@ def test_flow_run_keeps_nothing_returns_none_and_logs_the_artifact(log_records):
 
     assert flow.run().is_successful()
     assert calls["ids"] == (None,) * 5  # as Prefect 1 without a backend
-    lines = log_records.messages("orchestrator.artifacts")
+    lines = log_records.messages("orchestrator.engine.artifacts")
     assert len(lines) == 2
     assert "Markdown artifact of task 'report' not kept: this run has no store" in lines[0]
     assert lines[0].endswith("It reads: # Totals\n\nall good")

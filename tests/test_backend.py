@@ -16,8 +16,9 @@ import cloudpickle
 import pytest
 from conftest import execute
 
-from orchestrator import Flow, Parameter, backend, get_logger, service, signals, task
-from orchestrator.flow_files import load_flows_from_file
+from orchestrator import Flow, Parameter, get_logger, service, signals, task
+from orchestrator.service import execution as backend
+from orchestrator.flows.loading import load_flows_from_file
 
 
 def read_result(location):

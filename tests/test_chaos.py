@@ -14,9 +14,9 @@ import time
 from conftest import claim, is_run_process
 
 from orchestrator import service
-from orchestrator.flow_files import load_flows_from_file
-from orchestrator.services.agent import Agent
-from orchestrator.services.reaper import NO_HEARTBEAT, Reaper, process_alive
+from orchestrator.flows.loading import load_flows_from_file
+from orchestrator.daemons.agent import Agent
+from orchestrator.daemons.reaper import NO_HEARTBEAT, Reaper, process_alive
 from orchestrator.store import TERMINAL_STATES, Store
 
 FLOWS = '''

@@ -1,6 +1,6 @@
 """Bad input at the `orchestrator` command: exit code 2, one line on stderr that
 names the value (or setting), no traceback, and nothing stored, as the REST API
-answers a 400. The checks live in `orchestrator.validation`, which both edges
+answers a 400. The checks live in `orchestrator.core.validation`, which both edges
 use; a few tests here call it directly, and one shows the API giving the CLI's
 message.
 """
@@ -14,7 +14,7 @@ import types
 import pytest
 from conftest import ROOT, assert_bad_input, register_flows, service_env
 
-from orchestrator import validation
+from orchestrator.core import validation
 from orchestrator.exceptions import InputError, OrchestratorError
 
 FLOWS = """
@@ -251,7 +251,7 @@ def test_load_config_makes_the_services_settings_floats(home):
     assert all(type(value) is float for value in services.values())
 
 
-# -- orchestrator.validation itself ---------------------------------------------------
+# -- orchestrator.core.validation itself ---------------------------------------------------
 def test_an_input_error_is_an_orchestrator_error_and_a_value_error_naming_its_field():
     with pytest.raises(InputError) as info:
         validation.check_parameters({"day": {"hour": float("nan")}})

@@ -520,7 +520,8 @@ def test_faq_dask_task_runner_records_of_the_first_task_on_a_worker_arrive(log_r
 
 def test_faq_rename_flow_run_from_a_flow_level_state_handler_in_a_stored_run(tmp_path):
     """The FAQ's RenameFlowRun handler, completed, renaming a run in the store."""
-    from orchestrator import backend, service
+    from orchestrator import service
+    from orchestrator.service import execution as backend
     from orchestrator.storage import Script
     from orchestrator.store import Store
 
@@ -544,7 +545,7 @@ def test_faq_rename_flow_run_from_a_flow_level_state_handler_in_a_stored_run(tmp
         "flow.storage = __import__('orchestrator.storage', fromlist=['Script']).Script(__file__)\n")
     store = Store.open()
     store.create_project("faq")
-    from orchestrator.flow_files import load_flows_from_file
+    from orchestrator.flows.loading import load_flows_from_file
 
     flow = load_flows_from_file(flow_file)["test-flow"]
     assert isinstance(flow.storage, Script)

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, claim, service_env, start_run
 
 from orchestrator import service
-from orchestrator.services.reaper import Reaper
+from orchestrator.daemons.reaper import Reaper
 from orchestrator.store import TERMINAL_STATES, AttemptLost
 
 FLOWS = '''
@@ -350,7 +350,7 @@ def test_a_flow_that_loads_longer_than_the_heartbeat_timeout_is_not_taken_for_de
 def test_a_cancelled_run_that_logs_without_pause_ends_on_sigterm_not_sigkill(store):
     # The SIGTERM handler must not wait on the lock the main thread holds while it
     # logs: the process writes what it reported and exits 143 within the grace.
-    from orchestrator.services.agent import Agent
+    from orchestrator.daemons.agent import Agent
 
     agent = Agent(store, hostname_label=False, cancel_grace=30.0, poll_interval=0.05)
     for _ in range(3):
@@ -394,7 +394,8 @@ def test_run_local_is_not_taken_by_an_agent_that_looks_at_once(store, home, star
 
 SIGTERM_WHILE_REPORTING = """
 import sys, time
-from orchestrator import backend, service
+from orchestrator import service
+from orchestrator.service import execution as backend
 from orchestrator.store import Store
 
 store = Store.open()

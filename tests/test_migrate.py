@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, assert_bad_input, service_env
-from orchestrator.prefect1_names import (MODULES, NAMES, README_SECTION, UNSUPPORTED,
+from orchestrator.prefect1.names import (MODULES, NAMES, README_SECTION, UNSUPPORTED,
                                          readme_rows, resolve)
 
 PREFECT1_PYTHON = Path("/opt/prefect1-venv/bin/python")
@@ -86,7 +86,7 @@ def test_the_core_utilities_the_table_names_import():
 
 
 def test_module_targets_are_modules_and_the_root_loads_what_migrate_assumes():
-    from orchestrator.migrate import LOADED_BY_ROOT
+    from orchestrator.prefect1.migrate import LOADED_BY_ROOT
 
     for target in {m for m in MODULES.values() if m}:
         assert isinstance(import_dotted(target), type(sys)), target
@@ -665,7 +665,7 @@ def test_a_real_prefect_package_is_not_hidden_from_other_code(home, tmp_path, re
     assert done.returncode == 0, done.stdout + done.stderr
     # Elsewhere in the process, `import prefect` finds the real package even with the
     # switch on: the fallback comes after every other finder.
-    probe = ("import orchestrator.flow_files, prefect, prefect.engine; "
+    probe = ("import orchestrator.flows.loading, prefect, prefect.engine; "
              "print(prefect.REAL, prefect.engine.REAL)")
     done = subprocess.run([sys.executable, "-c", probe], env={**service_env(home), **switch},
                           capture_output=True, text=True, check=False)
@@ -686,7 +686,7 @@ def test_switch_off_a_file_that_builds_a_real_prefect_flow_is_told_what_to_do(
 
 
 def test_the_fallback_serves_prefect_only_while_the_switch_is_on(home):
-    probe = ("import orchestrator.flow_files, orchestrator\n"
+    probe = ("import orchestrator.flows.loading, orchestrator\n"
              "try:\n"
              "    import prefect.engine.signals as s\n"
              "    print(s.FAIL is orchestrator.signals.FAIL)\n"
@@ -707,7 +707,7 @@ def test_the_fallback_serves_prefect_only_while_the_switch_is_on(home):
 
 def test_loading_a_flow_file_in_process_leaves_sys_modules_prefect_alone(home, tmp_path,
                                                                         monkeypatch):
-    from orchestrator.flow_files import load_flows_from_file
+    from orchestrator.flows.loading import load_flows_from_file
 
     flow = write(tmp_path / "greet.py", PREFECT1_FLOW)
     monkeypatch.setenv("ORCHESTRATOR__COMPAT__PREFECT_IMPORTS", "true")

@@ -224,7 +224,7 @@ def test_more_runs_than_connections_all_succeed_and_the_shortage_is_said(
 
 def test_an_agent_without_a_limit_runs_what_the_database_has_connections_for(
         small_postgres_url, log_records):
-    from orchestrator.services.agent import Agent
+    from orchestrator.daemons.agent import Agent
     from orchestrator.store import Store
 
     store = Store.open(url=small_postgres_url)
@@ -238,17 +238,17 @@ def test_an_agent_without_a_limit_runs_what_the_database_has_connections_for(
     # This process's one connection and the query's are in use; room is kept for
     # other clients (the CLI, another agent).
     assert 1 <= limit < SMALL_MAX_CONNECTIONS - int(reserved) - 1
-    said = [m for m in log_records.messages("orchestrator.services.agent")
+    said = [m for m in log_records.messages("orchestrator.daemons.agent")
             if "max_connections" in m]
     assert len(said) == 1 and f"at most {limit} flow runs at once" in said[0], said
     agent.run_once()
-    assert len([m for m in log_records.messages("orchestrator.services.agent")
+    assert len([m for m in log_records.messages("orchestrator.daemons.agent")
                 if "max_connections" in m]) == 1
     store.close()
 
 
 def test_an_agent_on_sqlite_keeps_its_default(home):
-    from orchestrator.services.agent import Agent
+    from orchestrator.daemons.agent import Agent
     from orchestrator.store import Store
 
     store = Store.open()

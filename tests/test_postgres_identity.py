@@ -331,7 +331,7 @@ def dead_pid():
 
 
 def test_a_run_on_another_host_is_judged_by_its_lease_only(pg_store):
-    from orchestrator.services.reaper import Reaper
+    from orchestrator.daemons.reaper import Reaper
 
     run = create_run(pg_store)
     pg_store.register_agent("there", [], HOSTNAME, dead_pid(), host_id=OTHER_HOST)
@@ -347,7 +347,7 @@ def test_a_run_on_another_host_is_judged_by_its_lease_only(pg_store):
 
 
 def test_a_claim_of_an_agent_on_another_host_waits_for_the_claim_timeout(pg_store):
-    from orchestrator.services.reaper import Reaper
+    from orchestrator.daemons.reaper import Reaper
 
     run = create_run(pg_store)
     pg_store.register_agent("there", [], HOSTNAME, dead_pid(), host_id=OTHER_HOST)
@@ -360,7 +360,7 @@ def test_a_claim_of_an_agent_on_another_host_waits_for_the_claim_timeout(pg_stor
 
 
 def test_an_agent_takes_over_its_name_from_a_predecessor_that_died_on_this_host(pg_store):
-    from orchestrator.services.agent import Agent
+    from orchestrator.daemons.agent import Agent
 
     pg_store.register_agent("etl", [], HOSTNAME, dead_pid())
     run = create_run(pg_store)
@@ -374,7 +374,7 @@ def test_an_agent_takes_over_its_name_from_a_predecessor_that_died_on_this_host(
 
 
 def test_a_name_held_by_a_live_agent_elsewhere_is_refused_or_made_unique(pg_store, log_records):
-    from orchestrator.services.agent import Agent, AgentNameInUse, default_agent_name
+    from orchestrator.daemons.agent import Agent, AgentNameInUse, default_agent_name
 
     for name in ("etl", default_agent_name()):
         pg_store.register_agent(name, [], HOSTNAME, 1, host_id=OTHER_HOST)
@@ -401,7 +401,7 @@ def test_a_name_held_by_a_live_agent_elsewhere_is_refused_or_made_unique(pg_stor
 
 
 def test_an_agent_whose_name_was_taken_over_goes_on_under_a_unique_one(pg_store):
-    from orchestrator.services.agent import Agent
+    from orchestrator.daemons.agent import Agent
 
     agent = Agent(pg_store, name="etl", hostname_label=False, heartbeat_timeout=60)
     agent.run_once()

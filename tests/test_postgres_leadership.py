@@ -21,8 +21,8 @@ from conftest import register_flows, start_run
 
 from orchestrator import Flow, Parameter, service, task
 from orchestrator.schedules import CronSchedule
-from orchestrator.services.leadership import Leadership
-from orchestrator.services.scheduler import Scheduler
+from orchestrator.daemons.leadership import Leadership
+from orchestrator.daemons.scheduler import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.leadership import ADVISORY_NAMESPACE, ROLE_KEYS
 
@@ -137,7 +137,7 @@ def test_leadership_on_postgresql_is_per_database_and_a_lost_session_steps_down(
         assert second.is_leader() is True
         assert first.is_leader() is False
         assert first.leading is False and second.leading is True
-        said = " ".join(log_records.messages("orchestrator.services.leadership"))
+        said = " ".join(log_records.messages("orchestrator.daemons.leadership"))
         assert "lost" in said and "scheduler" in said, said
 
         second.release()

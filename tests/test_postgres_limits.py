@@ -276,7 +276,7 @@ with Flow("killer", storage=Script(__file__),
 def tagged(postgres_url, home, tmp_path):
     """(store, env, out): the flows above registered on PostgreSQL, tag 'db' limited
     to 1, and where their tasks write their spans."""
-    from orchestrator.flow_files import load_flows_from_file
+    from orchestrator.flows.loading import load_flows_from_file
 
     env = dict(os.environ, ORCHESTRATOR_DATABASE_URL=postgres_url,
                ORCHESTRATOR__SERVICES__TASK_SLOT_LEASE="3")

@@ -17,9 +17,10 @@ import pytest
 
 import orchestrator
 from orchestrator import (Context, Edge, Flow, FlowRunner, Parameter, Task, TaskRunner,
-                          apply_map, as_task, backend, case, context, defaults_from_attrs,
+                          apply_map, as_task, case, context, defaults_from_attrs,
                           flatten, get_logger, merge, pause_task, raise_on_exception,
                           resource_manager, service, signals, tags, task, unmapped)
+from orchestrator.service import execution as backend
 from orchestrator.core.task import Constant
 from orchestrator.executors import LocalExecutor
 from orchestrator.schedules import IntervalSchedule

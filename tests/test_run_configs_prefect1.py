@@ -16,7 +16,7 @@ from orchestrator.explain import explain_flow_run
 from orchestrator.run_configs import (AGENT_KINDS, DockerRun, ECSRun, KubernetesRun, LocalRun,
                                       RunConfig, RunConfigError, UniversalRun, VertexRun,
                                       needs_other_agent)
-from orchestrator.services.agent import Agent, runs_as_a_process
+from orchestrator.daemons.agent import Agent, runs_as_a_process
 
 PREFECT1_CLASSES = [UniversalRun, DockerRun, KubernetesRun, ECSRun, VertexRun]
 

@@ -1,4 +1,4 @@
-"""The scheduler service (orchestrator.services.scheduler) on a real store.
+"""The scheduler service (orchestrator.daemons.scheduler) on a real store.
 
 Time is injected (`run_once(now=...)`); nothing sleeps for time to pass.
 Concurrency is tested with real processes.
@@ -20,7 +20,7 @@ from conftest import claim, end_run
 from orchestrator import Flow, Parameter, service, task
 from orchestrator.schedules import (CronClock, CronSchedule, IntervalSchedule,
                                     Schedule, ScheduleError)
-from orchestrator.services.scheduler import Scheduler
+from orchestrator.daemons.scheduler import Scheduler
 from orchestrator.store import Store
 from orchestrator.store.scheduling import auto_run_key
 
@@ -186,7 +186,7 @@ def test_a_flow_whose_stored_schedule_is_damaged_does_not_stop_the_others(
                          ('{"clocks": [{"type": "MoonClock"}]}', broken["id"]))
     assert scheduler.run_once(now=NOW)["created"] == 10
     scheduler.run_once(now=NOW + 1)
-    errors = [m for m in log_records.messages("orchestrator.services.scheduler")
+    errors = [m for m in log_records.messages("orchestrator.daemons.scheduler")
               if "etl/broken" in m]
     assert errors == ["Scheduler: flow etl/broken: its stored schedule cannot be read (Stored "
                       "clock {'type': 'MoonClock'} is not one of CronClock, DatesClock, "
@@ -344,7 +344,7 @@ def test_auto_run_keys_name_the_version_group_and_the_time():
 SCHEDULER_PROCESS = """
 import sys
 from orchestrator.store import Store
-from orchestrator.services.scheduler import Scheduler
+from orchestrator.daemons.scheduler import Scheduler
 
 store = Store.open()
 scheduler = Scheduler(store, lock_path=sys.argv[1])
@@ -388,7 +388,7 @@ def test_one_scheduler_per_database_holds_the_lock_until_it_stops(store, home, t
     script.write_text(textwrap.dedent("""
         import sys
         from orchestrator.store import Store
-        from orchestrator.services.scheduler import Scheduler
+        from orchestrator.daemons.scheduler import Scheduler
         scheduler = Scheduler(Store.open())  # the lock lives as long as the scheduler
         print(scheduler.is_leader(), flush=True)
         sys.stdin.readline()
@@ -691,7 +691,7 @@ def test_a_run_restarted_after_its_process_died_runs_again_under_late_runs_skip(
                                                                                scheduler):
     # It was claimed on time and ran; restarted 5 minutes later it is "late", but it
     # was not missed: the late policy is for runs never claimed, and it keeps its time.
-    from orchestrator.services.reaper import Reaper
+    from orchestrator.daemons.reaper import Reaper
 
     flow = register(store, make_flow(CronSchedule("0 * * * *"), late_runs="skip",
                                      max_restarts=1))

@@ -13,9 +13,9 @@ from conftest import claim, end_run, overlap, start_run
 
 from orchestrator import service
 from orchestrator.explain import explain_flow_run
-from orchestrator.flow_files import load_flows_from_file
-from orchestrator.services.agent import Agent
-from orchestrator.services.reaper import NO_HEARTBEAT, Reaper
+from orchestrator.flows.loading import load_flows_from_file
+from orchestrator.daemons.agent import Agent
+from orchestrator.daemons.reaper import NO_HEARTBEAT, Reaper
 from orchestrator.store import Store
 
 FLOWS = '''

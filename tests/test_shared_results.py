@@ -24,7 +24,8 @@ import time
 import pytest
 from conftest import ROOT
 
-from orchestrator import Flow, Parameter, backend, service
+from orchestrator import Flow, Parameter, service
+from orchestrator.service import execution as backend
 from orchestrator.config import load_config
 from orchestrator.exceptions import ConfigError, ResultError
 from orchestrator.results import PackedResult

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from orchestrator.services.agent import orchestrator_command
+from orchestrator.daemons.agent import orchestrator_command
 from orchestrator.version import __version__
 
 MINIMAL_PATH = "/usr/bin:/bin"

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator import Flow, task
 from orchestrator.exceptions import OrchestratorError
-from orchestrator.flow_files import load_flows_from_file
+from orchestrator.flows.loading import load_flows_from_file
 from orchestrator.storage import (Git, Local, Module, Script, Storage, StorageError,
                                   flow_fingerprint)
 
@@ -336,7 +336,7 @@ def test_local_pickle_from_other_versions_is_still_loaded_when_it_can_be(
     meta_path.write_text(json.dumps(meta))
     assert greeting_of(storage.get_flow("hello")) == "Hello, world"
     assert any("pickled with Python 3.8.10 and cloudpickle 1.6.0" in m
-               for m in log_records.messages("orchestrator.storage"))
+               for m in log_records.messages("orchestrator.flows.storage"))
 
 
 def test_local_pickle_that_is_not_a_flow_is_reported(tmp_path, home):
@@ -375,7 +375,7 @@ def test_local_flow_needing_a_module_missing_at_run_time_names_module_host_and_p
     # Register in a process that can import the helper module (pickled by reference).
     register = run_python("""
         import json, sys
-        from orchestrator.flow_files import load_flows_from_file
+        from orchestrator.flows.loading import load_flows_from_file
         from orchestrator.storage import Local
         storage = Local()
         storage.add_flow(load_flows_from_file(sys.argv[1])["hello"], "proj", 1)
@@ -808,7 +808,7 @@ def test_fingerprint_is_the_same_for_the_same_flow_built_in_other_processes(tmp_
     assert len(here) == 64 and int(here, 16) >= 0
     code = """
         import sys
-        from orchestrator.flow_files import load_flows_from_file
+        from orchestrator.flows.loading import load_flows_from_file
         from orchestrator.storage import flow_fingerprint
         print(flow_fingerprint(load_flows_from_file(sys.argv[1])["fingerprinted"]))
     """

@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from orchestrator import Flow, backend, service
-from orchestrator.flow_files import load_flows_from_file
+from orchestrator import Flow, service
+from orchestrator.service import execution as backend
+from orchestrator.flows.loading import load_flows_from_file
 from orchestrator.storage import Git, Local, Module, Storage, StorageError
 
 HELLO = '''

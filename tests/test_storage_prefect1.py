@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import Flow, backend, service
-from orchestrator.flow_files import load_flows_from_file
+from orchestrator import Flow, service
+from orchestrator.service import execution as backend
+from orchestrator.flows.loading import load_flows_from_file
 from orchestrator.storage import (
     GCS,
     S3,

@@ -24,7 +24,8 @@ from contextlib import closing
 
 import pytest
 
-from orchestrator import Flow, Parameter, backend, service, task
+from orchestrator import Flow, Parameter, service, task
+from orchestrator.service import execution as backend
 from orchestrator.core import task as engine_tasks
 from orchestrator.exceptions import InputError, TaskDefinitionError
 from orchestrator.notifications import gmail_notifier, slack_notifier

@@ -14,7 +14,7 @@ import pytest
 from conftest import claim, start_run
 
 from orchestrator import __version__, service
-from orchestrator.services.reaper import NO_HEARTBEAT
+from orchestrator.daemons.reaper import NO_HEARTBEAT
 from orchestrator.store import TERMINAL_STATES, Store
 
 FLOWS = '''

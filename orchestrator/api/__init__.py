@@ -19,7 +19,7 @@ import falcon
 
 from ..exceptions import Conflict, NotFound, OrchestratorError, ParameterError
 from ..store import StoreUnavailable
-from ..validation import check_storable
+from ..core.validation import check_storable
 from . import resources
 from .openapi import openapi_document
 from .render import MAX_BODY_BYTES, ApiError, error_document

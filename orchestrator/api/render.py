@@ -15,10 +15,10 @@ import re
 import falcon
 
 from ..core.states import TERMINAL_RUN_STATES
-from ..documents import iso, run_document, task_run_document  # noqa: F401 (re-exported)
-from ..schedules import describe_schedule
-from ..validation import MAX_ID as MAX_ID  # (the API's documents and routes use it)
-from ..validation import MAX_PARAMETERS_BYTES, check_labels, check_name, check_storable
+from ..service.documents import iso, run_document, task_run_document  # noqa: F401 (re-exported)
+from ..core.schedules import describe_schedule
+from ..core.validation import MAX_ID as MAX_ID  # (the API's documents and routes use it)
+from ..core.validation import MAX_PARAMETERS_BYTES, check_labels, check_name, check_storable
 
 # A run's parameters may be as large as a whole body (both 1 MiB).
 MAX_BODY_BYTES = MAX_PARAMETERS_BYTES

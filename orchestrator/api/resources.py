@@ -17,7 +17,7 @@ import falcon
 from .. import service
 from ..version import __version__
 from ..explain import AGENT_ALIVE_SECONDS, explain_flow_run
-from ..validation import check_concurrency_limit, check_id, check_storable, shown
+from ..core.validation import check_concurrency_limit, check_id, check_storable, shown
 from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, artifact_document,
                      bad_request, flow_document, log_document, only_fields, optional_labels,
                      optional_string, parse_time, path_name, query_int, query_level,
@@ -158,7 +158,7 @@ def _register_in_child(request):
     """Registration runs the flow's code (its file or module is imported): do it in
     a child process, so a flow that exits, hangs or leaks cannot take the server,
     its agent or its scheduler down."""
-    from ..services.agent import describe_exit, orchestrator_command
+    from ..daemons.agent import describe_exit, orchestrator_command
 
     what = f"{request['storage']['type']} storage {request['storage']}"
     try:

@@ -86,7 +86,7 @@ def _runs_api():
     url = os.environ.get("ORCHESTRATOR_API_URL")
     if not url:
         return _LocalRuns()
-    from ..client import Client  # http.client only for runs that need it
+    from ..client.rest import Client  # http.client only for runs that need it
 
     return Client(url)
 

@@ -22,19 +22,19 @@ import threading
 import time
 import uuid
 
-from . import exit_codes
-from .artifacts import ArtifactNotFound
-from .config import load_config
-from .core import states as st
-from .core.results import PackedResult
-from .core.task import Parameter
-from .engine import run_logging
-from .engine.flow_runner import FlowRunner
-from .engine.reporter import ARTIFACT_KEEPER, Reporter
-from .exceptions import OrchestratorError, ResultError
-from .store import (TERMINAL_STATES, AttemptLost, NotFound, OutageLog, Store,
+from .. import exit_codes
+from ..engine.artifacts import ArtifactNotFound
+from ..config import load_config
+from ..core import states as st
+from ..core.results import PackedResult
+from ..core.task import Parameter
+from ..engine import run_logging
+from ..engine.flow_runner import FlowRunner
+from ..engine.reporter import ARTIFACT_KEEPER, Reporter
+from ..exceptions import OrchestratorError, ResultError
+from ..store import (TERMINAL_STATES, AttemptLost, NotFound, OutageLog, Store,
                     StoreUnavailable)
-from .store.identity import RUN_PROCESS_ID_ENV
+from ..store.identity import RUN_PROCESS_ID_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -653,7 +653,7 @@ class _RevealedSecrets:
     """Iterates over the secret values read so far, at the time of each log line."""
 
     def __iter__(self):
-        from .tasks.secrets import revealed_values
+        from ..tasks.secrets import revealed_values
 
         return iter(revealed_values())
 

@@ -6,7 +6,7 @@ the member named by the ref's "type" and calls its `_from_ref(ref)`, with
 errors that say what was wrong and what to do.
 """
 
-from .exceptions import OrchestratorError
+from ..exceptions import OrchestratorError
 
 
 class Referable:

@@ -55,7 +55,7 @@ import time
 
 from ..core import lateness
 from ..exceptions import OrchestratorError
-from ..schedules import Schedule, ScheduleError
+from ..core.schedules import Schedule, ScheduleError
 from .leadership import Leadership
 
 logger = logging.getLogger(__name__)

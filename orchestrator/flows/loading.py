@@ -12,13 +12,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from .core.flow import Flow
-from .exceptions import OrchestratorError
+from ..core.flow import Flow
+from ..exceptions import OrchestratorError
 # Imported here, not when a file is loaded: it puts its fallback finder on
 # sys.meta_path, which a run of a pickled flow needs for `import prefect` inside
 # a task body (storage imports this module before it unpickles a flow).
-from . import prefect1_imports
-from .prefect1_imports import (UnsupportedPrefect1Name, flow_file_builtins,
+from ..prefect1 import imports as prefect1_imports
+from ..prefect1.imports import (UnsupportedPrefect1Name, flow_file_builtins,
                                prefect_imports_enabled)
 
 __all__ = ["FlowFileError", "flows_in", "load_flows_from_file", "pick_flow"]

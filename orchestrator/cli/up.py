@@ -20,13 +20,13 @@ import filelock
 import schedule
 import waitress
 
-from .api import MAX_BODY_BYTES, create_app
-from .config import API_TOKEN_FILE, API_URL_FILE, api_token, home_dir, load_config
-from .services.agent import Agent
-from .services.leadership import Leadership
-from .services.reaper import Reaper
-from .services.scheduler import Scheduler
-from .store import OutageLog, StoreUnavailable
+from ..api import MAX_BODY_BYTES, create_app
+from ..config import API_TOKEN_FILE, API_URL_FILE, api_token, home_dir, load_config
+from ..daemons.agent import Agent
+from ..daemons.leadership import Leadership
+from ..daemons.reaper import Reaper
+from ..daemons.scheduler import Scheduler
+from ..store import OutageLog, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ import tempfile
 import tokenize
 from pathlib import Path
 
-from .exceptions import OrchestratorError
-from .prefect1_names import resolve, resolve_env_name
+from ..exceptions import OrchestratorError
+from .names import resolve, resolve_env_name
 
 __all__ = ["MigrationInputError", "Unmapped", "SourceMigration", "FileMigration",
            "MigrationReport", "migrate_source", "migrate_paths", "python_files"]

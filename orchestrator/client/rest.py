@@ -23,9 +23,9 @@ import time
 import urllib.parse
 import uuid
 
-from .config import api_token, api_url
-from .core.states import TERMINAL_RUN_STATES
-from .exceptions import OrchestratorError
+from ..config import api_token, api_url
+from ..core.states import TERMINAL_RUN_STATES
+from ..exceptions import OrchestratorError
 
 __all__ = ["Client", "ClientError", "ServerNotRunning", "FINISHED_STATES"]
 

@@ -38,7 +38,7 @@ import sys
 import threading
 import types
 
-from .exceptions import ConfigError
+from ..exceptions import ConfigError
 
 __all__ = ["UnsupportedPrefect1Name", "prefect_imports_enabled", "flow_file_builtins",
            "install_finder", "alias_module"]
@@ -62,7 +62,7 @@ class UnsupportedPrefect1Name(ImportError):
 def prefect_imports_enabled():
     """Whether `[compat] prefect_imports` is on for this home (raises ConfigError
     for a bad configuration, as every command does)."""
-    from .config import load_config
+    from ..config import load_config
 
     return bool(load_config()["compat"]["prefect_imports"])
 
@@ -72,7 +72,7 @@ def _is_prefect(name):
 
 
 def _unsupported(resolution):
-    from .prefect1_names import unsupported_message
+    from .names import unsupported_message
 
     return UnsupportedPrefect1Name(unsupported_message(resolution), name=resolution.name)
 
@@ -93,7 +93,7 @@ def _module_getattr(prefect_module):
     """The `__getattr__` (PEP 562) of the stand-in for `prefect_module`: a name is
     looked up in the table when first used, then kept in the module."""
     def __getattr__(name):
-        from .prefect1_names import resolve
+        from .names import resolve
 
         prefect_name = f"{prefect_module}.{name}"
         resolution = resolve(prefect_name)
@@ -129,7 +129,7 @@ def _called_by_from_import():
 
 def _public_names(prefect_module):
     """The supported names directly under `prefect_module` (its `__all__`)."""
-    from .prefect1_names import MODULES, NAMES
+    from .names import MODULES, NAMES
 
     start = prefect_module + "."
     return sorted({name[len(start):] for name in (*NAMES, *MODULES)
@@ -156,7 +156,7 @@ def alias_module(prefect_module):
     Raises UnsupportedPrefect1Name when Prefect 1 has no such module or we do not
     provide it.
     """
-    from .prefect1_names import resolve
+    from .names import resolve
 
     private = _ALIAS_PREFIX + prefect_module
     with _lock:
@@ -235,7 +235,7 @@ class _Prefect1Finder:
             prefect_name = fullname
         else:
             return None
-        from .prefect1_names import resolve
+        from .names import resolve
 
         resolution = resolve(prefect_name, as_module=True)
         if resolution.kind == "name":

@@ -19,7 +19,7 @@ import json
 import math
 import re
 
-from .exceptions import InputError
+from ..exceptions import InputError
 
 __all__ = ["InputError", "MAX_ID", "MAX_NAME_LENGTH", "MAX_PARAMETERS_BYTES", "MAX_DEPTH",
            "MAX_CONCURRENCY_LIMIT", "check_id", "check_name", "check_labels",

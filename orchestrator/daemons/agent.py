@@ -34,7 +34,7 @@ from pathlib import Path
 from .. import exit_codes
 from ..config import home_dir, load_config, private_dir
 from ..exceptions import OrchestratorError
-from ..run_configs import needs_other_agent
+from ..flows.run_configs import needs_other_agent
 from ..store import TERMINAL_STATES, OutageLog, StoreUnavailable
 from ..store.identity import RUN_PROCESS_ID_ENV, host_identity, new_id
 from .reaper import process_alive

@@ -11,11 +11,11 @@ import datetime as _dt
 import hashlib
 import json
 
-from . import validation
-from .core.task import Parameter, no_default
-from .engine.flow_runner import resolve_parameters
-from .exceptions import Conflict, InputError, NotFound, ParameterError
-from .store import TERMINAL_STATES
+from ..core import validation
+from ..core.task import Parameter, no_default
+from ..engine.flow_runner import resolve_parameters
+from ..exceptions import Conflict, InputError, NotFound, ParameterError
+from ..store import TERMINAL_STATES
 
 __all__ = ["register_flow", "register_from_ref", "create_flow_run", "check_run_parameters",
            "load_flow", "parameter_specs", "cancel_flow_run", "set_schedule_active",
@@ -42,8 +42,8 @@ def parameter_specs(flow):
 
 def register_flow(store, flow, project_name, labels=None, idempotency_key=None):
     """Register `flow` in `project_name`; returns (flow record, is_new_version)."""
-    from .run_configs import LocalRun
-    from .storage import Local, flow_fingerprint
+    from ..flows.run_configs import LocalRun
+    from ..flows.storage import Local, flow_fingerprint
 
     if isinstance(labels, str):
         labels = [labels]
@@ -87,7 +87,7 @@ def register_from_ref(store, project, storage_ref, flow_name=None, labels=None):
     """Load a flow from a storage reference (Script, Module, Git) and register it:
     (flow record, is_new_version). This runs the flow's code: the API has a child
     process do it (`orchestrator register-ref`), so that code cannot harm the server."""
-    from .storage import Storage
+    from ..flows.storage import Storage
 
     store.get_project(project)
     storage = Storage.from_ref(storage_ref)
@@ -159,7 +159,7 @@ def create_flow_run(store, flow_ref, project=None, parameters=None, name=None,
 
 def load_flow(flow_record):
     """The Flow object of a registered flow, from its storage."""
-    from .storage import Storage
+    from ..flows.storage import Storage
 
     return Storage.from_ref(flow_record["storage"]).get_flow(flow_record["name"])
 

@@ -19,9 +19,10 @@ import time
 
 import click
 
-from . import exit_codes, validation
-from .version import __version__
-from .exceptions import OrchestratorError, Unavailable
+from .. import exit_codes
+from ..core import validation
+from ..version import __version__
+from ..exceptions import OrchestratorError, Unavailable
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.RUN_FAILED, \
     exit_codes.BAD_INPUT
@@ -143,7 +144,7 @@ def _read_params_file(params_file):
 def _load_config():
     """The configuration, checked before a command starts work with it: a bad
     setting is a one-line error, before a run is claimed or a service starts."""
-    from .config import load_config
+    from ..config import load_config
 
     with _user_errors():
         return load_config()
@@ -169,8 +170,8 @@ def run_file(path, flow_name, params, params_file, executor, as_json):
 
     Exit code 0 when the flow succeeds, 1 when it fails, 2 for bad input.
     """
-    from .engine.executors import LocalDaskExecutor, LocalExecutor
-    from .flow_files import load_flows_from_file, pick_flow
+    from ..engine.executors import LocalDaskExecutor, LocalExecutor
+    from ..flows.loading import load_flows_from_file, pick_flow
 
     values = _parse_params(params, params_file)
     with _user_errors():
@@ -210,7 +211,7 @@ EXECUTE_CONNECT_WAIT = 60.0
 def _open_store(command=None, wait=0.0):
     """The store, with the connections `command` needs; while the database takes
     no connection, tried again for up to `wait` seconds (said once on stderr)."""
-    from .store import Store
+    from ..store import Store
 
     deadline = time.monotonic() + wait
     said = False
@@ -289,8 +290,8 @@ def project_create(name):
 @click.option("--label", "labels", multiple=True, help="An extra label. Repeatable.")
 def register(project_name, path, flow_name, labels):
     """Register the flows defined in PATH (a Python file)."""
-    from . import service
-    from .flow_files import load_flows_from_file, pick_flow
+    from .. import service
+    from ..flows.loading import load_flows_from_file, pick_flow
 
     store = _open_store()
     with _user_errors():
@@ -313,8 +314,8 @@ def register_ref():
     stdout: {"flow": record, "new": bool} (exit 0) or {"error": {"kind", "message"}}
     (exit 2). What the flow's code prints goes to stderr.
     """
-    from . import service
-    from .store import Conflict, NotFound
+    from .. import service
+    from ..store import Conflict, NotFound
 
     try:
         request = json.loads(sys.stdin.read())
@@ -353,7 +354,7 @@ def register_ref():
 def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
              idempotency_key, local, watch, as_json):
     """Create a run of registered flow FLOW (name, PROJECT/NAME or id)."""
-    from . import service
+    from .. import service
 
     values = _parse_params(params, params_file)
     if local:
@@ -397,8 +398,9 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
 
 
 def _execute(store, run_id, agent=None, attempt=None):
-    from . import backend, service
-    from .store import AttemptLost
+    from ..service import execution as backend
+    from .. import service
+    from ..store import AttemptLost
 
     with _user_errors():
         try:
@@ -428,7 +430,7 @@ def execute(run_id, agent_name, attempt):
 
 
 def _watch(store, run_id, as_json):
-    from .store import TERMINAL_STATES
+    from ..store import TERMINAL_STATES
 
     after, waited, hinted = 0, 0.0, False
     try:
@@ -478,7 +480,7 @@ def _level_name(level):
 
 def _run_json(run):
     """A run as `--json` prints it: the REST API's document (orchestrator.documents)."""
-    from .documents import run_document
+    from ..service.documents import run_document
 
     return run_document(run)
 
@@ -517,7 +519,7 @@ def flows(project_name, include_archived, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def runs(flow_ref, states, limit, as_json):
     """List flow runs, newest first."""
-    from .core.states import state_from_name
+    from ..core.states import state_from_name
 
     store = _open_store()
     try:
@@ -545,8 +547,8 @@ def runs(flow_ref, states, limit, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def agents(as_json):
     """List the agents: name, unique id, host, whether alive, and the runs they hold."""
-    from .api.render import agent_document
-    from .explain import AGENT_ALIVE_SECONDS
+    from ..api.render import agent_document
+    from ..explain import AGENT_ALIVE_SECONDS
 
     store = _open_store()
     now, running = time.time(), {}
@@ -635,7 +637,7 @@ def show(run_id, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def logs(run_id, follow, level, as_json):
     """Print the log of a flow run."""
-    from .store import TERMINAL_STATES
+    from ..store import TERMINAL_STATES
 
     store = _open_store()
     with _user_errors():
@@ -663,7 +665,7 @@ def logs(run_id, follow, level, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def show_config(as_json):
     """Print the effective configuration and where each value came from."""
-    from .config import home_dir, load_config
+    from ..config import home_dir, load_config
 
     with _user_errors():
         config = load_config()
@@ -693,7 +695,7 @@ def secret_set(name):
             value = value[:-1]
     if not value:
         raise UserError(f"Secret {name!r} would be empty; pipe the value on standard input")
-    from . import service
+    from .. import service
 
     store = _open_store()
     with _user_errors():
@@ -723,7 +725,7 @@ def secret_delete(name):
               help="Wait up to this many seconds for the run to end Cancelled.")
 def cancel(run_id, wait_seconds):
     """Cancel a flow run: at once if it has not started, else its process is stopped."""
-    from . import service
+    from .. import service
 
     store = _open_store()
     with _user_errors():
@@ -746,7 +748,7 @@ def cancel(run_id, wait_seconds):
 @click.option("--json", "as_json", is_flag=True)
 def explain(run_id, as_json):
     """Say why a flow run has not started (or what it is doing)."""
-    from .explain import explain_flow_run
+    from ..explain import explain_flow_run
 
     store = _open_store()
     with _user_errors():
@@ -786,7 +788,7 @@ def concurrency_set(label, limit, tag):
 @click.option("--json", "as_json", is_flag=True)
 def concurrency_list(as_json):
     """List the label and task-tag limits and the runs holding them."""
-    from . import service
+    from .. import service
 
     store = _open_store()
     rows = [dict(limit, running=", ".join(map(str, limit["holders"])))
@@ -924,7 +926,7 @@ def scheduler_command():
 @click.option("--rotate", is_flag=True, help="Replace the token (restart running servers).")
 def token(rotate):
     """Print the REST API's token (made at the first server start)."""
-    from .config import api_token, rotate_api_token
+    from ..config import api_token, rotate_api_token
 
     with _user_errors():
         value = rotate_api_token() if rotate else api_token(create=True)
@@ -939,7 +941,7 @@ def token(rotate):
 @click.option("--name", "agent_name", help="The agent's name (default: host-pid).")
 def agent(labels, no_hostname_label, strict_labels, limit, poll_interval, grace, agent_name):
     """Execute scheduled runs whose labels this agent has, each in its own process."""
-    from .services.agent import Agent
+    from ..daemons.agent import Agent
 
     config = _load_config()["services"]
     store = _open_store("agent")
@@ -971,7 +973,7 @@ def schedule_group():
 
 
 def _set_schedule_active(flow_ref, project_name, active):
-    from . import service
+    from .. import service
 
     store = _open_store()
     try:
@@ -1019,7 +1021,7 @@ def migrate(paths, write):
     name was mapped, 1 when some were not, 2 for bad input (a missing path, a
     file that is not Python).
     """
-    from .migrate import MigrationInputError, migrate_paths
+    from ..prefect1.migrate import MigrationInputError, migrate_paths
 
     try:
         report = migrate_paths(paths, write=write)
