@@ -39,13 +39,12 @@ def _run_flow(flow, **kwargs):
 
 def _register_flow(flow, project_name, labels=None, idempotency_key=None):
     """`flow.register()`: into the local store; the flow's version number."""
-    from .service import register_flow
-    from .store import Store
+    from . import service
 
-    store = Store.open()
+    store = service.open_store()
     try:
-        record, _ = register_flow(store, flow, project_name, labels=labels,
-                                  idempotency_key=idempotency_key)
+        record, _ = service.register_flow(store, flow, project_name, labels=labels,
+                                          idempotency_key=idempotency_key)
     finally:
         store.close()
     return record["version"]
@@ -66,9 +65,16 @@ def _task_logger(task_name):
     return task_logger(task_name)
 
 
+def _read_secret(name):
+    """A secret's value, looked up as a flow's `Secret(name).get()` looks it up."""
+    from .tasks.secrets import Secret
+
+    return Secret(name).get()
+
+
 # The core imports nothing above it; what flows need from above is filled in here.
 _ports.fill(run_flow=_run_flow, register_flow=_register_flow, visualize=_visualize,
-            get_logger=get_logger, task_logger=_task_logger)
+            get_logger=get_logger, task_logger=_task_logger, read_secret=_read_secret)
 
 __all__ = [
     "Flow", "Task", "task", "Parameter", "DateTimeParameter", "Edge", "unmapped",

@@ -56,7 +56,16 @@ class Unavailable(OrchestratorError):
 
 
 class NotFound(OrchestratorError, LookupError):
-    """No such project, flow, run, secret or limit (the REST API answers 404)."""
+    """No such project, flow, run, secret or limit (the REST API answers 404).
+
+    `kind` ("project", "flow", "flow run", "secret", ...) and `name` say what was
+    looked for, so that each edge can add its own advice (`advised`): the store
+    and the use cases say what is missing, not which command to run."""
+
+    def __init__(self, message, kind=None, name=None):
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
 
     @classmethod
     def named(cls, kind, name, known, fix=""):
@@ -64,9 +73,32 @@ class NotFound(OrchestratorError, LookupError):
 
         close = difflib.get_close_matches(str(name), [str(k) for k in known], n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        return cls(f"No {kind} named {name!r}.{hint}{(' ' + fix) if fix else ''}")
+        return cls(f"No {kind} named {name!r}.{hint}{(' ' + fix) if fix else ''}",
+                   kind=kind, name=name)
+
+    def advised(self, fix):
+        """This error with `fix` (what to do about it) after its message."""
+        message = str(self)
+        separator = " " if message.endswith((".", "?")) else "; "
+        return type(self)(f"{message}{separator}{fix}", kind=self.kind, name=self.name)
 
 
 class Conflict(OrchestratorError):
     """The request contradicts what is stored: a reused idempotency key, a finished
     run to cancel, a schedule to pause that the flow does not have (409)."""
+
+
+class SecretNotFound(OrchestratorError, LookupError):
+    """No secret with that name where this run looks for secrets."""
+
+
+class AttemptLost(OrchestratorError):
+    """A run process wrote about a run that another attempt owns now, or that
+    another process ended: the write changed nothing, and the process stops."""
+
+    def __init__(self, message, run_id=None, attempt=None, owner=None, state=None):
+        super().__init__(message)
+        self.run_id = run_id
+        self.attempt = attempt      # the writer's attempt
+        self.owner = owner          # the attempt that owns the run now
+        self.state = state          # the run's state now

@@ -1132,3 +1132,33 @@ def test_the_cli_json_and_the_api_give_a_run_the_same_document(api, executed_run
     assert {k: v for k, v in shown.items() if k not in ("task_runs", "artifacts")} == from_api
     assert next(row for row in listed if row["id"] == executed_run) == from_api
     assert from_api["agent"] is None and from_api["state"] == "Success"
+
+
+def test_the_cli_and_the_api_show_task_runs_artifacts_and_log_lines_as_the_same_documents(
+        api, executed_run, api_home):
+    shown = json.loads(cli(api_home, "show", executed_run, "--json"))
+    logged = [json.loads(line) for line in cli(api_home, "logs", executed_run, "--json")
+              .splitlines()]
+
+    task_runs = api.get(f"/api/flow_runs/{executed_run}/task_runs")["task_runs"]
+    assert [{k: v for k, v in t.items() if k != "task"} for t in shown["task_runs"]] \
+        == task_runs
+    assert shown["artifacts"] == api.get(f"/api/flow_runs/{executed_run}/artifacts")["artifacts"]
+    lines = api.get(f"/api/flow_runs/{executed_run}/logs")["logs"]
+    # The CLI keeps the level's name under `level` and the task's slug under `task`.
+    assert [{k: v for k, v in line.items() if k not in ("level", "task")} for line in logged] \
+        == [{k: v for k, v in line.items() if k != "level"} for line in lines]
+    assert task_runs and lines
+
+
+def test_what_is_missing_is_said_alike_and_each_edge_adds_its_own_advice(api, api_home):
+    error = assert_error(api.request("GET", "/api/flow_runs/999999999"), 404, "not_found")
+    said = _cli_fails(api_home, "show", "999999999")
+
+    assert error["message"] == "No flow run with id 999999999; list runs with GET /api/flow_runs"
+    assert said == "No flow run with id 999999999; list runs with: orchestrator runs"
+    secret = unique("MISSING")
+    error = assert_error(api.request("DELETE", f"/api/secrets/{secret}"), 404, "not_found")
+    assert error["message"].endswith(f"Set it with PUT /api/secrets/{secret}")
+    assert _cli_fails(api_home, "secret", "delete", secret).endswith(
+        f"Set it with: orchestrator secret set {secret}")

@@ -12,7 +12,7 @@ import pytest
 from conftest import claim, cli
 
 from orchestrator import service
-from orchestrator.explain import explain_flow_run
+from orchestrator.service.explain import explain_flow_run
 from orchestrator.run_configs import (AGENT_KINDS, DockerRun, ECSRun, KubernetesRun, LocalRun,
                                       RunConfig, RunConfigError, UniversalRun, VertexRun,
                                       needs_other_agent)

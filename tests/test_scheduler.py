@@ -493,7 +493,7 @@ def test_an_agent_claims_only_the_latest_late_run_under_run_latest(store, schedu
 
 
 def test_explain_says_why_a_late_run_waits_for_the_scheduler_to_skip_it(store, scheduler):
-    from orchestrator.explain import explain_flow_run
+    from orchestrator.service.explain import explain_flow_run
 
     register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="run_latest"))
     register(store, make_flow(CronSchedule("*/10 * * * *"), name="strict",

@@ -12,7 +12,7 @@ import pytest
 from conftest import claim, end_run, overlap, start_run
 
 from orchestrator import service
-from orchestrator.explain import explain_flow_run
+from orchestrator.service.explain import explain_flow_run
 from orchestrator.flows.loading import load_flows_from_file
 from orchestrator.daemons.agent import Agent
 from orchestrator.daemons.reaper import NO_HEARTBEAT, Reaper

@@ -97,11 +97,25 @@ def _serialize_error(req, resp, exc):
     resp.text = json.dumps(document)
 
 
+# What to do when something is not found, said as this API's requests (the store
+# and the use cases say only what is missing). Projects are made by the CLI only.
+_ADVICE = {
+    "project": lambda name: f"Create it with: orchestrator project create {name}",
+    "flow": lambda name: "list flows with GET /api/flows",
+    "flow run": lambda name: "list runs with GET /api/flow_runs",
+    "secret": lambda name: f"Set it with PUT /api/secrets/{name}",
+    "artifact": lambda name: "a run's artifacts are listed by GET /api/flow_runs/RUN/artifacts",
+    "concurrency limit": lambda name: "list them with GET /api/concurrency_limits",
+}
+
+
 def _domain_error(req, resp, exc, params):
     field = getattr(exc, "field", None)
     if isinstance(exc, StoreUnavailable):  # a full disk: the same request works later
         raise ApiError(falcon.HTTP_503, str(exc), headers={"Retry-After": "60"})
     if isinstance(exc, NotFound):
+        if exc.kind in _ADVICE:
+            exc = exc.advised(_ADVICE[exc.kind](exc.name))
         raise ApiError(falcon.HTTP_404, str(exc), field)
     if isinstance(exc, Conflict):
         raise ApiError(falcon.HTTP_409, str(exc), field)

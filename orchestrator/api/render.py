@@ -1,6 +1,7 @@
 """What goes in and out of the API: request bodies and query strings read
-and checked field by field, and store records turned into JSON documents
-(times as ISO 8601 strings with their UTC offset).
+and checked field by field, and errors as JSON. The documents the API answers
+with (flows, runs, task runs, log lines, ...) are `orchestrator.service.documents`,
+which the CLI's --json and the library's tasks print alike.
 
 Every check raises `ApiError`, or `InputError` from `orchestrator.validation`
 (which checks values for the CLI and the API alike, and which the app answers
@@ -15,15 +16,13 @@ import re
 import falcon
 
 from ..core.states import TERMINAL_RUN_STATES
-from ..service.documents import iso, run_document, task_run_document  # noqa: F401 (re-exported)
-from ..core.schedules import describe_schedule
+from ..service.documents import LEVELS
 from ..core.validation import MAX_ID as MAX_ID  # (the API's documents and routes use it)
 from ..core.validation import MAX_PARAMETERS_BYTES, check_labels, check_name, check_storable
 
 # A run's parameters may be as large as a whole body (both 1 MiB).
 MAX_BODY_BYTES = MAX_PARAMETERS_BYTES
 MAX_PAGE = 500
-LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 # What a stored flow run may be in: the agent's steps, the final states, and the
 # passing states a flow runner can report.
 RUN_STATES = ("Scheduled", "Submitted", "Running", "Cancelling", *TERMINAL_RUN_STATES,
@@ -200,56 +199,3 @@ def query_level(req):
 
 def path_name(value, what):
     return check_name(value, what, what=f"{what.capitalize()} name")
-
-
-# -- writing responses ---------------------------------------------------------------
-def flow_document(flow, summary=None):
-    """A flow; with `summary` (Store.flow_run_summary) its recent runs and next run."""
-    summary = summary or {"recent_runs": [], "next_run": None}
-    return {
-        "schedule_description": describe_schedule(flow["schedule"]),
-        "next_run": iso(summary["next_run"]),
-        "recent_runs": [{"id": rid, "state": state} for rid, state in summary["recent_runs"]],
-        "id": flow["id"], "project": flow["project"], "name": flow["name"],
-        "full_name": f"{flow['project']}/{flow['name']}", "version": flow["version"],
-        "labels": flow["labels"], "parameters": flow["parameters"],
-        "schedule": flow["schedule"], "schedule_active": bool(flow["schedule_active"]),
-        "settings": flow["settings"] or {}, "storage": flow["storage"],
-        "run_config": flow["run_config"], "archived": bool(flow["archived"]),
-        "created": iso(flow["created"]),
-    }
-
-
-def artifact_document(row):
-    """A markdown report or link a task run published (orchestrator.artifacts)."""
-    return {
-        "id": row["id"], "task_slug": row["task_slug"], "map_index": row["map_index"],
-        "kind": row["kind"], "text": row["text"], "created": iso(row["created"]),
-        "updated": iso(row["updated"]),
-    }
-
-
-def log_document(row):
-    level = row["level"]
-    name = next((n for n, v in sorted(LEVELS.items(), key=lambda kv: -kv[1]) if level >= v),
-                "NOTSET")
-    return {
-        "id": row["id"], "time": iso(row["time"]), "level": level, "level_name": name,
-        "logger": row["logger"], "message": row["message"], "task_slug": row["task_slug"],
-        "map_index": row["map_index"],
-    }
-
-
-def state_document(row):
-    return {"state": row["state"], "message": row["message"], "time": iso(row["time"])}
-
-
-def agent_document(row, running, now, alive_seconds):
-    return {
-        "name": row["name"], "id": row.get("id"), "labels": row["labels"],
-        "host": row["host"], "host_id": row.get("host_id"), "pid": row["pid"],
-        "limit": row["limit"], "strict_labels": bool(row["strict_labels"]),
-        "started": iso(row["started"]),
-        "last_seen": iso(row["last_seen"]), "alive": now - row["last_seen"] < alive_seconds,
-        "running": running,
-    }

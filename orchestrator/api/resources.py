@@ -1,4 +1,5 @@
-"""REST resources: each handler parses, calls the store or `service`, renders.
+"""REST resources: each handler parses, calls `service` (the one door to the
+store), renders with `service.documents`.
 
 Domain errors (NotFound, Conflict, bad parameters) become 4xx JSON in
 `orchestrator.api` (see `create_app`), not here.
@@ -10,19 +11,18 @@ import os
 import re
 import socket
 import subprocess
-import time
 
 import falcon
 
 from .. import service
 from ..version import __version__
-from ..explain import AGENT_ALIVE_SECONDS, explain_flow_run
-from ..core.validation import check_concurrency_limit, check_id, check_storable, shown
-from .render import (MAX_ID, MAX_PAGE, ApiError, agent_document, artifact_document,
-                     bad_request, flow_document, log_document, only_fields, optional_labels,
+from ..core.validation import check_concurrency_limit, check_id, shown
+from ..service.documents import (agent_document, artifact_document, flow_document,
+                                 log_document, run_document, state_document,
+                                 task_run_document)
+from .render import (MAX_ID, MAX_PAGE, ApiError, bad_request, only_fields, optional_labels,
                      optional_string, parse_time, path_name, query_int, query_level,
-                     query_states, query_time, read_body, run_document, state_document,
-                     task_run_document, whole_number)
+                     query_states, query_time, read_body, whole_number)
 
 
 def _json(resp, document, status=falcon.HTTP_200):
@@ -120,8 +120,8 @@ class Flows:
     def on_get(self, req, resp):
         project = req.get_param("project")
         archived = req.get_param_as_bool("archived", default=False)
-        flows = self.store.list_flows(project=project, include_archived=archived)
-        _json(resp, {"flows": [flow_document(f, self.store.flow_run_summary(f["id"]))
+        flows = service.list_flows(self.store, project=project, include_archived=archived)
+        _json(resp, {"flows": [flow_document(f, service.flow_run_summary(self.store, f["id"]))
                                for f in flows]})
 
     def on_post(self, req, resp):
@@ -137,7 +137,7 @@ class Flows:
                 '{"type": "Script", "path": "/srv/flows/etl.py"}; pickled (Local) flows '
                 "cannot be registered over the API", "storage")
         _check_storage_ref(ref)
-        self.store.get_project(project)
+        service.get_project(self.store, project)
         if ref["type"] != "Git":
             flow_name = flow_name or ref.get("flow_name") or None
             ref = dict(ref, flow_name=flow_name)
@@ -147,7 +147,7 @@ class Flows:
             labels = [socket.gethostname()]
         record, new = _register_in_child({"project": project, "storage": ref,
                                           "flow_name": flow_name, "labels": labels})
-        _json(resp, flow_document(record, self.store.flow_run_summary(record["id"])),
+        _json(resp, flow_document(record, service.flow_run_summary(self.store, record["id"])),
               falcon.HTTP_201 if new else falcon.HTTP_200)
 
 
@@ -223,8 +223,8 @@ class Flow:
         self.store = store
 
     def on_get(self, req, resp, flow_id):
-        _json(resp, flow_document(self.store.get_flow(flow_id),
-                                  self.store.flow_run_summary(flow_id)))
+        _json(resp, flow_document(service.get_flow(self.store, flow_id),
+                                  service.flow_run_summary(self.store, flow_id)))
 
     def on_post_pause(self, req, resp, flow_id):
         self._set_active(resp, flow_id, False)
@@ -234,7 +234,7 @@ class Flow:
 
     def _set_active(self, resp, flow_id, active):
         flow, deleted = service.set_schedule_active(self.store, flow_id, active)
-        _json(resp, dict(flow_document(flow, self.store.flow_run_summary(flow["id"])),
+        _json(resp, dict(flow_document(flow, service.flow_run_summary(self.store, flow["id"])),
                          deleted_runs=deleted))
 
 
@@ -270,13 +270,8 @@ class FlowRuns:
 
     def on_get(self, req, resp):
         limit = query_int(req, "limit", 50, 1, MAX_PAGE)
-        flow_ref = req.get_param("flow")
-        flow_id = None
-        if flow_ref is not None:
-            check_storable(flow_ref, "flow")
-            flow_id = self.store.get_flow(flow_ref)["id"]
-        rows = self.store.list_flow_runs(
-            flow_id=flow_id, all_versions=True, state=query_states(req), limit=limit,
+        rows = service.list_flow_runs(
+            self.store, flow=req.get_param("flow"), states=query_states(req), limit=limit,
             before_id=_cursor(req), since=query_time(req, "since"),
             until=query_time(req, "until"))
         _json(resp, {"flow_runs": [run_document(r) for r in rows],
@@ -290,49 +285,45 @@ class FlowRun:
         self.store = store
 
     def on_get(self, req, resp, run_id):
-        _json(resp, run_document(self.store.get_flow_run(run_id)))
+        _json(resp, run_document(service.get_flow_run(self.store, run_id)))
 
     def on_patch(self, req, resp, run_id):
         body = read_body(req)
         only_fields(body, ("name",))
         name = optional_string(body, "name", required=True)
-        self.store.get_flow_run(run_id)
-        self.store.rename_flow_run(run_id, name)
-        _json(resp, run_document(self.store.get_flow_run(run_id)))
+        _json(resp, run_document(service.rename_flow_run(self.store, run_id, name)))
 
     def on_post_cancel(self, req, resp, run_id):
         service.cancel_flow_run(self.store, run_id)
-        _json(resp, run_document(self.store.get_flow_run(run_id)))
+        _json(resp, run_document(service.get_flow_run(self.store, run_id)))
 
     def on_get_explain(self, req, resp, run_id):
-        run = self.store.get_flow_run(run_id)
+        run = service.get_flow_run(self.store, run_id)
         _json(resp, {"id": run["id"], "state": run["state"],
-                     "reasons": explain_flow_run(self.store, run_id)})
+                     "reasons": service.explain_flow_run(self.store, run_id)})
 
     def on_get_task_runs(self, req, resp, run_id):
-        self.store.get_flow_run(run_id)
-        _json(resp, {"task_runs": [task_run_document(t) for t in self.store.task_runs(run_id)]})
+        _json(resp, {"task_runs": [task_run_document(t)
+                                   for t in service.task_runs(self.store, run_id)]})
 
     def on_get_states(self, req, resp, run_id):
-        self.store.get_flow_run(run_id)
-        _json(resp, {"states": [state_document(e) for e in self.store.state_events(run_id)
-                                if e["task_slug"] is None]})
+        _json(resp, {"states": [state_document(e)
+                                for e in service.state_history(self.store, run_id)]})
 
     def on_get_artifacts(self, req, resp, run_id):
-        self.store.get_flow_run(run_id)
         _json(resp, {"artifacts": [artifact_document(a)
-                                   for a in self.store.artifacts(run_id)]})
+                                   for a in service.artifacts(self.store, run_id)]})
 
     def on_get_logs(self, req, resp, run_id):
-        run = self.store.get_flow_run(run_id)
+        run = service.get_flow_run(self.store, run_id)
         after = _cursor(req) or 0
         limit = query_int(req, "limit", 1000, 1, 10000)
         task = req.get_param("task")
         if task is not None and not 0 < len(task) <= 255:
             raise bad_request(f"task {task[:40]!r}… is not a task slug: give 1 to 255 "
                               "characters, e.g. load-1", "task")
-        rows = self.store.logs(run_id, after_id=after, min_level=query_level(req), limit=limit,
-                               task_slug=task)
+        rows = service.logs(self.store, run_id, after_id=after, min_level=query_level(req),
+                            limit=limit, task_slug=task)
         _json(resp, {"logs": [log_document(r) for r in rows],
                      "next_cursor": str(rows[-1]["id"] if rows else after),
                      "run_state": run["state"]})
@@ -344,14 +335,7 @@ class Agents:
         self.store = store
 
     def on_get(self, req, resp):
-        now = time.time()
-        running = {}
-        for run in self.store.active_runs():
-            if run["agent"]:
-                running.setdefault(run["agent"], []).append(run["id"])
-        _json(resp, {"agents": [
-            agent_document(a, running.get(a["name"], []), now, AGENT_ALIVE_SECONDS)
-            for a in self.store.list_agents()]})
+        _json(resp, {"agents": [agent_document(*one) for one in service.agents(self.store)]})
 
 
 _KINDS = service.LIMIT_KINDS
@@ -371,12 +355,11 @@ class ConcurrencyLimits:
         body = read_body(req)
         only_fields(body, ("limit",))
         limit = check_concurrency_limit(body.get("limit"))
-        self.store.set_concurrency_limit(label, limit, kind=kind)
-        _json(resp, service.concurrency_limit(self.store, kind, label, limit))
+        _json(resp, service.set_concurrency_limit(self.store, label, limit, kind=kind))
 
     def on_delete_one(self, req, resp, kind, label):
         kind, label = self._key(kind, label)
-        self.store.delete_concurrency_limit(label, kind=kind)
+        service.delete_concurrency_limit(self.store, label, kind=kind)
         resp.status = falcon.HTTP_204
 
     @staticmethod
@@ -394,7 +377,7 @@ class Secrets:
         self.store = store
 
     def on_get(self, req, resp):
-        _json(resp, {"secrets": [{"name": n} for n in self.store.secret_names()]})
+        _json(resp, {"secrets": [{"name": n} for n in service.secret_names(self.store)]})
 
     def on_put_one(self, req, resp, name):
         name = path_name(name, "secret")
@@ -404,5 +387,5 @@ class Secrets:
         resp.status = falcon.HTTP_204
 
     def on_delete_one(self, req, resp, name):
-        self.store.delete_secret(path_name(name, "secret"))
+        service.delete_secret(self.store, path_name(name, "secret"))
         resp.status = falcon.HTTP_204

@@ -22,7 +22,7 @@ import click
 from .. import exit_codes
 from ..core import validation
 from ..version import __version__
-from ..exceptions import OrchestratorError, Unavailable
+from ..exceptions import NotFound, OrchestratorError, Unavailable
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_BAD_INPUT = exit_codes.OK, exit_codes.RUN_FAILED, \
     exit_codes.BAD_INPUT
@@ -41,6 +41,26 @@ class StoreUnavailableError(click.ClickException):
     exit_code = exit_codes.STORE_UNAVAILABLE
 
 
+# What to do when something is not found, said as commands of this CLI (the
+# store and the use cases say only what is missing).
+_ADVICE = {
+    "project": lambda name: f"Create it with: orchestrator project create {name}",
+    "flow": lambda name: ("list flows with: orchestrator flows" if str(name).isdigit()
+                          else "Register it with: orchestrator register -p PROJECT FILE"),
+    "flow run": lambda name: "list runs with: orchestrator runs",
+    "secret": lambda name: f"Set it with: orchestrator secret set {name}",
+    "artifact": lambda name: "a run's artifacts are listed by: orchestrator show RUN",
+    "concurrency limit": lambda name: "list them with: orchestrator concurrency list",
+}
+
+
+def _advised(exc):
+    """The message of domain error `exc`, with this CLI's advice when it is a NotFound."""
+    if isinstance(exc, NotFound) and exc.kind in _ADVICE:
+        return str(exc.advised(_ADVICE[exc.kind](exc.name)))
+    return str(exc)
+
+
 @contextlib.contextmanager
 def _user_errors():
     """A domain error inside the block becomes a one-line message and exit code 2
@@ -50,7 +70,7 @@ def _user_errors():
     except Unavailable as exc:
         raise StoreUnavailableError(str(exc)) from None
     except OrchestratorError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(_advised(exc)) from None
 
 
 class _Commands(click.Group):
@@ -211,14 +231,14 @@ EXECUTE_CONNECT_WAIT = 60.0
 def _open_store(command=None, wait=0.0):
     """The store, with the connections `command` needs; while the database takes
     no connection, tried again for up to `wait` seconds (said once on stderr)."""
-    from ..store import Store
+    from .. import service
 
     deadline = time.monotonic() + wait
     said = False
     while True:
         try:
             with _user_errors():
-                return Store.open(connections=CONNECTIONS.get(command))
+                return service.open_store(connections=CONNECTIONS.get(command))
         except StoreUnavailableError as exc:
             if time.monotonic() >= deadline:
                 raise
@@ -233,12 +253,6 @@ def _when(epoch):
     if epoch is None:
         return ""
     return _dt.datetime.fromtimestamp(epoch).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _iso(epoch):
-    if epoch is None:
-        return None
-    return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).isoformat()
 
 
 def _duration(start, end):
@@ -277,9 +291,11 @@ def project():
 @click.argument("name")
 def project_create(name):
     """Create project NAME (nothing happens if it exists)."""
+    from .. import service
+
     store = _open_store()
     with _user_errors():
-        _, created = store.create_project(name)
+        _, created = service.create_project(store, name)
     click.echo(f"Created project {name!r}." if created else f"Project {name!r} already exists.")
 
 
@@ -295,7 +311,7 @@ def register(project_name, path, flow_name, labels):
 
     store = _open_store()
     with _user_errors():
-        store.get_project(project_name)
+        service.get_project(store, project_name)
         flows = load_flows_from_file(path)
         chosen = [pick_flow(flows, flow_name, path)] if flow_name else list(flows.values())
         for flow in chosen:
@@ -315,7 +331,7 @@ def register_ref():
     (exit 2). What the flow's code prints goes to stderr.
     """
     from .. import service
-    from ..store import Conflict, NotFound
+    from ..exceptions import Conflict
 
     try:
         request = json.loads(sys.stdin.read())
@@ -333,7 +349,7 @@ def register_ref():
     except (OrchestratorError, UserError) as exc:
         kind = ("NotFound" if isinstance(exc, NotFound)
                 else "Conflict" if isinstance(exc, Conflict) else "Error")
-        message = exc.format_message() if isinstance(exc, UserError) else str(exc)
+        message = exc.format_message() if isinstance(exc, UserError) else _advised(exc)
         click.echo(json.dumps({"error": {"kind": kind, "message": message}}))
         sys.exit(EXIT_BAD_INPUT)
     click.echo(json.dumps({"flow": record, "new": new}))
@@ -380,12 +396,13 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
     if local:
         # Claimed for this process at once: an agent that looks now leaves it be.
         with _user_errors():
-            attempt = store.claim_run(run["id"], f"orchestrator run --local (pid {os.getpid()})")
+            attempt = service.claim_run_here(store, run["id"],
+                                             f"orchestrator run --local (pid {os.getpid()})")
         if attempt is None:  # not this command's to execute (now): wait for it
             watch, local = True, False
     if local:
         state = _execute(store, run["id"], attempt=attempt)
-        run = store.get_flow_run(run["id"])
+        run = service.get_flow_run(store, run["id"])
         if as_json:
             _echo_json(_run_json(run))
         else:
@@ -398,14 +415,14 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
 
 
 def _execute(store, run_id, agent=None, attempt=None):
-    from ..service import execution as backend
     from .. import service
-    from ..store import AttemptLost
+    from ..exceptions import AttemptLost
+    from ..service.execution import execute_flow_run
 
     with _user_errors():
         try:
-            return backend.execute_flow_run(store, run_id, service.load_flow, agent=agent,
-                                            attempt=attempt)
+            return execute_flow_run(store, run_id, service.load_flow, agent=agent,
+                                    attempt=attempt)
         except AttemptLost as exc:  # another attempt owns the run: this one stops
             click.echo(f"orchestrator execute: {exc}", err=True)
             sys.exit(exit_codes.TAKEN_OVER)
@@ -430,17 +447,18 @@ def execute(run_id, agent_name, attempt):
 
 
 def _watch(store, run_id, as_json):
-    from ..store import TERMINAL_STATES
+    from .. import service
+    from ..core.states import TERMINAL_RUN_STATES
 
     after, waited, hinted = 0, 0.0, False
     try:
         while True:
-            for row in store.logs(run_id, after_id=after):
+            for row in service.logs(store, run_id, after_id=after):
                 after = row["id"]
                 _print_log(row, as_json)
-            run = store.get_flow_run(run_id)
-            if run["state"] in TERMINAL_STATES:
-                for row in store.logs(run_id, after_id=after):
+            run = service.get_flow_run(store, run_id)
+            if run["state"] in TERMINAL_RUN_STATES:
+                for row in service.logs(store, run_id, after_id=after):
                     _print_log(row, as_json)
                 click.echo(f"Flow run {run_id} ({run['name']}): {run['state']}: "
                            f"{run['message'] or ''}", err=as_json)
@@ -462,10 +480,13 @@ _LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 def _print_log(row, as_json):
     if as_json:
-        click.echo(json.dumps({"id": row["id"], "time": _iso(row["time"]),
-                               "level": _level_name(row["level"]), "logger": row["logger"],
-                               "task": row["task_slug"], "map_index": row["map_index"],
-                               "message": row["message"]}))
+        from ..service.documents import log_document
+
+        # The API's document; `level` stays the level's name here and `task` the
+        # task's slug, as this command has always printed them.
+        document = log_document(row)
+        click.echo(json.dumps(dict(document, level=document["level_name"],
+                                   task=row["task_slug"])))
         return
     click.echo(f"{_when(row['time'])} {_level_name(row['level']):<7} {row['logger']} | "
                f"{row['message']}")
@@ -491,11 +512,14 @@ def _run_json(run):
 @click.option("--json", "as_json", is_flag=True)
 def flows(project_name, include_archived, as_json):
     """List registered flows."""
+    from .. import service
+
     store = _open_store()
     with _user_errors():
         if project_name:
-            store.get_project(project_name)
-        rows = store.list_flows(project=project_name, include_archived=include_archived)
+            service.get_project(store, project_name)
+        rows = service.list_flows(store, project=project_name,
+                                  include_archived=include_archived)
     if as_json:
         _echo_json([{k: r[k] for k in ("id", "project", "name", "version", "labels",
                                         "parameters", "archived")} for r in rows])
@@ -519,16 +543,11 @@ def flows(project_name, include_archived, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def runs(flow_ref, states, limit, as_json):
     """List flow runs, newest first."""
-    from ..core.states import state_from_name
+    from .. import service
 
     store = _open_store()
-    try:
-        for name in states:
-            state_from_name(name)
-        flow_id = store.get_flow(flow_ref)["id"] if flow_ref else None
-        rows = store.list_flow_runs(flow_id=flow_id, state=list(states) or None, limit=limit)
-    except (OrchestratorError, ValueError) as exc:
-        raise UserError(str(exc)) from None
+    with _user_errors():
+        rows = service.list_flow_runs(store, flow=flow_ref or None, states=states, limit=limit)
     if as_json:
         _echo_json([_run_json(r) for r in rows])
         return
@@ -547,17 +566,12 @@ def runs(flow_ref, states, limit, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def agents(as_json):
     """List the agents: name, unique id, host, whether alive, and the runs they hold."""
-    from ..api.render import agent_document
-    from ..explain import AGENT_ALIVE_SECONDS
+    from .. import service
+    from ..service.documents import agent_document
 
-    store = _open_store()
-    now, running = time.time(), {}
-    for run in store.active_runs():
-        if run["agent"]:
-            running.setdefault(run["agent"], []).append(run["id"])
-    rows = store.list_agents()
-    docs = [agent_document(a, running.get(a["name"], []), now, AGENT_ALIVE_SECONDS)
-            for a in rows]
+    found = service.agents(_open_store())
+    rows = [agent for agent, _, _ in found]
+    docs = [agent_document(*one) for one in found]
     if as_json:
         _echo_json({"agents": docs})
         return
@@ -576,22 +590,21 @@ def agents(as_json):
 @click.option("--json", "as_json", is_flag=True)
 def show(run_id, as_json):
     """Show a flow run with its task runs and the artifacts its tasks published."""
+    from .. import service
+
     store = _open_store()
     with _user_errors():
-        run = store.get_flow_run(run_id)
-    task_runs = store.task_runs(run["id"])
-    artifacts = store.artifacts(run["id"])
+        run = service.get_flow_run(store, run_id)
+    task_runs = service.task_runs(store, run["id"])
+    artifacts = service.artifacts(store, run["id"])
     if as_json:
+        from ..service.documents import artifact_document, task_run_document
+
+        # The API's documents (a task run also under `task`, as this command has
+        # always printed it).
         data = _run_json(run)
-        data["task_runs"] = [{
-            "task": t["task_slug"], "map_index": None if t["map_index"] < 0 else t["map_index"],
-            "state": t["state"], "message": t["message"], "run_count": t["run_count"],
-            "start_time": _iso(t["start_time"]), "end_time": _iso(t["end_time"]),
-            "result_location": t["result_location"]} for t in task_runs]
-        data["artifacts"] = [{
-            "id": a["id"], "task_slug": a["task_slug"], "map_index": a["map_index"],
-            "kind": a["kind"], "text": a["text"], "created": _iso(a["created"]),
-            "updated": _iso(a["updated"])} for a in artifacts]
+        data["task_runs"] = [dict(task_run_document(t), task=t["task_slug"]) for t in task_runs]
+        data["artifacts"] = [artifact_document(a) for a in artifacts]
         _echo_json(data)
         return
     click.echo(f"Flow run {run['id']} ({run['name']}) of {run['project']}/{run['flow_name']} "
@@ -637,22 +650,23 @@ def show(run_id, as_json):
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def logs(run_id, follow, level, as_json):
     """Print the log of a flow run."""
-    from ..store import TERMINAL_STATES
+    from .. import service
+    from ..core.states import TERMINAL_RUN_STATES
 
     store = _open_store()
     with _user_errors():
-        run = store.get_flow_run(run_id)
+        run = service.get_flow_run(store, run_id)
     after, min_level = 0, _LEVELS[level.upper()]
     while True:
-        rows = store.logs(run["id"], after_id=after, min_level=min_level)
+        rows = service.logs(store, run["id"], after_id=after, min_level=min_level)
         for row in rows:
             _print_log(row, as_json)
             after = row["id"]
         if len(rows) == 1000:
             continue
-        if not follow or store.get_flow_run(run["id"])["state"] in TERMINAL_STATES:
+        if not follow or service.get_flow_run(store, run["id"])["state"] in TERMINAL_RUN_STATES:
             if follow:
-                for row in store.logs(run["id"], after_id=after, min_level=min_level):
+                for row in service.logs(store, run["id"], after_id=after, min_level=min_level):
                     _print_log(row, as_json)
             return
         try:
@@ -706,7 +720,9 @@ def secret_set(name):
 @secret.command("list")
 def secret_list():
     """List secret names (never values)."""
-    for name in _open_store().secret_names():
+    from .. import service
+
+    for name in service.secret_names(_open_store()):
         click.echo(name)
 
 
@@ -714,8 +730,10 @@ def secret_list():
 @click.argument("name")
 def secret_delete(name):
     """Delete secret NAME."""
+    from .. import service
+
     with _user_errors():
-        _open_store().delete_secret(name)
+        service.delete_secret(_open_store(), name)
     click.echo(f"Secret {name!r} deleted.")
 
 
@@ -748,12 +766,12 @@ def cancel(run_id, wait_seconds):
 @click.option("--json", "as_json", is_flag=True)
 def explain(run_id, as_json):
     """Say why a flow run has not started (or what it is doing)."""
-    from ..explain import explain_flow_run
+    from .. import service
 
     store = _open_store()
     with _user_errors():
-        reasons = explain_flow_run(store, run_id)
-        run = store.get_flow_run(run_id)
+        reasons = service.explain_flow_run(store, run_id)
+        run = service.get_flow_run(store, run_id)
     if as_json:
         _echo_json({"id": run["id"], "state": run["state"], "reasons": reasons})
         return
@@ -776,8 +794,11 @@ def concurrency():
               help="LABEL is a task tag: at most LIMIT tasks with it run at once, across runs.")
 def concurrency_set(label, limit, tag):
     """At most LIMIT runs with LABEL at once (0 holds them all)."""
+    from .. import service
+
     with _user_errors():
-        _open_store().set_concurrency_limit(label, limit, kind="tag" if tag else "label")
+        service.set_concurrency_limit(_open_store(), label, limit,
+                                      kind="tag" if tag else "label")
     if tag:
         click.echo(f"At most {limit} tasks tagged {label!r} run at once.")
     else:
@@ -806,8 +827,10 @@ def concurrency_list(as_json):
 @click.argument("label")
 def concurrency_delete(label):
     """Remove the limit of LABEL."""
+    from .. import service
+
     with _user_errors():
-        _open_store().delete_concurrency_limit(label)
+        service.delete_concurrency_limit(_open_store(), label)
     click.echo(f"Removed the limit of label {label!r}.")
 
 

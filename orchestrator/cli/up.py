@@ -22,6 +22,7 @@ import waitress
 
 from ..api import MAX_BODY_BYTES, create_app
 from ..config import API_TOKEN_FILE, API_URL_FILE, api_token, home_dir, load_config
+from ..service.agents import silent_after
 from ..daemons.agent import Agent
 from ..daemons.leadership import Leadership
 from ..daemons.reaper import Reaper
@@ -145,7 +146,7 @@ class Up:
         return {
             "status": "stopping" if self.stopping.is_set() else "ok",
             "database": safe_database_url(self.store.url), "started": _iso(self.started),
-            "agent": dict(_liveness(self.ticks, "agent"), name=self.agent.name,
+            "agent": dict(self.housekeeping.liveness("agent"), name=self.agent.name,
                           labels=self.agent.labels, running=len(self.agent.children)),
             **self.housekeeping.status(),
         }
@@ -214,6 +215,8 @@ class Housekeeping:
         self.scheduler = Scheduler(store)
         self.on_runs_created = on_runs_created
         self.ticks = {}  # part name -> when its last step went well
+        # A part is alive until it has not ticked for this long (as agents are).
+        self.silent_after = silent_after(config["heartbeat_timeout"])
         # One for the process (up's agent too): a full disk is said once a minute,
         # not once per part.
         self.outage = OutageLog(logger, probe=store.probe_write)
@@ -222,11 +225,16 @@ class Housekeeping:
         """Each part's liveness, and whether this process leads it (as its last
         tick found: a status page never waits on the database)."""
         return {
-            "scheduler": dict(_liveness(self.ticks, "scheduler"),
+            "scheduler": dict(self.liveness("scheduler"),
                               leader=self.scheduler.leadership.leading),
-            "reaper": dict(_liveness(self.ticks, "reaper"),
-                           leader=self.reaper_leadership.leading),
+            "reaper": dict(self.liveness("reaper"), leader=self.reaper_leadership.leading),
         }
+
+    def liveness(self, part):
+        """Whether `part` ticked within `silent_after` seconds, and when it last did."""
+        when = self.ticks.get(part)
+        return {"alive": when is not None and time.time() - when < self.silent_after,
+                "last_tick": _iso(when)}
 
     def reap(self):
         self.tick("reaper", self._reap_once)
@@ -281,11 +289,6 @@ def _open_home_warning(home):
         return ""
     return (f"  note:    {home} can be read by other users (mode {mode:o}), and the "
             f"database in it holds your secrets: chmod 700 {home}\n")
-
-
-def _liveness(ticks, name):
-    when = ticks.get(name)
-    return {"alive": when is not None and time.time() - when < 60, "last_tick": _iso(when)}
 
 
 def _iso(epoch):

@@ -1,7 +1,8 @@
 """What the authoring layer needs from the layers above it, and gets without
 importing them: `flow.run()` needs the engine, `flow.register()` the service
 and the store, `flow.visualize()` the engine's drawing, `context.logger` and
-`task.logger` the engine's run logging.
+`task.logger` the engine's run logging; storage that needs a secret (an access
+token) reads it as the task library's `Secret` does (`read_secret`).
 
 The package root (orchestrator/__init__.py) fills these in once, with
 functions that import what they call on first use, so `import orchestrator`
@@ -11,7 +12,8 @@ filled before a flow can use them.
 """
 
 _PORTS = {}
-_NAMES = ("run_flow", "register_flow", "visualize", "get_logger", "task_logger")
+_NAMES = ("run_flow", "register_flow", "visualize", "get_logger", "task_logger",
+          "read_secret")
 
 
 def fill(**functions):

@@ -38,14 +38,12 @@ from ..flows.run_configs import needs_other_agent
 from ..store import TERMINAL_STATES, OutageLog, StoreUnavailable
 from ..store.identity import RUN_PROCESS_ID_ENV, host_identity, new_id
 from .reaper import process_alive
+from ..service.agents import SEEN_EVERY, silent_after
 
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 10
-SEEN_EVERY = 5.0  # seconds between the agent's liveness writes
 DEFAULT_LIMIT = 50  # runs an agent without --limit takes at once (at most, on PostgreSQL)
-# An agent last seen this many liveness writes ago may still be alive: it holds its name.
-SEEN_MISSED = 3
 
 
 class AgentNameInUse(OrchestratorError):
@@ -138,7 +136,8 @@ class Agent:
             heartbeat_timeout = load_config()["services"]["heartbeat_timeout"]
         # How long a silent agent keeps its name: past the timeout, and never
         # fewer than a few of its liveness writes.
-        self.name_timeout = max(float(heartbeat_timeout), SEEN_MISSED * SEEN_EVERY)
+        # It holds its name as long as it counts as alive (service.agents).
+        self.name_timeout = silent_after(heartbeat_timeout)
         self.labels = sorted(labels)
         self.strict_labels = bool(strict_labels)
         self.limit = limit

@@ -30,6 +30,8 @@ _capture = contextvars.ContextVar("orchestrator_log_capture", default=None)
 _stdout_target = contextvars.ContextVar("orchestrator_stdout_target", default=None)
 
 
+# The values to hide in log lines (secrets read in this process): the one
+# registry, which the store-backed log handler reads too.
 _redactions = frozenset()
 
 
@@ -37,7 +39,14 @@ def add_redaction(value):
     """Hide `value` (a secret) in every log record from now on."""
     global _redactions
     if value:
-        _redactions = _redactions | {str(value)}
+        with _lock:
+            _redactions = _redactions | {str(value)}
+
+
+def redacted_values():
+    """The values hidden in log records (replaced, never changed in place: safe to
+    read without the lock)."""
+    return _redactions
 
 
 def _redact(record):

@@ -1646,12 +1646,13 @@ def _secret_value(name, what, missing=None):
     from the backend unless `use_local_secrets` said otherwise; here that means
     the store, unless `[flows] use_local_secrets = true`.
     """
+    from ..core import ports
     from ..core.context import context
-    from ..tasks.secrets import Secret, SecretNotFound
+    from ..exceptions import SecretNotFound
 
     with context(running_with_backend=True):
         try:
-            return Secret(name).get()
+            return ports.call("read_secret", name)
         except SecretNotFound as exc:
             raise StorageError(missing or (
                 f"{what}: secret {name!r} is not set ({exc}); set it with "

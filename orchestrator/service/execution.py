@@ -653,9 +653,7 @@ class _RevealedSecrets:
     """Iterates over the secret values read so far, at the time of each log line."""
 
     def __iter__(self):
-        from ..tasks.secrets import revealed_values
-
-        return iter(revealed_values())
+        return iter(run_logging.redacted_values())
 
 
 def _restore_task_states(store, run, flow, location):

@@ -4,7 +4,7 @@ import threading
 import time
 
 # The domain errors live with the others; the store raises them too.
-from ..exceptions import Conflict, NotFound, OrchestratorError, Unavailable  # noqa: F401
+from ..exceptions import AttemptLost, Conflict, NotFound, OrchestratorError, Unavailable  # noqa: F401,E501
 
 
 class StoreError(OrchestratorError):
@@ -24,18 +24,6 @@ class DiskFull(StoreUnavailable):
 class DatabaseUnreachable(StoreUnavailable):
     """The database server takes no connection now: all its connections are in
     use ("too many clients"), it is starting or stopping, or it does not answer."""
-
-
-class AttemptLost(OrchestratorError):
-    """A run process wrote about a run that another attempt owns now, or that
-    another process ended: the write changed nothing, and the process stops."""
-
-    def __init__(self, message, run_id=None, attempt=None, owner=None, state=None):
-        super().__init__(message)
-        self.run_id = run_id
-        self.attempt = attempt      # the writer's attempt
-        self.owner = owner          # the attempt that owns the run now
-        self.state = state          # the run's state now
 
 
 class OutageLog:

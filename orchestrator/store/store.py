@@ -119,8 +119,7 @@ class Store(RunLifecycle, SchedulingQueries):
         row = m.Project.get_or_none(m.Project.name == name)
         if row is None:
             known = [p.name for p in m.Project.select(m.Project.name)]
-            raise NotFound.named("project", name, known,
-                                 f"Create it with: orchestrator project create {name}")
+            raise NotFound.named("project", name, known)
         return _project(row)
 
     def list_projects(self):
@@ -139,8 +138,7 @@ class Store(RunLifecycle, SchedulingQueries):
         project_row = m.Project.get_or_none(m.Project.name == project)
         if project_row is None:
             raise NotFound.named("project", project,
-                                 [p.name for p in m.Project.select(m.Project.name)],
-                                 f"Create it with: orchestrator project create {project}")
+                                 [p.name for p in m.Project.select(m.Project.name)])
         with self.db.atomic():
             latest = (m.Flow.select()
                       .where((m.Flow.project == project_row) & (m.Flow.name == name))
@@ -176,10 +174,10 @@ class Store(RunLifecycle, SchedulingQueries):
         query = m.Flow.select(m.Flow, m.Project).join(m.Project)
         if isinstance(ref, int) or (isinstance(ref, str) and _DIGITS.fullmatch(ref)):
             if not 0 < int(ref) < 2 ** 63:
-                raise NotFound(f"No flow with id {ref}; list flows with: orchestrator flows")
+                raise NotFound(f"No flow with id {ref}", kind="flow", name=ref)
             row = query.where(m.Flow.id == int(ref)).first()
             if row is None:
-                raise NotFound(f"No flow with id {ref}; list flows with: orchestrator flows")
+                raise NotFound(f"No flow with id {ref}", kind="flow", name=ref)
             return self._flow(row, row.project.name)
         if project is None and "/" in ref:
             project, ref = ref.split("/", 1)
@@ -202,8 +200,7 @@ class Store(RunLifecycle, SchedulingQueries):
         if not rows:
             known = [f.name for f in m.Flow.select(m.Flow.name)
                      .where(m.Flow.archived == False).distinct()]  # noqa: E712
-            raise NotFound.named("flow", ref, known,
-                                 "Register it with: orchestrator register -p PROJECT FILE")
+            raise NotFound.named("flow", ref, known)
         if len(rows) > 1:
             projects = ", ".join(sorted(r.project.name for r in rows))
             raise Conflict(
@@ -386,7 +383,7 @@ class Store(RunLifecycle, SchedulingQueries):
         row = _prepared(self.db, "run_by_id", lambda run_id: self._runs().where(
             m.FlowRun.id == pw.Value(run_id, converter=False))).execute(run_id).fetchone()
         if row is None:
-            raise NotFound(f"No flow run with id {run_id}; list runs with: orchestrator runs")
+            raise NotFound(f"No flow run with id {run_id}", kind="flow run", name=run_id)
         return _run_row(dict(zip(_RUN_KEYS, row)))
 
     def list_flow_runs(self, flow_id=None, state=None, limit=50, before_id=None,
@@ -465,7 +462,7 @@ class Store(RunLifecycle, SchedulingQueries):
         with self.db.atomic():
             if m.FlowRun.update(name=name, updated=time.time()).where(
                     m.FlowRun.id == run_id).execute() != 1:
-                raise NotFound(f"No flow run with id {run_id}")
+                raise NotFound(f"No flow run with id {run_id}", kind="flow run", name=run_id)
 
     def state_events(self, run_id):
         return list(m.StateEvent.select().where(m.StateEvent.flow_run == run_id)
@@ -827,8 +824,8 @@ class Store(RunLifecycle, SchedulingQueries):
         row = (m.Artifact.select(m.Artifact.flow_run, *self._ARTIFACT_FIELDS)
                .where(m.Artifact.id == artifact_id).dicts().first())
         if row is None:
-            raise NotFound(f"No artifact with id {artifact_id!r}; a run's artifacts are "
-                           "listed by: orchestrator show RUN")
+            raise NotFound(f"No artifact with id {artifact_id!r}", kind="artifact",
+                           name=artifact_id)
         row = _artifact_row(row)
         row["flow_run_id"] = row.pop("flow_run")
         return row
@@ -846,8 +843,7 @@ class Store(RunLifecycle, SchedulingQueries):
     def get_secret(self, name):
         row = m.Secret.get_or_none(m.Secret.name == name)
         if row is None:
-            raise NotFound.named("secret", name, self.secret_names(),
-                                 f"Set it with: orchestrator secret set {name}")
+            raise NotFound.named("secret", name, self.secret_names())
         return row.value
 
     def delete_secret(self, name):
@@ -914,10 +910,10 @@ def _check_run_id(run_id):
     try:
         number = int(run_id)
     except (TypeError, ValueError):
-        raise NotFound(f"{run_id!r} is not a flow run id; ids are whole numbers "
-                       "(see: orchestrator runs)") from None
+        raise NotFound(f"{run_id!r} is not a flow run id; ids are whole numbers",
+                       kind="flow run", name=run_id) from None
     if not 0 < number < 2 ** 63:
-        raise NotFound(f"No flow run with id {run_id}; list runs with: orchestrator runs")
+        raise NotFound(f"No flow run with id {run_id}", kind="flow run", name=run_id)
     return number
 
 

@@ -50,33 +50,41 @@ logger = logging.getLogger(__name__)
 
 
 class _LocalRuns:
-    """The Client's flow-run methods over the local store (no server needed)."""
+    """The Client's flow-run methods over the local store (no server needed),
+    answering with the documents the REST API answers with."""
 
     def __init__(self):
-        from ..store import Store
+        from .. import service
 
-        self.store = Store.open()
+        self.service = service
+        self.store = service.open_store()
 
     def create_flow_run(self, flow, parameters=None, name=None, labels=None,
                         scheduled_start_time=None, idempotency_key=None):
-        from .. import service
+        from ..service.documents import run_document
 
-        return service.create_flow_run(
+        return run_document(self.service.create_flow_run(
             self.store, flow, parameters=parameters, name=name, labels=labels,
-            scheduled_start_time=scheduled_start_time, idempotency_key=idempotency_key)
+            scheduled_start_time=scheduled_start_time, idempotency_key=idempotency_key))
 
     def get_flow_run(self, run_id):
-        return self.store.get_flow_run(run_id)
+        from ..service.documents import run_document
+
+        return run_document(self.service.get_flow_run(self.store, run_id))
 
     def get_task_runs(self, run_id):
-        return self.store.task_runs(int(run_id))
+        from ..service.documents import task_run_document
+
+        return [task_run_document(row) for row in self.service.task_runs(self.store, run_id)]
 
     def set_flow_run_name(self, run_id, name):
-        self.store.rename_flow_run(int(run_id), name)
+        self.service.rename_flow_run(self.store, run_id, name)
 
     def get_logs(self, run_id, after=None, level=None, limit=1000):
-        return [dict(row, level_name=logging.getLevelName(row["level"]))
-                for row in self.store.logs(int(run_id), after_id=after or 0, limit=limit)]
+        from ..service.documents import log_document
+
+        return [log_document(row) for row in self.service.logs(
+            self.store, run_id, after_id=after or 0, min_level=level or 0, limit=limit)]
 
     def close(self):
         self.store.close()

@@ -20,28 +20,19 @@ and the results of secret tasks are never checkpointed.
 """
 
 import os
-import threading
 
 from ..config import load_config
 from ..core.context import context
 from ..core.task import Task
 from ..engine import run_logging
-from ..exceptions import InputError, OrchestratorError, TaskDefinitionError
+from ..exceptions import InputError, OrchestratorError, SecretNotFound, TaskDefinitionError
 
 __all__ = ["Secret", "SecretBase", "SecretTask", "PrefectSecret", "EnvVarSecret",
            "revealed_values"]
 
-_revealed = frozenset()
-_lock = threading.Lock()
-
-
-def revealed_values():
-    """Secret values read in this process (to hide them from logs)."""
-    return _revealed  # replaced, never changed in place: safe to read unlocked
-
-
-class SecretNotFound(OrchestratorError, LookupError):
-    """No secret with that name where this run looks for secrets."""
+# Secret values read in this process (to hide them from logs): the run
+# logging's one registry of values to hide.
+revealed_values = run_logging.redacted_values
 
 
 class Secret:
@@ -79,25 +70,23 @@ class Secret:
             "the store instead, set [flows] use_local_secrets = false")
 
     def _stored(self):
-        from ..store import NotFound, Store
+        from .. import service
+        from ..exceptions import NotFound
 
-        store = Store.open()
+        store = service.open_store()
         try:
-            return store.get_secret(self.name)
+            return service.get_secret(store, self.name)
         except NotFound as exc:
-            raise SecretNotFound(str(exc)) from None
+            advised = exc.advised(f"Set it with: orchestrator secret set {self.name}")
+            raise SecretNotFound(str(advised)) from None
         finally:
             store.close()
 
 
 def _reveal(value):
     """Remember a secret value read in this process, to hide it from log lines."""
-    global _revealed
-    if value is None:
-        return
-    with _lock:
-        _revealed = _revealed | {str(value)}
-    run_logging.add_redaction(value)
+    if value is not None:
+        run_logging.add_redaction(value)
 
 
 class SecretBase(Task):

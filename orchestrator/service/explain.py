@@ -7,10 +7,10 @@ answers one of them with the sentences it has to say (none: nothing to say).
 
 import time
 
-from .flows.run_configs import needs_other_agent
-from .store import agent_takes
+from ..flows.run_configs import needs_other_agent
+from ..store import agent_takes
+from .agents import live_agents
 
-AGENT_ALIVE_SECONDS = 30.0
 
 _NOTHING_HOLDS_IT_BACK = ("Nothing holds it back: a matching agent should claim it at its next "
                          "look (within a second or so).")
@@ -92,8 +92,8 @@ def _schedule_paused(run, flow):
 
 
 def _live_agents(store, now):
-    """The agents seen within AGENT_ALIVE_SECONDS of `now`."""
-    return [a for a in store.list_agents() if now - a["last_seen"] < AGENT_ALIVE_SECONDS]
+    """The agents not silent at `now` (service.agents.silent_after says when)."""
+    return live_agents(store, now)
 
 
 def _no_agent_running(agents):
