@@ -782,3 +782,23 @@ def test_triggers_count_the_children_of_a_mapped_upstream_one_by_one():
     assert state.result[a].result == "alerted"
     assert type(state.result[n]) is TriggerFailed
     assert "2 of 3" in state.result[n].message
+
+
+def test_every_state_has_one_name_in_the_vocabulary_and_it_is_the_string_the_store_keeps(
+        tmp_path):
+    import json
+    import sqlite3
+
+    from orchestrator.core.states import _BY_NAME, StateName
+
+    assert {name.value for name in StateName} == set(_BY_NAME)
+    for name in StateName:
+        assert name == name.value and hash(name) == hash(name.value)
+        assert str(name) == f"{name}" == "%s" % name == name.value
+        assert StateName(name.value) is name
+    assert json.dumps({"state": StateName.TIMED_OUT}) == '{"state": "TimedOut"}'
+    db = sqlite3.connect(tmp_path / "states.db")
+    db.execute("CREATE TABLE run (state TEXT)")
+    db.execute("INSERT INTO run VALUES (?)", (StateName.TRIGGER_FAILED,))
+    [(kept,)] = db.execute("SELECT state FROM run WHERE state = ?", ("TriggerFailed",))
+    assert kept == StateName.TRIGGER_FAILED and type(kept) is str

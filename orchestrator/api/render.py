@@ -15,7 +15,7 @@ import re
 
 import falcon
 
-from ..core.states import TERMINAL_RUN_STATES
+from ..core.states import TERMINAL_RUN_STATES, StateName
 from ..service.documents import LEVELS
 from ..core.validation import MAX_ID as MAX_ID  # (the API's documents and routes use it)
 from ..core.validation import MAX_PARAMETERS_BYTES, check_labels, check_name, check_storable
@@ -25,8 +25,9 @@ MAX_BODY_BYTES = MAX_PARAMETERS_BYTES
 MAX_PAGE = 500
 # What a stored flow run may be in: the agent's steps, the final states, and the
 # passing states a flow runner can report.
-RUN_STATES = ("Scheduled", "Submitted", "Running", "Cancelling", *TERMINAL_RUN_STATES,
-              "Pending", "Retrying", "Paused", "Looped", "Mapped")
+RUN_STATES = (StateName.SCHEDULED, StateName.SUBMITTED, StateName.RUNNING,
+              StateName.CANCELLING, *TERMINAL_RUN_STATES, StateName.PENDING,
+              StateName.RETRYING, StateName.PAUSED, StateName.LOOPED, StateName.MAPPED)
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",

@@ -21,6 +21,7 @@ import click
 
 from .. import exit_codes
 from ..core import validation
+from ..core.states import StateName
 from ..version import __version__
 from ..exceptions import NotFound, OrchestratorError, Unavailable
 
@@ -407,7 +408,7 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
             _echo_json(_run_json(run))
         else:
             click.echo(f"Flow run {run['id']} ({run['name']}): {state}: {run['message'] or ''}")
-        sys.exit(EXIT_OK if state == "Success" else EXIT_RUN_FAILED)
+        sys.exit(EXIT_OK if state == StateName.SUCCESS else EXIT_RUN_FAILED)
     if watch:
         sys.exit(_watch(store, run["id"], as_json))
     click.echo("It is Scheduled: a running `orchestrator up` or `orchestrator agent` picks "
@@ -443,7 +444,8 @@ def execute(run_id, agent_name, attempt):
     store = _open_store("execute", wait=EXECUTE_CONNECT_WAIT)
     state = _execute(store, run_id, agent=agent_name, attempt=attempt)
     click.echo(f"Flow run {run_id}: {state}")
-    sys.exit(EXIT_OK if state in ("Success", "Scheduled", "Paused") else EXIT_RUN_FAILED)
+    waiting_or_done = (StateName.SUCCESS, StateName.SCHEDULED, StateName.PAUSED)
+    sys.exit(EXIT_OK if state in waiting_or_done else EXIT_RUN_FAILED)
 
 
 def _watch(store, run_id, as_json):
@@ -462,8 +464,9 @@ def _watch(store, run_id, as_json):
                     _print_log(row, as_json)
                 click.echo(f"Flow run {run_id} ({run['name']}): {run['state']}: "
                            f"{run['message'] or ''}", err=as_json)
-                return EXIT_OK if run["state"] in ("Success", "Skipped") else EXIT_RUN_FAILED
-            if run["state"] == "Scheduled" and waited > 5 and not hinted:
+                ok = run["state"] in (StateName.SUCCESS, StateName.SKIPPED)
+                return EXIT_OK if ok else EXIT_RUN_FAILED
+            if run["state"] == StateName.SCHEDULED and waited > 5 and not hinted:
                 click.echo("Still Scheduled: is an agent running? Start one with "
                            "`orchestrator up`, or run it here with "
                            f"`orchestrator execute {run_id}`.", err=True)
@@ -747,13 +750,13 @@ def cancel(run_id, wait_seconds):
 
     store = _open_store()
     with _user_errors():
-        run = store.get_flow_run(run_id)
+        run = service.get_flow_run(store, run_id)
         state = service.cancel_flow_run(store, run["id"])
     deadline = time.monotonic() + (wait_seconds or 0)
-    while state == "Cancelling" and time.monotonic() < deadline:
+    while state == StateName.CANCELLING and time.monotonic() < deadline:
         time.sleep(0.2)
-        state = store.get_flow_run(run["id"])["state"]
-    if state == "Cancelling":
+        state = service.get_flow_run(store, run["id"])["state"]
+    if state == StateName.CANCELLING:
         click.echo(f"Flow run {run['id']} is Cancelling: its agent stops its process "
                    "(SIGTERM, then SIGKILL after a grace period), or, run by hand, the "
                    "process stops itself at its next heartbeat.")

@@ -24,6 +24,7 @@ draft, a copy that is open for writing only while the handler runs (see
 """
 
 import datetime as _dt
+import enum as _enum
 import time as _time
 
 from .context import context as _run_context
@@ -32,7 +33,7 @@ __all__ = [
     "State", "Pending", "Scheduled", "Retrying", "Paused", "Queued", "Submitted",
     "Running", "Cancelling", "Finished", "Success", "Cached", "Mapped", "Skipped",
     "Failed", "TriggerFailed", "TimedOut", "ValidationFailed", "Looped", "Cancelled",
-    "Resume", "state_from_name", "call_state_handler",
+    "Resume", "state_from_name", "call_state_handler", "StateName",
 ]
 
 _set = object.__setattr__
@@ -474,15 +475,50 @@ def _aware(value):
     return value
 
 
+class StateName(str, _enum.Enum):
+    """The name of every state, as the store keeps it, the API and the CLI show it
+    and filters take it: the one vocabulary of states outside the state classes.
+
+    A member is its name as a string (`StateName.SUCCESS == "Success"`, the same
+    hash, `str()` and f-strings give "Success"), so it can be compared with what
+    the database returns and written to it as it is."""
+
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    RETRYING = "Retrying"
+    PAUSED = "Paused"
+    RESUME = "Resume"
+    QUEUED = "Queued"
+    SUBMITTED = "Submitted"
+    RUNNING = "Running"
+    CANCELLING = "Cancelling"
+    FINISHED = "Finished"
+    SUCCESS = "Success"
+    CACHED = "Cached"
+    MAPPED = "Mapped"
+    SKIPPED = "Skipped"
+    FAILED = "Failed"
+    TRIGGER_FAILED = "TriggerFailed"
+    TIMED_OUT = "TimedOut"
+    VALIDATION_FAILED = "ValidationFailed"
+    LOOPED = "Looped"
+    CANCELLED = "Cancelled"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+S = StateName
 # The states a flow run ends in: nothing changes a run in one of them.
-TERMINAL_RUN_STATES = ("Success", "Failed", "Cancelled", "TimedOut", "Skipped",
-                       "TriggerFailed", "Cached")
+TERMINAL_RUN_STATES = (S.SUCCESS, S.FAILED, S.CANCELLED, S.TIMED_OUT, S.SKIPPED,
+                       S.TRIGGER_FAILED, S.CACHED)
 # The states of a flow run that holds a claim or a process.
-ACTIVE_RUN_STATES = ("Submitted", "Running", "Cancelling")
+ACTIVE_RUN_STATES = (S.SUBMITTED, S.RUNNING, S.CANCELLING)
 # The states of a task run that has not ended yet: when its flow run ends
 # otherwise than by finishing (cancel, crash, reaper), these end with it.
-UNFINISHED_TASK_STATES = ("Pending", "Scheduled", "Submitted", "Queued", "Running",
-                          "Retrying", "Paused", "Cancelling", "Looped")
+UNFINISHED_TASK_STATES = (S.PENDING, S.SCHEDULED, S.SUBMITTED, S.QUEUED, S.RUNNING,
+                          S.RETRYING, S.PAUSED, S.CANCELLING, S.LOOPED)
+del S
 
 _BY_NAME = {cls.__name__: cls for cls in (
     Pending, Scheduled, Retrying, Paused, Resume, Queued, Submitted, Running, Cancelling,

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from .. import exit_codes
 from ..config import home_dir, load_config, private_dir
+from ..core.states import StateName
 from ..exceptions import OrchestratorError
 from ..flows.run_configs import needs_other_agent
 from ..store import TERMINAL_STATES, OutageLog, StoreUnavailable
@@ -344,7 +345,7 @@ class Agent:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # it never ran: later, again
                 self.store.return_unstarted(run_id, attempt, f"Scheduled again: {why}")
             else:
-                self.store.fail_flow_run(run_id, attempt, "Submitted", why)
+                self.store.fail_flow_run(run_id, attempt, StateName.SUBMITTED, why)
             return
         self.children[(run_id, attempt)] = _Child(run_id, attempt, process, stderr_path)
         logger.info("Agent %s: started flow run %s, attempt %s (pid %s)", self.name, run_id,
@@ -371,14 +372,15 @@ class Agent:
                                "stopping its process %s", self.name, child.run_id,
                                child.attempt, attempt, child.process.pid)
                 _signal_group(child.process, signal.SIGKILL)
-            elif state == "Cancelling":
+            elif state == StateName.CANCELLING:
                 if child.term_sent is None:
                     child.term_sent = now
                     _signal_group(child.process, signal.SIGTERM)
                     logger.info("Agent %s: cancelling flow run %s", self.name, child.run_id)
                 elif now - child.term_sent > self.cancel_grace:
                     _signal_group(child.process, signal.SIGKILL)
-            elif state in TERMINAL_STATES or state in ("Scheduled", "Paused") or state is None:
+            elif state is None or state in TERMINAL_STATES \
+                    or state in (StateName.SCHEDULED, StateName.PAUSED):
                 # Its run is over, waits, or was returned: the process should be ending.
                 if child.kill_at is None:
                     child.kill_at = now + self.cancel_grace
@@ -401,13 +403,13 @@ class Agent:
     def _record_exit(self, child, returncode):
         run_id, attempt = child.run_id, child.attempt
         state = self.store.run_attempts([run_id]).get(run_id, (None, None))[0]
-        if state == "Cancelling":
+        if state == StateName.CANCELLING:
             self.store.cancelled_flow_run(run_id, attempt, f"Cancelled on request; its "
                                           f"process {describe_exit(returncode)}.")
             return
-        if state not in ("Submitted", "Running"):
+        if state not in (StateName.SUBMITTED, StateName.RUNNING):
             return  # it ended, waits, or belongs to another attempt: the run says so
-        if state == "Submitted" and returncode == exit_codes.STORE_UNAVAILABLE:
+        if state == StateName.SUBMITTED and returncode == exit_codes.STORE_UNAVAILABLE:
             # It could not start the run (the store could not be written): it never ran.
             self.store.return_unstarted(run_id, attempt, "Scheduled again: its process could "
                                         "not write to the store to start it.")

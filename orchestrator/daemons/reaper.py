@@ -29,6 +29,7 @@ import os
 import time
 from pathlib import Path
 
+from ..core.states import StateName
 from ..store import StoreUnavailable
 from ..store.identity import host_identity
 
@@ -130,13 +131,13 @@ class Reaper:
         # this host is looked for here; a run started by hand, or on another
         # host, is judged by its heartbeat.
         local = agent is not None and bool(run["pid"]) and run.get("host_id") == self.host_id
-        if run["state"] == "Submitted":
+        if run["state"] == StateName.SUBMITTED:
             why = self._why_unstarted(run, agent, local, now)
             return None if why is None else Verdict(run, "unstarted", why)
         why = self._why_dead(run, local, now)
         if why is None:
             return None
-        if run["state"] == "Cancelling":
+        if run["state"] == StateName.CANCELLING:
             return Verdict(run, "cancelled", why)
         allowed = int((self._settings(run).get("max_restarts", 0)) or 0)
         return Verdict(run, "restart" if run["restarts"] < allowed else "fail", why)

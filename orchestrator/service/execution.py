@@ -23,6 +23,7 @@ import time
 import uuid
 
 from .. import exit_codes
+from ..core.states import StateName
 from ..engine.artifacts import ArtifactNotFound
 from ..config import load_config
 from ..core import states as st
@@ -45,7 +46,7 @@ FLUSH_ROWS = 500
 MAX_WAITING_LOGS = 100_000
 RETRY_SECONDS = 1.0  # between tries to write while the store cannot be written
 TERM_FLUSH_SECONDS = 5.0  # on SIGTERM, at most this long to write what the run reported
-_PLAIN_STEPS = ("Running", "Success", "Mapped")
+_PLAIN_STEPS = (StateName.RUNNING, StateName.SUCCESS, StateName.MAPPED)
 # Retries due within this many seconds are waited for in the run's process;
 # later ones end the process and the run goes back to Scheduled.
 INLINE_RETRY_SECONDS = 600.0
@@ -459,9 +460,9 @@ class StoreReporter(Reporter):
         row.update(state=state, message=message, result_location=location)
         if run_count:
             row["run_count"] = run_count
-        if state == "Running":
+        if state == StateName.RUNNING:
             row["start_time"] = row["start_time"] or when
-        elif state in TERMINAL_STATES or state == "Mapped":
+        elif state in TERMINAL_STATES or state == StateName.MAPPED:
             row["end_time"] = when
         if state not in _PLAIN_STEPS:
             # The task-run row's start and end times already tell Running and
@@ -496,7 +497,7 @@ class Heartbeat:
             wait = self.interval
             try:
                 state = self.store.heartbeat(self.run_id, self.attempt)
-                if state == "Cancelling" and self.ownership.agent is None \
+                if state == StateName.CANCELLING and self.ownership.agent is None \
                         and not self._finishing:
                     # No agent watches this process: it stops itself.
                     self.ownership.terminate("a cancel was asked for")
@@ -669,7 +670,8 @@ def _restore_task_states(store, run, flow, location):
     restored, unreadable = {}, []
     for row in store.task_runs(run["id"]):
         task = by_slug.get(row["task_slug"])
-        if task is None or row["map_index"] != -1 or row["state"] not in ("Success", "Cached"):
+        if task is None or row["map_index"] != -1 \
+                or row["state"] not in (StateName.SUCCESS, StateName.CACHED):
             continue
         if isinstance(task, Parameter):
             continue  # its value is the run's own parameter: nothing to restore
@@ -718,7 +720,7 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
         raise OrchestratorError(
             f"Flow run {run_id} ({run['name']}) already finished: {run['state']}. "
             f"Start a new run with: orchestrator run {run['project']}/{run['flow_name']}")
-    if agent is not None and attempt is None and run["state"] == "Submitted" \
+    if agent is not None and attempt is None and run["state"] == StateName.SUBMITTED \
             and run["agent"] == agent:
         attempt = run["attempt"]  # an agent of an earlier version: its claim's attempt
     # The id the agent gave this process (and recorded); taken out of the
@@ -763,8 +765,8 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
     except OrchestratorError as exc:
         why = f"Could not load the flow: {exc}"
         _finish(store, run_id, attempt, heartbeat, lambda: store.finish_flow_run(
-            run_id, attempt, "Failed", why))
-        return "Failed"
+            run_id, attempt, StateName.FAILED, why))
+        return StateName.FAILED
     store.confirm_owner(run_id, attempt)  # still this attempt's after loading? (else: stop)
     run_logging.ensure_logging()
     reporter = ownership.reporter = StoreReporter(store, run_id, attempt, ownership)
@@ -888,12 +890,12 @@ def _record_final_state(store, run_id, attempt, state):
         if retry_at is not None:
             store.reschedule_flow_run(run_id, attempt, retry_at.timestamp(),
                                       f"Waiting for a task retry at {retry_at.isoformat()}")
-            return "Scheduled"
+            return StateName.SCHEDULED
         store.pause_flow_run(run_id, attempt, state.message)
-        return "Paused"
+        return StateName.PAUSED
     name = type(state).__name__
     if name not in TERMINAL_STATES:
-        name = "Failed" if state.is_failed() else "Success"
+        name = StateName.FAILED if state.is_failed() else StateName.SUCCESS
     store.finish_flow_run(run_id, attempt, name, state.message)
     return name
 

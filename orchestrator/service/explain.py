@@ -7,6 +7,7 @@ answers one of them with the sentences it has to say (none: nothing to say).
 
 import time
 
+from ..core.states import StateName
 from ..flows.run_configs import needs_other_agent
 from ..store import agent_takes
 from .agents import live_agents
@@ -21,7 +22,7 @@ def explain_flow_run(store, run_id, now=None):
     now = time.time() if now is None else now
     run = store.get_flow_run(run_id)
     flow = store.get_flow(run["flow_id"])
-    if run["state"] != "Scheduled":
+    if run["state"] != StateName.SCHEDULED:
         return [_what_it_is_doing(run)]
     reasons = [
         *_needs_another_kind_of_agent(flow),
@@ -41,9 +42,9 @@ def explain_flow_run(store, run_id, now=None):
 def _what_it_is_doing(run):
     """A run past Scheduled: claimed, running, or finished for good."""
     state = run["state"]
-    if state == "Submitted":
+    if state == StateName.SUBMITTED:
         return f"It was claimed by agent {run['agent']} and is starting."
-    if state in ("Running", "Cancelling"):
+    if state in (StateName.RUNNING, StateName.CANCELLING):
         return f"It is {state}" + (f" (agent {run['agent']}, pid {run['pid']})"
                                    if run["agent"] else "") + "."
     return (f"It is {state}: {run['message'] or 'no message'}. It will not start again; "

@@ -5,7 +5,7 @@ import datetime as _dt
 import json
 
 from ..core import validation
-from ..core.states import TERMINAL_RUN_STATES, state_from_name
+from ..core.states import TERMINAL_RUN_STATES, StateName, state_from_name
 from ..core.task import Parameter, no_default
 from ..engine.flow_runner import resolve_parameters
 from ..exceptions import Conflict, InputError, ParameterError
@@ -82,7 +82,7 @@ def cancel_flow_run(store, run_id):
     in now (Cancelled or Cancelling); Conflict when it had already finished."""
     run = store.get_flow_run(run_id)
     state = store.request_cancel(run["id"])
-    if state in TERMINAL_RUN_STATES and state != "Cancelled":
+    if state in TERMINAL_RUN_STATES and state != StateName.CANCELLED:
         raise Conflict(f"Flow run {run['id']} already finished: {state}; nothing to cancel")
     return state
 

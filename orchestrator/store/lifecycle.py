@@ -27,12 +27,13 @@ import time
 
 import peewee as pw
 
-from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, UNFINISHED_TASK_STATES
+from ..core.states import (ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, UNFINISHED_TASK_STATES,
+                           StateName)
 from . import models as m
 from .errors import AttemptLost, NotFound
 from .identity import host_identity, new_id
 
-_RUNNING = ("Running", "Cancelling")
+_RUNNING = (StateName.RUNNING, StateName.CANCELLING)
 _ANY = object()  # a move that sets no condition on the run's heartbeat
 
 
@@ -146,17 +147,17 @@ class RunLifecycle:
         message = f"Submitted to agent {agent}"
         with self.db.atomic():
             mine = [run_id for (run_id,) in m.FlowRun.select(m.FlowRun.id)
-                    .where(m.FlowRun.id.in_(run_ids) & (m.FlowRun.state == "Scheduled"))
+                    .where(m.FlowRun.id.in_(run_ids) & (m.FlowRun.state == StateName.SCHEDULED))
                     .order_by(m.FlowRun.id).for_update(skip_locked=True).tuples()]
             if not mine:
                 return []
-            won = dict(m.FlowRun.update(state="Submitted", agent=agent, pid=None,
+            won = dict(m.FlowRun.update(state=StateName.SUBMITTED, agent=agent, pid=None,
                                         heartbeat=None, attempt=m.FlowRun.attempt + 1,
                                         message=message, updated=now)
-                       .where(m.FlowRun.id.in_(mine) & (m.FlowRun.state == "Scheduled"))
+                       .where(m.FlowRun.id.in_(mine) & (m.FlowRun.state == StateName.SCHEDULED))
                        .returning(m.FlowRun.id, m.FlowRun.attempt).tuples().execute())
             m.StateEvent.insert_many(
-                [(run_id, "Submitted", message, now) for run_id in sorted(won)],
+                [(run_id, StateName.SUBMITTED, message, now) for run_id in sorted(won)],
                 [m.StateEvent.flow_run, m.StateEvent.state, m.StateEvent.message,
                  m.StateEvent.time]).execute()
         return [(run_id, won[run_id]) for run_id in run_ids if run_id in won]
@@ -170,7 +171,7 @@ class RunLifecycle:
         before any write: a claim begun while this connection still holds the
         SELECT's read snapshot is refused at once (a stale snapshot) instead of
         waiting for the lock."""
-        where = (m.FlowRun.state == "Scheduled") & (m.FlowRun.scheduled_start_time <= now)
+        where = (m.FlowRun.state == StateName.SCHEDULED) & (m.FlowRun.scheduled_start_time <= now)
         if after is not None:
             when, run_id = after
             where &= ((m.FlowRun.scheduled_start_time > when)
@@ -199,18 +200,18 @@ class RunLifecycle:
         with self.db.atomic():
             if self.db.for_update and (
                     m.FlowRun.select(m.FlowRun.id)
-                    .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
+                    .where((m.FlowRun.id == run_id) & (m.FlowRun.state == StateName.SCHEDULED))
                     .for_update(skip_locked=True).tuples().first()) is None:
                 return None  # PostgreSQL: claimed, or being claimed, by another agent
             if limited and self._limit_full(flow_id, flow_limit, run_labels, label_limits):
                 return None
-            if (m.FlowRun.update(state="Submitted", agent=agent, pid=None, heartbeat=None,
+            if (m.FlowRun.update(state=StateName.SUBMITTED, agent=agent, pid=None, heartbeat=None,
                                  attempt=m.FlowRun.attempt + 1, message=message,
                                  updated=time.time())
-                    .where((m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled"))
+                    .where((m.FlowRun.id == run_id) & (m.FlowRun.state == StateName.SCHEDULED))
                     .execute()) != 1:
                 return None
-            self._event(run_id, "Submitted", message, time.time())
+            self._event(run_id, StateName.SUBMITTED, message, time.time())
             return self._attempt(run_id)
 
     def claim_run(self, run_id, claimer):
@@ -219,12 +220,13 @@ class RunLifecycle:
         attempt, or None when someone else has it."""
         message = f"Submitted to {claimer}"
         with self.db.atomic():
-            if m.FlowRun.update(state="Submitted", agent=claimer, pid=None, heartbeat=None,
+            if m.FlowRun.update(state=StateName.SUBMITTED, agent=claimer, pid=None, heartbeat=None,
                                 attempt=m.FlowRun.attempt + 1, message=message,
                                 updated=time.time()).where(
-                    (m.FlowRun.id == run_id) & (m.FlowRun.state == "Scheduled")).execute() != 1:
+                    (m.FlowRun.id == run_id)
+                    & (m.FlowRun.state == StateName.SCHEDULED)).execute() != 1:
                 return None
-            self._event(run_id, "Submitted", message, time.time())
+            self._event(run_id, StateName.SUBMITTED, message, time.time())
             return self._attempt(run_id)
 
     def record_run_process(self, run_id, attempt, pid, process_id=None):
@@ -235,7 +237,7 @@ class RunLifecycle:
             return m.FlowRun.update(pid=pid, host_id=host_identity(),
                                     process_id=process_id or new_id()).where(
                 (m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
-                & (m.FlowRun.state == "Submitted")).execute() == 1
+                & (m.FlowRun.state == StateName.SUBMITTED)).execute() == 1
 
     def stale_claims(self, agent, before):
         """Runs Submitted to `agent` before `before` (a restart of that agent may
@@ -243,13 +245,13 @@ class RunLifecycle:
         host_id (where that pid means something)."""
         return list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.attempt, m.FlowRun.pid,
                                      m.FlowRun.host_id).where(
-            (m.FlowRun.state == "Submitted") & (m.FlowRun.agent == agent)
+            (m.FlowRun.state == StateName.SUBMITTED) & (m.FlowRun.agent == agent)
             & (m.FlowRun.updated < before)).dicts())
 
     def return_unstarted(self, run_id, attempt, message):
         """A claim that never started its run (its agent or process died first)
         goes back to Scheduled: the run never ran, so no restart is spent."""
-        return self._move(run_id, "Scheduled", message, came_from=("Submitted",),
+        return self._move(run_id, StateName.SCHEDULED, message, came_from=(StateName.SUBMITTED,),
                           attempt=attempt, values=_UNCLAIMED)
 
     # -- the run's own process --------------------------------------------------
@@ -263,18 +265,18 @@ class RunLifecycle:
         the identity of this host (the caller is the run's own process).
         """
         now = time.time()
-        values = dict(state="Running", message="Running flow.", start_time=now,
+        values = dict(state=StateName.RUNNING, message="Running flow.", start_time=now,
                       heartbeat=now, pid=pid, host_id=host_identity(),
                       process_id=process_id or new_id(), updated=now)
         where = m.FlowRun.id == run_id
         if attempt is None:
             values.update(agent=None, attempt=m.FlowRun.attempt + 1)
-            where &= m.FlowRun.state == "Scheduled"
+            where &= m.FlowRun.state == StateName.SCHEDULED
         else:
-            where &= (m.FlowRun.state == "Submitted") & (m.FlowRun.attempt == attempt)
+            where &= (m.FlowRun.state == StateName.SUBMITTED) & (m.FlowRun.attempt == attempt)
         with self.db.atomic():
             if m.FlowRun.update(**values).where(where).execute() == 1:
-                self._event(run_id, "Running", "Running flow.", now)
+                self._event(run_id, StateName.RUNNING, "Running flow.", now)
                 return self._attempt(run_id)
         if attempt is None:
             return None
@@ -312,8 +314,8 @@ class RunLifecycle:
         if state not in TERMINAL_RUN_STATES:
             raise ValueError(f"{state!r} is not a state a flow run ends in; use one of "
                              f"{', '.join(TERMINAL_RUN_STATES)}")
-        ended = None if state == "Success" else (
-            "Cancelled" if state == "Cancelled" else "Failed",
+        ended = None if state == StateName.SUCCESS else (
+            StateName.CANCELLED if state == StateName.CANCELLED else StateName.FAILED,
             f"The flow run ended {state} before this task ended.")
         if not self._move(run_id, state, message, came_from=_RUNNING, attempt=attempt,
                           end=True, tasks_end_as=ended):
@@ -322,13 +324,13 @@ class RunLifecycle:
     def reschedule_flow_run(self, run_id, attempt, when, message):
         """A task retries at `when` (epoch seconds), too late to wait for in the
         process: the run goes back to Scheduled then, and resumes."""
-        if not self._move(run_id, "Scheduled", message, came_from=_RUNNING, attempt=attempt,
+        if not self._move(run_id, StateName.SCHEDULED, message, came_from=_RUNNING, attempt=attempt,
                           values=dict(_UNCLAIMED, scheduled_start_time=when)):
             raise self._lost(run_id, attempt)
 
     def pause_flow_run(self, run_id, attempt, message):
         """A task paused the run (signals.PAUSE): its process ends, the run waits."""
-        if not self._move(run_id, "Paused", message, came_from=_RUNNING, attempt=attempt,
+        if not self._move(run_id, StateName.PAUSED, message, came_from=_RUNNING, attempt=attempt,
                           values={"pid": None}):
             raise self._lost(run_id, attempt)
 
@@ -338,9 +340,9 @@ class RunLifecycle:
         task runs that had not ended are Failed with why. Only if it is still on
         `attempt` and in the state `judged` (and, with `beat`, its heartbeat has
         not moved since it was judged silent)."""
-        return self._move(run_id, "Scheduled", message, came_from=_states(judged),
+        return self._move(run_id, StateName.SCHEDULED, message, came_from=_states(judged),
                           attempt=attempt, beat=beat, tasks_end_as=(
-                              "Failed", f"The flow run's process was lost before this task "
+                              StateName.FAILED, f"The flow run's process was lost before this task "
                               f"ended; the run starts again. {message}"),
                           values=dict(_UNCLAIMED, restarts=m.FlowRun.restarts + 1))
 
@@ -348,15 +350,15 @@ class RunLifecycle:
         """A run whose process was lost, or never started, is Failed, and so are
         its task runs that had not ended. Only if it is still on `attempt` and in
         the state `judged` (and, with `beat`, its heartbeat has not moved)."""
-        return self._move(run_id, "Failed", message, came_from=_states(judged),
+        return self._move(run_id, StateName.FAILED, message, came_from=_states(judged),
                           attempt=attempt, beat=beat, end=True, tasks_end_as=(
-                              "Failed", f"The flow run failed before this task ended: "
+                              StateName.FAILED, f"The flow run failed before this task ended: "
                               f"{message}"))
 
     def cancelled_flow_run(self, run_id, attempt, message):
         """A run being cancelled whose process has ended is Cancelled, and so are
         its task runs that had not ended."""
-        return self._move(run_id, "Cancelled", message, came_from=("Cancelling",),
+        return self._move(run_id, StateName.CANCELLED, message, came_from=(StateName.CANCELLING,),
                           attempt=attempt, end=True, tasks_end_as=_TASKS_CANCELLED)
 
     # -- users --------------------------------------------------------------------
@@ -366,17 +368,17 @@ class RunLifecycle:
         while True:
             row = m.FlowRun.select(m.FlowRun.state).where(m.FlowRun.id == run_id).first()
             if row is None:
-                raise NotFound(f"No flow run with id {run_id}; list runs with: "
-                               "orchestrator runs")
+                raise NotFound(f"No flow run with id {run_id}", kind="flow run",
+                               name=run_id)
             state = row.state
-            if state in TERMINAL_RUN_STATES or state == "Cancelling":
+            if state in TERMINAL_RUN_STATES or state == StateName.CANCELLING:
                 return state
-            if state == "Running":
-                new, message = "Cancelling", "Cancel requested; stopping its process"
+            if state == StateName.RUNNING:
+                new, message = StateName.CANCELLING, "Cancel requested; stopping its process"
             else:
-                new, message = "Cancelled", "Cancelled before it started"
-            if self._move(run_id, new, message, came_from=(state,), end=new == "Cancelled",
-                          tasks_end_as=_TASKS_CANCELLED if new == "Cancelled" else None):
+                new, message = StateName.CANCELLED, "Cancelled before it started"
+            if self._move(run_id, new, message, came_from=(state,), end=new == StateName.CANCELLED,
+                          tasks_end_as=_TASKS_CANCELLED if new == StateName.CANCELLED else None):
                 return new
             # it moved on meanwhile: decide again
 
@@ -415,13 +417,13 @@ class RunLifecycle:
             text = _message_expression(message, now)
             for i in range(0, len(ids), _ID_CHUNK):
                 chunk = ids[i:i + _ID_CHUNK]
-                (m.FlowRun.update(state="Skipped", message=text, end_time=now, updated=now)
-                 .where(m.FlowRun.id.in_(chunk) & (m.FlowRun.state == "Scheduled"))
+                (m.FlowRun.update(state=StateName.SKIPPED, message=text, end_time=now, updated=now)
+                 .where(m.FlowRun.id.in_(chunk) & (m.FlowRun.state == StateName.SCHEDULED))
                  .execute())
                 # The rows are this transaction's alone (SQLite's write lock, or
                 # PostgreSQL's row locks): every id in the chunk was changed.
                 m.StateEvent.insert_from(
-                    m.FlowRun.select(m.FlowRun.id, pw.Value("Skipped"), m.FlowRun.message,
+                    m.FlowRun.select(m.FlowRun.id, pw.Value(StateName.SKIPPED), m.FlowRun.message,
                                      pw.Value(now))
                     .where(m.FlowRun.id.in_(chunk)),
                     [m.StateEvent.flow_run, m.StateEvent.state, m.StateEvent.message,
@@ -502,7 +504,7 @@ class RunLifecycle:
         return AttemptLost(text, run_id, attempt, row.attempt, row.state)
 
 
-_TASKS_CANCELLED = ("Cancelled", "The flow run was cancelled before this task ended.")
+_TASKS_CANCELLED = (StateName.CANCELLED, "The flow run was cancelled before this task ended.")
 # A run without a claim: no agent, no process, no heartbeat.
 _UNCLAIMED = {"agent": None, "pid": None, "heartbeat": None}
 _ID_CHUNK = 500

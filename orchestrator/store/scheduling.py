@@ -21,6 +21,7 @@ import uuid
 
 import peewee as pw
 
+from ..core.states import StateName
 from . import models as m
 
 # Rows per multi-row statement: far below SQLite's bound-parameter limit.
@@ -97,7 +98,7 @@ class SchedulingQueries:
                 .join(this, on=((this.project == m.Flow.project) & (this.name == m.Flow.name)))
                 .where(this.id == flow_id))
 
-    def _auto_scheduled(self, flow_id, state="Scheduled"):
+    def _auto_scheduled(self, flow_id, state=StateName.SCHEDULED):
         return ((m.FlowRun.flow == flow_id) & (m.FlowRun.auto_scheduled == True)  # noqa: E712
                 & (m.FlowRun.state == state))
 
@@ -161,7 +162,7 @@ class SchedulingQueries:
                 m.FlowRun.flow: flow_id, m.FlowRun.name: marker,
                 m.FlowRun.parameters: run.get("parameters") or {},
                 m.FlowRun.labels: sorted(set(run.get("labels") or ())),
-                m.FlowRun.state: "Scheduled",
+                m.FlowRun.state: StateName.SCHEDULED,
                 m.FlowRun.scheduled_start_time: run["scheduled_start_time"],
                 m.FlowRun.idempotency_key: key, m.FlowRun.auto_scheduled: True,
                 m.FlowRun.created: now, m.FlowRun.updated: now,
@@ -185,7 +186,7 @@ class SchedulingQueries:
                     (run_id, default_run_name(run_id)) for run_id in chunk]))
                  .where(m.FlowRun.id.in_(chunk)).execute())
                 m.StateEvent.insert_many([
-                    {m.StateEvent.flow_run: run_id, m.StateEvent.state: "Scheduled",
+                    {m.StateEvent.flow_run: run_id, m.StateEvent.state: StateName.SCHEDULED,
                      m.StateEvent.message: "Scheduled by the flow's schedule",
                      m.StateEvent.time: now} for run_id in chunk]).execute()
         return created
@@ -261,7 +262,7 @@ class SchedulingQueries:
         for i in range(0, len(ids), _ID_CHUNK):
             deleted += m.FlowRun.delete().where(
                 m.FlowRun.id.in_(ids[i:i + _ID_CHUNK])
-                & (m.FlowRun.state == "Scheduled")).execute()
+                & (m.FlowRun.state == StateName.SCHEDULED)).execute()
         return deleted
 
     def adopt_auto_runs_of_other_versions(self, flow_id, now, limit=5000):
@@ -288,7 +289,7 @@ class SchedulingQueries:
                 for i in range(0, len(due), _ID_CHUNK):
                     adopted += m.FlowRun.update(flow=flow_id, updated=now).where(
                         m.FlowRun.id.in_(due[i:i + _ID_CHUNK])
-                        & (m.FlowRun.state == "Scheduled")).execute()
+                        & (m.FlowRun.state == StateName.SCHEDULED)).execute()
         return adopted, deleted
 
     # -- late runs --------------------------------------------------------------

@@ -21,7 +21,7 @@ import time
 import peewee as pw
 
 from ..core import lateness
-from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES
+from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, StateName
 from ..exceptions import OrchestratorError
 from . import models as m
 from .db import (connection_room, database_url, open_database, release_connection,
@@ -257,7 +257,8 @@ class Store(RunLifecycle, SchedulingQueries):
         runs = [(run_id, state) for run_id, state in self._merged(
             [(f"flow_id = {p}", [v]) for v in versions], ("id",), recent, extra=("state",))]
         first = self._merged(
-            [(f"flow_id = {p} AND auto_scheduled = {p} AND state = {p}", [v, auto, "Scheduled"])
+            [(f"flow_id = {p} AND auto_scheduled = {p} AND state = {p}",
+              [v, auto, StateName.SCHEDULED])
              for v in versions for auto in (False, True)],
             ("scheduled_start_time",), 1, descending=False)
         return {"recent_runs": runs, "next_run": first[0][0] if first else None}
@@ -309,7 +310,7 @@ class Store(RunLifecycle, SchedulingQueries):
     # -- flow runs ------------------------------------------------------------
     def create_flow_run(self, flow_id, parameters=None, name=None, labels=None,
                         scheduled_start_time=None, idempotency_key=None,
-                        state="Scheduled", auto_scheduled=False, report=False):
+                        state=StateName.SCHEDULED, auto_scheduled=False, report=False):
         """A new run of flow version `flow_id`; with `idempotency_key`, the run an
         earlier call with that key made, if any. With `report`, (run, created)."""
         # Hand-written SQL: the REST API creates runs at hundreds per second, and
@@ -562,7 +563,7 @@ class Store(RunLifecycle, SchedulingQueries):
         return (m.FlowRun.select(m.FlowRun.id)
                 .where((m.FlowRun.flow == flow_id)
                        & (m.FlowRun.auto_scheduled == True)  # noqa: E712
-                       & (m.FlowRun.state == "Scheduled")
+                       & (m.FlowRun.state == StateName.SCHEDULED)
                        & (m.FlowRun.scheduled_start_time > scheduled)
                        & (m.FlowRun.scheduled_start_time <= now)).exists())
 

@@ -39,6 +39,7 @@ from ..core import signals
 from ..core import states as _states
 from ..core.context import context
 from ..core.states import TERMINAL_RUN_STATES as TERMINAL_STATES
+from ..core.states import StateName
 from ..core.task import Task, task
 from ..exceptions import InputError, OrchestratorError, ResultError
 from .run_defaults import defaults_from_attrs
@@ -296,9 +297,9 @@ def wait_for_flow_run(flow_run_id, stream_states=True, stream_logs=False,
     finally:
         api.close()
     if raise_final_state:
-        if run["state"] in ("Success", "Cached"):
+        if run["state"] in (StateName.SUCCESS, StateName.CACHED):
             raise signals.SUCCESS(f"Flow run {run['id']} succeeded", result=run)
-        if run["state"] == "Skipped":
+        if run["state"] == StateName.SKIPPED:
             raise signals.SKIP(f"Flow run {run['id']} was skipped", result=run)
         raise signals.FAIL(f"Flow run {run['id']} ended {run['state']}: "
                            f"{run.get('message') or 'no message'}", result=run)
@@ -420,7 +421,7 @@ def _task_run(task_runs, run_id, task_slug, map_index):
 def _task_result(row, run_id):
     index = row["map_index"]
     shown = row["task_slug"] + (f"[{index}]" if index is not None and index >= 0 else "")
-    if row["state"] not in ("Success", "Cached"):
+    if row["state"] not in (StateName.SUCCESS, StateName.CACHED):
         raise signals.FAIL(
             f"Task run {shown} of flow run {run_id} ended {row['state']}"
             f"{': ' + row['message'] if row.get('message') else ''}, so it has no result")
@@ -452,7 +453,7 @@ def get_task_run_result(flow_run_id, task_slug, map_index=-1, poll_time=5):
     finally:
         api.close()
     row = _task_run(task_runs, flow_run_id, task_slug, map_index)
-    if row["state"] == "Mapped" and map_index == -1:
+    if row["state"] == StateName.MAPPED and map_index == -1:
         children = sorted((r for r in task_runs if r["task_slug"] == task_slug
                            and r["map_index"] is not None and r["map_index"] >= 0),
                           key=lambda r: r["map_index"])
