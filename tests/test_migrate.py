@@ -716,3 +716,17 @@ def test_loading_a_flow_file_in_process_leaves_sys_modules_prefect_alone(home, t
     state = greet.run()
     assert state.is_successful(), state.result
     assert ("prefect" in sys.modules) == had_prefect
+
+
+def test_the_stand_in_modules_keep_the_name_pickled_flows_hold(tmp_path):
+    # Flows pickled while the switch served `prefect` name their stand-in modules
+    # orchestrator.prefect1_imports.prefect...; a fresh process must import those.
+    code = ("import importlib\n"
+            "m = importlib.import_module('orchestrator.prefect1_imports.prefect.engine.state')\n"
+            "from orchestrator.states import Success\n"
+            "assert m.Success is Success, m.Success\n"
+            "print(m.__name__)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "orchestrator.prefect1_imports.prefect.engine.state"

@@ -27,7 +27,9 @@ It never hides a real `prefect` package from other code:
 
 The modules standing in for `prefect`, `prefect.engine.state`, ... are named
 `orchestrator.prefect1_imports.prefect...`, so a flow pickled with one of them
-loads in any process that has orchestrator, with or without the switch.
+loads in any process that has orchestrator, with or without the switch. That
+name stays put wherever this module lives: `orchestrator/prefect1_imports.py`
+is their parent package (a re-export of this module), and pickles name it.
 """
 
 import builtins
@@ -43,11 +45,11 @@ from ..exceptions import ConfigError
 __all__ = ["UnsupportedPrefect1Name", "prefect_imports_enabled", "flow_file_builtins",
            "install_finder", "alias_module"]
 
-# Stand-in modules are submodules of this one, so this module is a package
-# with no directory: only the finder below can import under it.
-__path__ = []
-
-_ALIAS_PREFIX = __name__ + "."
+# Stand-in modules are submodules of orchestrator.prefect1_imports, a package
+# with no directory: only the finder below can import under it. (The name is
+# in pickled flows: it must not follow this module if it moves.)
+_ALIAS_PARENT = "orchestrator.prefect1_imports"
+_ALIAS_PREFIX = _ALIAS_PARENT + "."
 _lock = threading.RLock()
 
 
@@ -177,7 +179,7 @@ def alias_module(prefect_module):
         # A plain module (with a PEP 562 __getattr__): cloudpickle pickles those by
         # name, so a flow that holds one still pickles.
         module = types.ModuleType(private, f"Prefect 1's {prefect_module}, served by "
-                                           "orchestrator (see orchestrator.prefect1_imports)")
+                                           "orchestrator (see orchestrator.prefect1.imports)")
         module.__getattr__ = _module_getattr(prefect_module)
         module.__prefect1_name__ = prefect_module
         module.__path__ = []
