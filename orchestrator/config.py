@@ -52,7 +52,7 @@ DEFAULTS = {
         "task_slot_lease": 30.0,
     },
     # `import prefect` in flow files we load resolves to orchestrator's names
-    # (see orchestrator.prefect1_imports); off unless asked for.
+    # (see orchestrator.prefect1.imports); off unless asked for.
     "compat": {
         "prefect_imports": False,
     },

@@ -3,7 +3,7 @@ and checked field by field, and errors as JSON. The documents the API answers
 with (flows, runs, task runs, log lines, ...) are `orchestrator.service.documents`,
 which the CLI's --json and the library's tasks print alike.
 
-Every check raises `ApiError`, or `InputError` from `orchestrator.validation`
+Every check raises `ApiError`, or `InputError` from `orchestrator.core.validation`
 (which checks values for the CLI and the API alike, and which the app answers
 as a 400 naming the field), with the field, the problem and the fix, so a bad
 input is a 4xx with a message, never a 500.

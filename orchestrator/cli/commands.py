@@ -5,7 +5,7 @@ failed (when waited on), 2 bad input (with a one-line message, and nothing
 stored), 3 the store cannot be written now (its disk is full, or its
 PostgreSQL server takes no more connections; the same command later works),
 4 `execute` stopped because another attempt owns the run.
-Values are checked by `orchestrator.validation`, as in the REST API: ids and
+Values are checked by `orchestrator.core.validation`, as in the REST API: ids and
 limits here as they are parsed, names, labels and parameters by `service`.
 """
 
@@ -86,7 +86,7 @@ class _Commands(click.Group):
 
 
 class _Checked(click.ParamType):
-    """An argument checked by a function of `orchestrator.validation` as click
+    """An argument checked by a function of `orchestrator.core.validation` as click
     parses it. A bad value is a one-line error with exit code 2 (click's own
     BadParameter would print the usage too)."""
 
@@ -503,7 +503,7 @@ def _level_name(level):
 
 
 def _run_json(run):
-    """A run as `--json` prints it: the REST API's document (orchestrator.documents)."""
+    """A run as `--json` prints it: the REST API's document (orchestrator.service.documents)."""
     from ..service.documents import run_document
 
     return run_document(run)

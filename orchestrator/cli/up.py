@@ -200,7 +200,7 @@ class Up:
 
 class Housekeeping:
     """The scheduler and the reaper, each on its timer, each acting only while
-    this process leads it for the database (services/leadership.py: every
+    this process leads it for the database (daemons/leadership.py: every
     process asks at each tick, one leads): the part of `up` that `orchestrator
     scheduler` runs alone.
 

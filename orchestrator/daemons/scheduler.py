@@ -2,7 +2,7 @@
 deals with late runs, in bounded steps.
 
     scheduler = Scheduler(store)
-    if scheduler.is_leader():       # one scheduler per database (services/leadership.py)
+    if scheduler.is_leader():       # one scheduler per database (daemons/leadership.py)
         scheduler.run_once()        # one tick; run_once(now=...) in tests
     scheduler.run(stop_event)       # loop until the event is set
 

@@ -3,7 +3,7 @@
 Used by the CLI (run-file, register, register-ref) and by Script and Git
 storage: the file is executed as a module and every `Flow` object at its top
 level is collected. With `[compat] prefect_imports = true` the file's
-`import prefect` statements get orchestrator's names (orchestrator.prefect1_imports).
+`import prefect` statements get orchestrator's names (orchestrator.prefect1.imports).
 """
 
 import difflib

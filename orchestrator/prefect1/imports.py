@@ -8,7 +8,7 @@ With `[compat] prefect_imports = true` in `$ORCHESTRATOR_HOME/config.toml` (or
     import prefect
 
 gets orchestrator's objects, looked up in the name table
-(orchestrator.prefect1_names). A name we do not provide fails where it is used
+(orchestrator.prefect1.names). A name we do not provide fails where it is used
 with "Prefect 1 name prefect.x.y is not supported by orchestrator; see ...":
 an ImportError at `from prefect.x import y` and `import prefect.x`, an
 AttributeError at `prefect.x.y` (so hasattr() and getattr(m, n, default) work).

@@ -3,14 +3,14 @@
     orchestrator migrate flows/            # show a unified diff of every change
     orchestrator migrate flows/ --write    # rewrite the files
 
-    from orchestrator.migrate import migrate_source
+    from orchestrator.prefect1.migrate import migrate_source
     migrate_source("from prefect import Flow\\n").source   # 'from orchestrator import Flow\\n'
 
 It works on the syntax tree (the standard library's `ast` for what a name
 means, `tokenize` for where a module name sits inside an import) and changes
 only the exact characters of each Prefect 1 name, so comments, formatting and
 everything else stay as they were. Names are looked up in the name table
-(orchestrator.prefect1_names), which follows re-exports: `prefect.Flow`,
+(orchestrator.prefect1.names), which follows re-exports: `prefect.Flow`,
 `prefect.core.Flow` and `prefect.core.flow.Flow` all become `orchestrator.Flow`.
 
 What it rewrites: `import prefect` (then `prefect.Flow`, `prefect.context.get(...)`

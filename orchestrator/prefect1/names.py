@@ -1,11 +1,11 @@
 """The name table: every Prefect 1 (1.4.1) name users import, and where it lives here.
 
 `orchestrator migrate` rewrites imports with it, the import switch
-(`[compat] prefect_imports = true`, see orchestrator.prefect1_imports) serves
+(`[compat] prefect_imports = true`, see orchestrator.prefect1.imports) serves
 `import prefect` from it, and the README's "Coming from Prefect 1" table is
 made from it (`readme_rows()`), so the three always agree.
 
-    from orchestrator.prefect1_names import resolve
+    from orchestrator.prefect1.names import resolve
     resolve("prefect.engine.state.Success").target   # 'orchestrator.states.Success'
     resolve("prefect.Client").reason                 # why not, and what to do instead
 

@@ -5,7 +5,7 @@ A pid means something only inside one kernel boot and one PID namespace.
 Host names do not tell that: cloned VMs and containers share them, and two
 containers may both run their agent as pid 1. So a process is recorded with
 `host_identity()` beside its pid, and only a process with the same identity
-may judge that pid gone (see services/reaper.py); everyone else waits for
+may judge that pid gone (see daemons/reaper.py); everyone else waits for
 the lease (heartbeat or last-seen) to expire.
 
     host_identity()   # "boot:eea83b04-...;pidns:4026531836"
@@ -19,7 +19,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-# The agent hands each run process its id in this variable (see backend.py).
+# The agent hands each run process its id in this variable (see service/execution.py).
 RUN_PROCESS_ID_ENV = "ORCHESTRATOR_RUN_PROCESS_ID"
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
