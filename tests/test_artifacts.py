@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ServiceProcess, cli, execute
+from helpers import ServiceProcess, cli, execute
 
 from orchestrator import Flow, Parameter, service, signals, task, unmapped
 from orchestrator.service import execution as backend
@@ -252,14 +252,6 @@ def test_prefect_1s_older_names_are_the_same_functions():
 
 
 # -- the store ----------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request, home):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    s = Store.open(url=url)
-    yield s
-    s.close()
-
-
 def started_run(store):
     store.create_project("etl")
     flow_id = store.register_flow("etl", "daily", "fp-1", {}, [], [])[0]["id"]

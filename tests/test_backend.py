@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from conftest import execute
+from helpers import execute
 
 from orchestrator import Flow, Parameter, get_logger, service, signals, task
 from orchestrator.service import execution as backend

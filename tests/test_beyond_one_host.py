@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 SECTION = "## Beyond one host"
 DB_PLACEHOLDER = "postgresql://orchestrator:secret@db-host/orchestrator"

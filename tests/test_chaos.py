@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from conftest import claim, is_run_process
+from helpers import claim, is_run_process
 
 from orchestrator import service
 from orchestrator.flows.loading import load_flows_from_file

@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import assert_bad_input
+from helpers import assert_bad_input
 
 from orchestrator import __version__
 

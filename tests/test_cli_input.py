@@ -12,7 +12,7 @@ import sys
 import types
 
 import pytest
-from conftest import ROOT, assert_bad_input, register_flows, service_env
+from helpers import ROOT, assert_bad_input, register_flows, service_env
 
 from orchestrator.core import validation
 from orchestrator.exceptions import InputError, OrchestratorError

@@ -10,7 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import ServiceProcess, register_flows
+from helpers import ServiceProcess, register_flows
 
 from orchestrator import Client
 from orchestrator.client import ClientError, ServerNotRunning

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ROOT, ServiceProcess, is_run_process, register_flows, service_env
+from helpers import ROOT, ServiceProcess, is_run_process, register_flows, service_env
 from orchestrator.store import TERMINAL_STATES, Store
 
 pytestmark = pytest.mark.skipif(

@@ -4,10 +4,12 @@ and parameters, each through real `flow.run()` calls."""
 
 import datetime as dt
 import json
+import logging
 import re
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -29,6 +31,18 @@ UTC = dt.timezone.utc
 def unique(name):
     """A flow name no other test uses (result caches are keyed by flow name)."""
     return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@task
+def fail_on_two(x):
+    if x == 2:
+        raise ValueError("bad")
+    return x
+
+
+@task
+def describe(x):
+    return f"got {x!r}"
 
 
 # -- retries ---------------------------------------------------------------------
@@ -317,6 +331,36 @@ def test_flow_on_failure_is_called_when_the_flow_fails():
     assert calls == [Failed]
 
 
+def test_a_handler_that_turns_a_failure_into_success_means_no_retry():
+    calls = []
+
+    def forgive(task, old, new):
+        return Success("forgiven") if new.is_failed() else new
+
+    @task(max_retries=2, retry_delay=timedelta(seconds=0), state_handlers=[forgive])
+    def flaky():
+        calls.append(1)
+        raise ValueError("x")
+
+    with Flow("forgive") as flow:
+        t = flaky()
+
+    state = flow.run()
+    assert len(calls) == 1
+    assert state.result[t].message == "forgiven"
+
+
+def test_terminal_state_handler_decides_the_final_state():
+    def acceptable(flow, state, reference_states):
+        return Success("failure is acceptable here")
+
+    with Flow("terminal", terminal_state_handler=acceptable) as flow:
+        fail_on_two(2)
+
+    state = flow.run()
+    assert state.is_successful() and state.message == "failure is acceptable here"
+
+
 # -- mapping ---------------------------------------------------------------------
 
 @task
@@ -520,6 +564,67 @@ def test_mapped_children_see_their_map_index_and_full_name():
     assert sorted(seen) == [("a", 0, "where[0]", "where"), ("b", 1, "where[1]", "where")]
 
 
+def test_resuming_with_a_mapped_state_keeps_each_childs_own_state():
+    with Flow("resume-mapped") as flow:
+        first = fail_on_two.map([1, 2, 3])
+        second = describe.map(first)
+
+    state = flow.run()
+    again = flow.run(task_states={first: state.result[first]})
+
+    children = again.result[second].map_states
+    assert [type(c) for c in children] == [Success, TriggerFailed, Success]
+    assert again.is_failed()
+
+
+def test_flatten_keeps_a_failed_child_as_one_failed_input():
+    @task
+    def pair(x):
+        if x == 2:
+            raise ValueError("no pair")
+        return [x, x]
+
+    @task
+    def inc(x):
+        return x + 1
+
+    with Flow("flatten-failed") as flow:
+        out = inc.map(flatten(pair.map([1, 2, 3])))
+
+    children = flow.run().result[out].map_states
+    assert [type(c) for c in children] == [Success, Success, TriggerFailed, Success, Success]
+    assert [c.result for c in children if c.is_successful()] == [2, 2, 4, 4]
+
+
+def test_flatten_in_a_plain_call_passes_the_flattened_list():
+    @task
+    def nested():
+        return [[1, 2], [3]]
+
+    @task
+    def total(xs):
+        return sum(xs)
+
+    with Flow("flatten-plain") as flow:
+        s = total(flatten(nested()))
+
+    assert flow.run().result[s].result == 6
+
+
+def test_many_children_reading_an_unmapped_mapped_parent_all_succeed():
+    @task
+    def sum_with(x, all_items):
+        return x + sum(all_items)
+
+    with Flow("unmapped-parent") as flow:
+        items = describe.map(list(range(50)))
+        lengths = sum_with.map(list(range(50)), unmapped(fail_on_two.map([1, 3])))
+
+    state = flow.run()
+    assert isinstance(state.result[items], Mapped)
+    assert [c.result for c in state.result[lengths].map_states] == [x + 4 for x in range(50)]
+
+
 # -- branches ---------------------------------------------------------------------
 
 @task
@@ -627,6 +732,25 @@ def test_switch_runs_only_the_branch_matching_the_condition():
     assert [type(state.result[t]) for t in (x, y, z)] == [Skipped, Success, Skipped]
     assert state.result[m].result == "y"
     assert state.is_successful()
+
+
+def test_a_skipped_branch_skips_a_mapped_task_with_nothing_to_map():
+    @task
+    def empty():
+        return []
+
+    @task
+    def report(xs):
+        return f"report of {xs}"
+
+    with Flow("case-map") as flow:
+        with case(Parameter("go", default=False), True):
+            mapped = describe.map(empty())
+            r = report(mapped)
+
+    state = flow.run()
+    assert isinstance(state.result[mapped], Skipped)
+    assert isinstance(state.result[r], Skipped)
 
 
 # -- context ----------------------------------------------------------------------
@@ -748,6 +872,18 @@ def test_outside_a_run_the_context_has_no_flow_name():
     assert context.get("flow_name") is None
     with pytest.raises(AttributeError, match="flow_name"):
         context.flow_name
+
+
+def test_values_given_in_the_run_context_win_for_backfills():
+    @task
+    def when():
+        return context.today, context.flow_run_name
+
+    with Flow("backfill") as flow:
+        seen = when()
+
+    state = flow.run(context={"today": "2021-01-01", "flow_run_name": "backfill-1"})
+    assert state.result[seen].result == ("2021-01-01", "backfill-1")
 
 
 # -- logging ------------------------------------------------------------------------
@@ -922,6 +1058,121 @@ def test_extra_loggers_as_a_bare_string_in_the_environment_raises_config_error()
         load_config(environ=environ)
 
 
+def test_config_has_no_tasks_section():
+    assert "tasks" not in load_config(environ={})
+
+
+def test_env_variable_with_too_many_parts_names_itself_and_the_shape():
+    name = "ORCHESTRATOR__TASKS__DEFAULTS__MAX_RETRIES"
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={name: "2"})
+
+    message = str(info.value)
+    assert name in message
+    assert "ORCHESTRATOR__SECTION__KEY" in message
+    assert "nested sections are not supported" in message
+
+
+BOOLEAN_KEYS = [("logging", "propagate"), ("flows", "checkpointing"),
+                ("flows", "use_local_secrets")]
+
+
+def env(section, key, text):
+    return {f"ORCHESTRATOR__{section.upper()}__{key.upper()}": text}
+
+
+@pytest.mark.parametrize("section, key", BOOLEAN_KEYS)
+@pytest.mark.parametrize("text, expected", [
+    ("true", True), ("false", False), ("False", False), ("TRUE", True), ("yes", True),
+    ("No", False), ("1", True), ("0", False),
+])
+def test_boolean_settings_accept_boolean_words_and_become_bools(section, key, text, expected):
+    value = load_config(environ=env(section, key, text))[section][key]
+
+    assert value is expected
+
+
+@pytest.mark.parametrize("section, key", BOOLEAN_KEYS)
+@pytest.mark.parametrize("text", ["maybe", "2", "[1]"])
+def test_boolean_settings_reject_other_values_naming_key_value_and_choices(section, key, text):
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=env(section, key, text))
+
+    message = str(info.value)
+    assert f"{section}.{key}" in message
+    assert text in message
+    assert "true" in message and "false" in message
+
+
+def test_boolean_settings_from_the_config_file_become_bools(home):
+    path = home / "config.toml"
+    path.write_text('[flows]\ncheckpointing = "no"\nuse_local_secrets = true\n')
+    try:
+        flows = load_config()["flows"]
+    finally:
+        path.unlink()
+
+    assert flows["checkpointing"] is False
+    assert flows["use_local_secrets"] is True
+
+
+def test_use_local_secrets_may_be_absent():
+    assert load_config(environ={})["flows"].get("use_local_secrets") is None
+
+
+@pytest.mark.parametrize("text", ["3", "[1, 2]", '["boto3", 3]'])
+def test_extra_loggers_must_be_a_list_of_strings(text):
+    with pytest.raises(ConfigError, match="extra_loggers"):
+        load_config(environ=env("logging", "extra_loggers", text))
+
+
+def test_extra_loggers_list_of_strings_is_accepted():
+    config = load_config(environ=env("logging", "extra_loggers", '["boto3", "urllib3"]'))
+    assert config["logging"]["extra_loggers"] == ["boto3", "urllib3"]
+
+
+@pytest.mark.parametrize("fmt", ["%(foo", "[%(asctime)s] %(message)s %(foo"])
+def test_an_invalid_log_format_is_a_config_error_naming_the_setting(fmt):
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=env("logging", "format", f"'{fmt}'"))
+
+    message = str(info.value)
+    assert "logging.format" in message
+    assert fmt in message
+    assert "%(name)s" in message  # shows the shape of a field
+
+
+def test_a_log_format_with_an_unknown_field_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"logging.format.*'nope'"):
+        load_config(environ=env("logging", "format", "'%(nope)s'"))
+
+
+def test_a_log_format_may_use_the_run_stamps():
+    fmt = "%(flow_name)s %(task_name)s %(map_index)s %(message)s"
+    config = load_config(environ=env("logging", "format", f"'{fmt}'"))
+    assert config["logging"]["format"] == fmt
+
+
+@pytest.mark.parametrize("key, text", [("format", "3"), ("datefmt", "[1]")])
+def test_log_format_and_datefmt_must_be_strings(key, text):
+    with pytest.raises(ConfigError, match=f"logging.{key}"):
+        load_config(environ=env("logging", key, text))
+
+
+def test_configure_logging_rejects_an_invalid_format_with_a_config_error():
+    config = load_config(environ={})
+    config["logging"] = dict(config["logging"], format="%(foo")
+
+    with pytest.raises(ConfigError, match="logging.format"):
+        run_logging.configure_logging(config)
+
+
+def test_configure_logging_propagates_false_given_as_a_word():
+    run_logging.configure_logging(load_config(environ=env("logging", "propagate", "False")))
+
+    assert logging.getLogger("orchestrator").propagate is False
+
+
 # -- results and checkpointing -------------------------------------------------------
 
 def test_a_task_with_local_result_writes_its_result_file(tmp_path):
@@ -1077,6 +1328,37 @@ def test_checkpoint_false_lets_an_unpicklable_result_through(tmp_path):
 
     assert type(state.result[t]) is Success
     assert state.result[t].location is None
+
+
+def test_a_bad_target_fails_only_its_task(tmp_path):
+    from orchestrator.results import LocalResult
+
+    @task(result=LocalResult(dir=tmp_path), target="{no_such_name}.out")
+    def targeted():
+        return 1
+
+    with Flow("bad-target") as flow:
+        bad = targeted()
+        good = describe(2)
+
+    state = flow.run()
+    assert isinstance(state.result[bad], Failed)
+    assert "no_such_name" in state.result[bad].message
+    assert state.result[good].result == "got 2"
+
+
+def test_a_callable_target_names_the_file(tmp_path):
+    from orchestrator.results import LocalResult
+
+    @task(result=LocalResult(dir=tmp_path), target=lambda **v: f"{v['task_name']}.bin")
+    def produce():
+        return 5
+
+    with Flow("callable-target") as flow:
+        produce()
+
+    assert flow.run().is_successful()
+    assert (tmp_path / "produce.bin").is_file()
 
 
 # -- caching ------------------------------------------------------------------------

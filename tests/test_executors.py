@@ -100,6 +100,11 @@ def count_cluster_workers(n):
     return len(get_client().scheduler_info()["workers"])
 
 
+@task
+def describe(x):
+    return f"got {x!r}"
+
+
 # -- executors ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster():
@@ -325,7 +330,7 @@ def test_processes_executor_runs_independent_tasks_at_the_same_time(tmp_path):
     assert (state.result[a].result, state.result[b].result) == (0, 1)
 
 
-# -- logs from other processes ------------------------------------------------------------
+# -- logs from worker threads and processes -----------------------------------------------
 @pytest.mark.parametrize("kind", ["processes", "dask"])
 def test_worker_log_records_arrive_once_in_this_process_with_run_identity(
         kind, cluster, log_records):
@@ -392,6 +397,17 @@ def test_fresh_worker_processes_ship_every_task_run_line_the_local_executor_logs
     assert shipped == local
 
 
+def test_runner_log_records_on_worker_threads_carry_the_flow_run(log_records):
+    with Flow("stamped") as flow:
+        describe(1)
+
+    state = flow.run(executor=LocalDaskExecutor("threads"))
+    ids = {getattr(r, "flow_run_id", None) for r in log_records.records
+           if r.name == "orchestrator.engine.task_runner"}
+    assert state.is_successful()
+    assert len(ids) == 1 and None not in ids
+
+
 # -- unpicklable results ---------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["processes", "dask"])
 def test_an_unpicklable_result_fails_its_task_with_a_reason_and_stops_downstream(kind, cluster):
@@ -425,6 +441,58 @@ def test_dask_cluster_class_may_be_a_callable_sized_from_the_run_parameters():
 
     assert isinstance(state, Success), state
     assert state.result[workers].result == 3
+
+
+# -- runs sharing an executor or a cluster ---------------------------------------------
+def test_two_runs_sharing_a_dask_cluster_get_their_own_results():
+    from distributed import LocalCluster
+
+    @task
+    def tagged(tag):
+        time.sleep(0.3)
+        return tag
+
+    with Flow("keys") as flow:
+        result = tagged(Parameter("tag"))
+
+    got = {}
+    with LocalCluster(n_workers=2, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster:
+        def run(tag):
+            state = flow.run(executor=DaskExecutor(address=cluster.scheduler_address), tag=tag)
+            got[tag] = state.result[result].result
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in ("A", "B")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert got == {"A": "A", "B": "B"}
+
+
+def test_a_run_started_inside_a_task_can_share_the_outer_runs_local_dask_executor():
+    shared = LocalDaskExecutor("threads", num_workers=2)
+
+    @task
+    def forty_two():
+        return 42
+
+    with Flow("inner") as inner:
+        answer = forty_two()
+
+    @task
+    def run_inner():
+        return inner.run(executor=shared).result[answer].result
+
+    with Flow("outer") as outer:
+        got = run_inner()
+
+    done = {}
+    worker = threading.Thread(target=lambda: done.setdefault("state", outer.run(executor=shared)))
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "nested run deadlocked"
+    assert done["state"].result[got].result == 42
 
 
 # -- bad executor arguments -------------------------------------------------------------
@@ -461,6 +529,16 @@ def test_a_bad_dask_cluster_class_fails_the_run_with_a_message_naming_it(bad, pr
     assert f"cluster_class={bad!r}" in state.message
     assert problem in state.message
     assert f"cluster_class={bad!r}" in str(state.result)
+
+
+@pytest.mark.parametrize("executor, fragment", [
+    ("local", "is not an executor"), (LocalExecutor, "pass an instance"),
+])
+def test_a_bad_executor_argument_is_one_clear_error(executor, fragment):
+    with Flow("bad-executor") as flow:
+        describe(1)
+    with pytest.raises(OrchestratorError, match=fragment):
+        flow.run(executor=executor)
 
 
 WITHOUT_DISTRIBUTED = """
@@ -502,3 +580,4 @@ def test_local_dask_executor_runs_without_the_distributed_package(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "threads 1 processes" in done.stdout
     assert "processes" in done.stdout.splitlines()[1]
+

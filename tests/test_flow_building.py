@@ -1,14 +1,18 @@
 """Building flow graphs through the public authoring API (Prefect 1.4.1 semantics)."""
 
+import datetime
 from typing import Tuple  # noqa: UP035
 
+import cloudpickle
 import pytest
 
-from orchestrator import Edge, Flow, Parameter, Task, task, triggers, unmapped
-from orchestrator.core.task import Constant, GetItem
-from orchestrator.exceptions import (FlowValidationError, ParameterError, TaskCallError,
-                                     TaskDefinitionError)
+from orchestrator import DateTimeParameter, Edge, Flow, Parameter, Task, task, triggers, unmapped
+from orchestrator.core.task import Constant, GetItem, current_flow
+from orchestrator.exceptions import (FlowValidationError, OrchestratorError, ParameterError,
+                                     TaskCallError, TaskDefinitionError)
 from orchestrator.states import Failed, Success
+
+UTC = datetime.timezone.utc
 
 
 @task
@@ -52,6 +56,10 @@ def edge_triples(flow):
 
 def result_of(state, t):
     return state.result[t].result
+
+
+def handler(task_or_flow, old_state, new_state):
+    return new_state
 
 
 # -- calling tasks in a `with Flow` block ------------------------------------------
@@ -248,6 +256,51 @@ def test_one_argument_cannot_come_from_two_tasks():
         flow.add_edge(b, ident, key="x")
 
 
+# -- re-entering `with flow` ------------------------------------------------------
+def test_with_the_same_flow_nested_adds_to_it_and_restores_the_context():
+    with Flow("f") as flow:
+        a = one()
+        with flow:
+            b = one()
+            assert current_flow() is flow
+        assert current_flow() is flow
+        c = one()
+    assert current_flow() is None
+    assert {a, b, c} <= flow.tasks
+
+
+def test_with_the_same_flow_twice_in_a_row_works():
+    flow = Flow("f")
+    with flow:
+        a = one()
+    with flow:
+        b = one()
+    assert current_flow() is None
+    assert {a, b} == flow.tasks
+
+
+def test_nested_flows_restore_the_outer_one():
+    with Flow("outer") as outer:
+        with Flow("inner") as inner:
+            with outer:
+                assert current_flow() is outer
+            assert current_flow() is inner
+        assert current_flow() is outer
+
+
+def test_a_flow_pickles_after_nested_with_blocks_and_inside_one():
+    with Flow("f") as flow:
+        with flow:
+            out = identity(1)
+        inside = cloudpickle.loads(cloudpickle.dumps(flow))
+    after = cloudpickle.loads(cloudpickle.dumps(flow))
+
+    for copy in (inside, after):
+        assert len(copy.tasks) == 1
+        assert copy.run().is_successful()
+    assert flow.run().result[out].result == 1
+
+
 # -- several results ---------------------------------------------------------------
 def test_nout_lets_a_task_result_be_unpacked_into_getitem_tasks():
     @task(nout=2)
@@ -354,6 +407,17 @@ def test_subclass_style_task_with_run_method():
     assert triple.run(5) == 15
 
 
+def test_task_args_tags_as_a_string_says_pass_a_list():
+    with Flow("f"), pytest.raises(TaskDefinitionError, match=r"tags=\['etl'\]"):
+        one(task_args={"tags": "etl"})
+
+
+def test_task_args_tags_as_a_list_are_used():
+    with Flow("f"):
+        r = one(task_args={"tags": ["etl", "daily"]})
+    assert r.tags == {"etl", "daily"}
+
+
 # -- errors while building -----------------------------------------------------------
 def test_calling_a_task_outside_a_flow_explains_how_to_fix_it():
     with pytest.raises(TaskDefinitionError) as info:
@@ -440,7 +504,75 @@ def test_an_explicit_slug_already_in_the_flow_is_an_error():
         flow.add_task(Task(name="b", slug="same"))
 
 
-# -- parameters ---------------------------------------------------------------------
+def test_task_state_handlers_given_one_function_says_pass_a_list():
+    with pytest.raises(TaskDefinitionError, match=r"list of functions.*\[handler\]"):
+        Task(state_handlers=handler)
+
+
+def test_flow_state_handlers_given_one_function_says_pass_a_list():
+    with pytest.raises(TaskDefinitionError, match=r"list of functions.*\[handler\]"):
+        Flow("f", state_handlers=handler)
+
+
+@pytest.mark.parametrize("owner", [Task, lambda **kw: Flow("f", **kw)])
+def test_state_handlers_that_are_not_functions_are_named(owner):
+    with pytest.raises(TaskDefinitionError, match="5"):
+        owner(state_handlers=[5])
+    with pytest.raises(TaskDefinitionError, match="list of functions"):
+        owner(state_handlers=5)
+
+
+def test_state_handlers_as_a_list_still_work():
+    assert Task(state_handlers=[handler]).state_handlers == [handler]
+    assert Flow("f", state_handlers=(handler,)).state_handlers == [handler]
+
+
+@pytest.mark.parametrize("tags", [5, ["etl", 5], [None]])
+def test_tags_must_be_an_iterable_of_strings(tags):
+    with pytest.raises(TaskDefinitionError, match=r"tags.*list of strings"):
+        Task(name="t", tags=tags)
+
+
+def test_tags_as_a_string_still_says_pass_a_list():
+    with pytest.raises(TaskDefinitionError, match=r"tags=\['etl'\]"):
+        Task(tags="etl")
+
+
+def test_positional_only_run_arguments_are_rejected():
+    def po(x, /):
+        return x
+
+    with pytest.raises(TaskDefinitionError, match=r"'po'.*positional-only.*keyword"):
+        task(po)
+
+
+def test_positional_only_arguments_of_a_subclass_run_are_rejected():
+    class Po(Task):
+        def run(self, x, /):
+            return x
+
+    with pytest.raises(TaskDefinitionError, match="positional-only"):
+        Po()
+
+
+def test_async_run_functions_are_rejected_with_the_fix():
+    async def fetch():
+        return 1
+
+    with pytest.raises(TaskDefinitionError, match=r"'fetch'.*async.*asyncio.run"):
+        task(fetch)
+
+
+def test_async_subclass_run_is_rejected():
+    class Fetch(Task):
+        async def run(self):
+            return 1
+
+    with pytest.raises(TaskDefinitionError, match="asyncio.run"):
+        Fetch()
+
+
+# -- parameters and flow.run's keywords ---------------------------------------------
 def test_parameter_required_semantics():
     assert Parameter("x").required is True
     assert Parameter("x", default=None).required is False
@@ -502,6 +634,99 @@ def test_calling_a_parameter_adds_it_to_the_flow_as_in_prefect_1():
     assert flow.parameters() == {x}
     with pytest.raises(TaskDefinitionError, match="'x'"):
         x()  # outside a flow there is nothing to add it to
+
+
+def test_calling_a_parameter_in_a_flow_adds_it_and_returns_it():
+    p = Parameter("x", default=1)
+    with Flow("f") as flow:
+        same = p()
+        out = identity(p)
+
+    assert same is p
+    assert p in flow.tasks
+    assert result_of(flow.run(x=5), out) == 5
+
+
+def test_calling_a_parameter_with_flow_adds_it_to_that_flow():
+    flow = Flow("f")
+    p = Parameter("x")
+
+    assert p(flow=flow) is p
+    assert flow.parameters() == {p}
+
+
+def test_calling_a_parameter_outside_a_flow_is_a_clear_error():
+    with pytest.raises(TaskDefinitionError, match=r"'x'.*with Flow"):
+        Parameter("x")()
+
+
+def test_calling_a_parameter_with_arguments_is_an_error():
+    with Flow("f"):
+        p = Parameter("x")
+        with pytest.raises(TaskDefinitionError, match=r"'x'.*flow.run\(x="):
+            p(3)
+        with pytest.raises(TaskDefinitionError, match="'x'"):
+            p(value=3)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("2024-05-01T06:00:00", datetime.datetime(2024, 5, 1, 6, tzinfo=UTC)),
+    ("2024-05-01", datetime.datetime(2024, 5, 1, tzinfo=UTC)),
+    ("2024-05-01T06:00:00Z", datetime.datetime(2024, 5, 1, 6, tzinfo=UTC)),
+    ("2024-05-01T06:00:00+02:00",
+     datetime.datetime(2024, 5, 1, 6, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))),
+    (datetime.datetime(2024, 5, 1, 6), datetime.datetime(2024, 5, 1, 6, tzinfo=UTC)),
+    (datetime.datetime(2024, 5, 1, 6, tzinfo=datetime.timezone(datetime.timedelta(hours=-3))),
+     datetime.datetime(2024, 5, 1, 6, tzinfo=datetime.timezone(datetime.timedelta(hours=-3)))),
+])
+def test_datetime_parameter_values_are_time_zone_aware(given, expected):
+    with Flow("dt") as flow:
+        out = identity(DateTimeParameter("d"))
+
+    value = result_of(flow.run(d=given), out)
+
+    assert value == expected
+    assert value.tzinfo is not None
+    assert value.utcoffset() == expected.utcoffset()
+
+
+def test_datetime_parameter_value_compares_with_now_in_utc():
+    @task
+    def is_past(d):
+        return d < datetime.datetime.now(UTC)
+
+    with Flow("dt") as flow:
+        r = is_past(DateTimeParameter("d"))
+
+    state = flow.run(d="2024-05-01T06:00:00")
+    assert state.is_successful()
+    assert result_of(state, r) is True
+
+
+def test_datetime_parameter_none_stays_none():
+    with Flow("dt") as flow:
+        out = identity(DateTimeParameter("d", default=None))
+
+    assert result_of(flow.run(), out) is None
+
+
+@pytest.mark.parametrize("value", [False, None])
+def test_run_on_schedule_false_or_none_is_accepted_and_ignored(value):
+    with Flow("f") as flow:
+        out = one()
+
+    state = flow.run(run_on_schedule=value)
+
+    assert state.is_successful()
+    assert result_of(state, out) == 1
+
+
+def test_run_on_schedule_true_says_schedules_run_under_orchestrator_up():
+    with Flow("f") as flow:
+        one()
+
+    with pytest.raises(OrchestratorError, match="orchestrator up"):
+        flow.run(run_on_schedule=True)
 
 
 # -- validation -----------------------------------------------------------------
@@ -632,6 +857,44 @@ def test_edge_and_neighbour_queries():
     assert flow.downstream_tasks(ident) == {c}
     assert flow.upstream_tasks(a) == set()
     assert flow.downstream_tasks(c) == set()
+
+
+def test_set_reference_tasks_with_one_task_says_pass_a_list():
+    with Flow("f") as flow:
+        r = one()
+
+    with pytest.raises(FlowValidationError, match=r"list.*\[.*\]"):
+        flow.set_reference_tasks(r)
+
+
+def test_set_reference_tasks_with_one_multi_output_task_says_pass_a_list():
+    @task(nout=2)
+    def pair():
+        return 1, 2
+
+    with Flow("f") as flow:
+        r = pair()
+
+    with pytest.raises(FlowValidationError, match="list"):
+        flow.set_reference_tasks(r)
+    assert len(flow.tasks) == 1  # no GetItem tasks were made on the way
+
+
+def test_reference_tasks_that_are_not_tasks_are_a_flow_validation_error():
+    with Flow("f") as flow:
+        one()
+
+    with pytest.raises(FlowValidationError, match="'one'"):
+        flow.set_reference_tasks(["one"])
+    with pytest.raises(FlowValidationError, match="list"):
+        flow.set_reference_tasks(5)
+
+
+def test_set_reference_tasks_with_a_list_still_works():
+    with Flow("f") as flow:
+        r = one()
+    flow.set_reference_tasks([r])
+    assert flow.reference_tasks() == {r}
 
 
 # -- collections and operators --------------------------------------------------

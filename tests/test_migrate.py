@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, assert_bad_input, service_env
+from helpers import ROOT, assert_bad_input, service_env
 from orchestrator.prefect1.names import (MODULES, NAMES, README_SECTION, UNSUPPORTED,
                                          readme_rows, resolve)
 

@@ -5,7 +5,7 @@ status, content type or body the document does not declare."""
 import pytest
 import requests
 import schemathesis
-from conftest import ServiceProcess, cli
+from helpers import ServiceProcess, cli
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 

@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, new_database, private_postgres, service_env
+from helpers import ROOT, new_database, private_postgres, service_env
 
 psycopg2 = pytest.importorskip("psycopg2")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, service_env
+from helpers import ROOT, service_env
 
 HOSTNAME = "clone"  # every simulated host has this name
 TIMEOUT = 6  # services.heartbeat_timeout on every host: a lease expires quickly
@@ -173,7 +173,7 @@ def pg_store(postgres_url, tmp_path):
     store = Store.open(url=postgres_url)
     flows = tmp_path / "nap_flow.py"
     flows.write_text(FLOWS.format(path=str(flows)))
-    from conftest import register_flows
+    from helpers import register_flows
 
     register_flows(store, flows)
     yield store

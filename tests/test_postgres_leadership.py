@@ -17,7 +17,7 @@ import time
 from datetime import datetime
 
 import pytest
-from conftest import register_flows, start_run
+from helpers import register_flows, start_run
 
 from orchestrator import Flow, Parameter, service, task
 from orchestrator.schedules import CronSchedule
@@ -242,17 +242,9 @@ def test_on_sqlite_the_leading_reaper_judges_the_runs_of_another_up_on_its_host(
 
 
 # -- pausing ----------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request, home):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    store = Store.open(url=url)
-    store.create_project("etl")
-    yield store
-    store.close()
-
-
 def test_a_pause_racing_ticks_never_leaves_future_runs_of_the_paused_flow(any_store, home):
     store = any_store
+    store.create_project("etl")
     # Flows ahead of the paused one make each tick take a while between reading
     # which flows are scheduled and creating the paused flow's runs.
     for i in range(12):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import overlap
+from helpers import overlap
 
 from orchestrator import Flow, service, task
 from orchestrator.store import Store

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import service_env
+from helpers import service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOWS = ROOT / "data" / "prefect1_flows"

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_bad_input
+from helpers import assert_bad_input
 
 from orchestrator import Flow, task
 from orchestrator.store import Store

@@ -9,7 +9,7 @@ import time
 import warnings
 
 import pytest
-from conftest import claim, cli
+from helpers import claim, cli
 
 from orchestrator import service
 from orchestrator.service.explain import explain_flow_run
@@ -280,7 +280,8 @@ with Flow("here", storage=Script(__file__), run_config=LocalRun()) as local_flow
 
 
 @pytest.fixture
-def store(registered_store):
+def run_config_flows_store(registered_store):
+    """A Store whose project "p" holds the flows of FLOWS."""
     return registered_store(FLOWS, "prefect1_run_config_flows.py")
 
 
@@ -300,71 +301,78 @@ def wait_until_finished(agent, store, run_ids, timeout=30):
     raise AssertionError(f"runs did not finish: {states}")
 
 
-def test_a_registered_flow_keeps_its_run_config(store):
-    flow = store.get_flow("in-docker", project="p")
+def test_a_registered_flow_keeps_its_run_config(run_config_flows_store):
+    flow = run_config_flows_store.get_flow("in-docker", project="p")
     assert RunConfig.from_ref(flow["run_config"]) == DockerRun(image="python:3.11",
                                                                env={"TOKEN": "s3cret"})
-    flow = store.get_flow("anywhere", project="p")
+    flow = run_config_flows_store.get_flow("anywhere", project="p")
     assert RunConfig.from_ref(flow["run_config"]) == UniversalRun(
         env={"ORCH_TEST_VALUE": "from-universal"}, labels=["etl"])
     assert flow["labels"] == ["etl"]  # a run config's labels are the flow's
 
 
-def test_a_docker_run_is_not_claimed_and_runs_behind_it_are(store, tmp_path):
-    docker = make_run(store, "in-docker", tmp_path / "docker.txt")
-    here = make_run(store, "here", tmp_path / "here.txt")
-    assert claim(store, "agent-a", [], 5, runs_config=runs_as_a_process) == [here]
-    assert store.get_flow_run(docker)["state"] == "Scheduled"
-    assert claim(store, "agent-a", ["anything"], 5, runs_config=runs_as_a_process) == []
+def test_a_docker_run_is_not_claimed_and_runs_behind_it_are(run_config_flows_store, tmp_path):
+    docker = make_run(run_config_flows_store, "in-docker", tmp_path / "docker.txt")
+    here = make_run(run_config_flows_store, "here", tmp_path / "here.txt")
+    assert claim(run_config_flows_store, "agent-a", [], 5, runs_config=runs_as_a_process) == [here]
+    assert run_config_flows_store.get_flow_run(docker)["state"] == "Scheduled"
+    assert claim(run_config_flows_store, "agent-a", ["anything"], 5,
+                 runs_config=runs_as_a_process) == []
 
 
-def test_many_waiting_docker_runs_do_not_hide_a_younger_run_an_agent_takes(store, tmp_path):
+def test_many_waiting_docker_runs_do_not_hide_a_younger_run_an_agent_takes(run_config_flows_store,
+                                                                           tmp_path):
     # The claim reads due runs a page at a time: 250 runs that wait for a Docker
     # agent fill more than a page, and the run behind them is still found.
-    waiting = [make_run(store, "in-docker", tmp_path / "d.txt") for _ in range(250)]
-    here = make_run(store, "here", tmp_path / "here.txt")
-    assert claim(store, "agent-a", [], 5, runs_config=runs_as_a_process) == [here]
-    assert {store.get_flow_run(r)["state"] for r in waiting} == {"Scheduled"}
+    waiting = [make_run(run_config_flows_store, "in-docker", tmp_path / "d.txt")
+               for _ in range(250)]
+    here = make_run(run_config_flows_store, "here", tmp_path / "here.txt")
+    assert claim(run_config_flows_store, "agent-a", [], 5, runs_config=runs_as_a_process) == [here]
+    assert {run_config_flows_store.get_flow_run(r)["state"] for r in waiting} == {"Scheduled"}
 
 
-def test_an_agent_leaves_docker_and_ecs_runs_scheduled(store, tmp_path):
-    runs = [make_run(store, "in-docker", tmp_path / "d.txt"),
-            make_run(store, "on-ecs", tmp_path / "e.txt")]
-    agent = Agent(store, hostname_label=False)
+def test_an_agent_leaves_docker_and_ecs_runs_scheduled(run_config_flows_store, tmp_path):
+    runs = [make_run(run_config_flows_store, "in-docker", tmp_path / "d.txt"),
+            make_run(run_config_flows_store, "on-ecs", tmp_path / "e.txt")]
+    agent = Agent(run_config_flows_store, hostname_label=False)
     assert agent.run_once() == []
     assert agent.children == {}
-    assert [store.get_flow_run(r)["state"] for r in runs] == ["Scheduled", "Scheduled"]
-    assert [store.get_flow_run(r)["attempt"] for r in runs] == [0, 0]
+    assert [run_config_flows_store.get_flow_run(r)["state"] for r in runs] == [
+        "Scheduled", "Scheduled"]
+    assert [run_config_flows_store.get_flow_run(r)["attempt"] for r in runs] == [0, 0]
 
 
-def test_explain_says_which_agent_a_run_needs_and_how_to_change_the_flow(store, tmp_path):
-    docker = make_run(store, "in-docker", tmp_path / "d.txt")
-    ecs = make_run(store, "on-ecs", tmp_path / "e.txt")
-    Agent(store, hostname_label=False).run_once()  # an agent is there, and takes neither
+def test_explain_says_which_agent_a_run_needs_and_how_to_change_the_flow(run_config_flows_store,
+                                                                         tmp_path):
+    docker = make_run(run_config_flows_store, "in-docker", tmp_path / "d.txt")
+    ecs = make_run(run_config_flows_store, "on-ecs", tmp_path / "e.txt")
+    # An agent is there, and takes neither.
+    Agent(run_config_flows_store, hostname_label=False).run_once()
 
-    reasons = explain_flow_run(store, docker)
+    reasons = explain_flow_run(run_config_flows_store, docker)
     assert reasons == [
         "Its flow p/in-docker has run config DockerRun, which needs a Docker agent; none of "
         "ours runs it (our agents run flows as local processes), so it waits. To run it "
         "here, give the flow run_config=LocalRun(...) or UniversalRun(...) with the same "
         "labels and env instead of DockerRun, and register it again."]
-    assert "needs an ECS agent" in explain_flow_run(store, ecs)[0]
+    assert "needs an ECS agent" in explain_flow_run(run_config_flows_store, ecs)[0]
     assert "s3cret" not in " ".join(reasons)
 
 
-def test_orchestrator_explain_prints_it(store, tmp_path, home):
-    run = make_run(store, "in-docker", tmp_path / "d.txt")
+def test_orchestrator_explain_prints_it(run_config_flows_store, tmp_path, home):
+    run = make_run(run_config_flows_store, "in-docker", tmp_path / "d.txt")
     assert "needs a Docker agent; none of ours runs it" in cli(home, "explain", run)
 
 
-def test_a_universal_run_flow_runs_under_an_agent_with_its_env_and_labels(store, tmp_path):
+def test_a_universal_run_flow_runs_under_an_agent_with_its_env_and_labels(run_config_flows_store,
+                                                                          tmp_path):
     out = tmp_path / "universal.txt"
-    run = make_run(store, "anywhere", out)
-    assert store.get_flow_run(run)["labels"] == ["etl"]
-    assert Agent(store, name="unlabelled", hostname_label=False).run_once() == []
+    run = make_run(run_config_flows_store, "anywhere", out)
+    assert run_config_flows_store.get_flow_run(run)["labels"] == ["etl"]
+    assert Agent(run_config_flows_store, name="unlabelled", hostname_label=False).run_once() == []
 
-    agent = Agent(store, name="etl-agent", labels=["etl"], hostname_label=False)
-    assert wait_until_finished(agent, store, [run]) == ["Success"]
+    agent = Agent(run_config_flows_store, name="etl-agent", labels=["etl"], hostname_label=False)
+    assert wait_until_finished(agent, run_config_flows_store, [run]) == ["Success"]
     assert out.read_text() == "from-universal\n"
 
 

@@ -15,18 +15,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import claim, end_run
+from helpers import Clock, claim, end_run
 
 from orchestrator import Flow, Parameter, service, task
 from orchestrator.schedules import (CronClock, CronSchedule, IntervalSchedule,
                                     Schedule, ScheduleError)
 from orchestrator.daemons.scheduler import Scheduler
-from orchestrator.store import Store
 from orchestrator.store.scheduling import auto_run_key
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = timezone.utc
-NOW = datetime(2024, 5, 1, 6, 0, tzinfo=UTC).timestamp()
+NOW = Clock.START  # 2024-05-01 06:00 UTC, where the `clock` fixture starts
 MINUTE, HOUR = 60.0, 3600.0
 
 
@@ -108,17 +107,19 @@ def test_a_daily_schedule_gets_its_next_10_days(store, scheduler):
     assert times(auto_runs(store)) == [NOW + i * 24 * HOUR for i in range(1, 11)]
 
 
-def test_ticking_again_creates_nothing_new_and_time_passing_tops_up(store, scheduler):
+def test_ticking_again_creates_nothing_new_and_time_passing_tops_up(store, scheduler, clock):
     register(store, make_flow(CronSchedule("*/10 * * * *")))
-    scheduler.run_once(now=NOW)
+    scheduler.run_once(now=clock.now)
     before = auto_runs(store)
-    assert scheduler.run_once(now=NOW)["created"] == 0
+    assert scheduler.run_once(now=clock.now)["created"] == 0
     assert auto_runs(store) == before
     # 5 s on, the 06:00 run is no longer ahead: one more keeps 10 ahead.
-    assert scheduler.run_once(now=NOW + 5)["created"] == 1
-    assert scheduler.run_once(now=NOW + 5)["created"] == 0
+    clock.advance(5)
+    assert scheduler.run_once(now=clock.now)["created"] == 1
+    assert scheduler.run_once(now=clock.now)["created"] == 0
     # 25 minutes on: 06:30 .. 07:40 are ahead; two more keep 10 ahead.
-    assert scheduler.run_once(now=NOW + 25 * MINUTE)["created"] == 2
+    clock.advance(25 * MINUTE)
+    assert scheduler.run_once(now=clock.now)["created"] == 2
     assert times(auto_runs(store)) == [NOW + i * 10 * MINUTE for i in range(13)]
     assert len({r["idempotency_key"] for r in auto_runs(store)}) == 13
 
@@ -179,13 +180,13 @@ def test_a_required_parameter_without_a_value_from_the_clock_is_refused_at_regis
 
 
 def test_a_flow_whose_stored_schedule_is_damaged_does_not_stop_the_others(
-        store, scheduler, log_records):
+        store, scheduler, log_records, clock):
     broken = register(store, make_flow(CronSchedule("0 * * * *"), name="broken"))
     register(store, make_flow(CronSchedule("0 * * * *")))
     store.db.execute_sql("UPDATE flow SET schedule = ? WHERE id = ?",
                          ('{"clocks": [{"type": "MoonClock"}]}', broken["id"]))
-    assert scheduler.run_once(now=NOW)["created"] == 10
-    scheduler.run_once(now=NOW + 1)
+    assert scheduler.run_once(now=clock.now)["created"] == 10
+    scheduler.run_once(now=clock.advance(1))
     errors = [m for m in log_records.messages("orchestrator.daemons.scheduler")
               if "etl/broken" in m]
     assert errors == ["Scheduler: flow etl/broken: its stored schedule cannot be read (Stored "
@@ -239,22 +240,23 @@ def test_registering_a_file_with_a_bad_cron_exits_2_with_the_message_and_no_trac
 
 
 # -- pausing and resuming --------------------------------------------------------------------
-def test_pausing_deletes_the_future_runs_and_resuming_recreates_them(store, scheduler):
+def test_pausing_deletes_the_future_runs_and_resuming_recreates_them(store, scheduler, clock):
     flow = register(store, make_flow(CronSchedule("0 * * * *")))
-    scheduler.run_once(now=NOW)
+    scheduler.run_once(now=clock.now)
     assert len(auto_runs(store)) == 10  # 06:00 (due now) .. 15:00
     manual = store.create_flow_run(flow["id"], scheduled_start_time=NOW + 5 * HOUR)["id"]
 
-    paused, deleted = store.set_schedule_active("daily", False, now=NOW)
+    paused, deleted = store.set_schedule_active("daily", False, now=clock.now)
     assert deleted == 9 and paused["schedule_active"] is False
     assert times(auto_runs(store)) == [NOW]  # the due one stays: it is not in the future
     assert store.get_flow_run(manual)["state"] == "Scheduled"  # not auto-scheduled
-    assert scheduler.run_once(now=NOW + 60)["created"] == 0
+    clock.advance(60)
+    assert scheduler.run_once(now=clock.now)["created"] == 0
     assert store.scheduled_flows() == []
 
-    _, deleted = store.set_schedule_active("etl/daily", True, now=NOW + 60)
+    _, deleted = store.set_schedule_active("etl/daily", True, now=clock.now)
     assert deleted == 0
-    assert scheduler.run_once(now=NOW + 60)["created"] == 10
+    assert scheduler.run_once(now=clock.now)["created"] == 10
     assert times(auto_runs(store)) == [NOW + i * HOUR for i in range(11)]
 
 
@@ -289,30 +291,30 @@ def test_schedule_pause_of_an_unknown_or_unscheduled_flow_exits_2_saying_why(sto
 
 
 # -- new versions -------------------------------------------------------------------------------
-def test_registering_a_changed_version_does_not_duplicate_future_runs(store, scheduler):
+def test_registering_a_changed_version_does_not_duplicate_future_runs(store, scheduler, clock):
     v1 = register(store, make_flow(CronSchedule("0 * * * *")))
-    scheduler.run_once(now=NOW)
+    scheduler.run_once(now=clock.now)
     v2 = register(store, make_flow(CronSchedule("0 * * * *"), changed=True))
     assert v2["version"] == 2
 
-    summary = scheduler.run_once(now=NOW + MINUTE)
+    summary = scheduler.run_once(now=clock.advance(MINUTE))
     runs = auto_runs(store)
     assert times(runs) == [NOW + i * HOUR for i in range(11)]  # 06:00 (due) .. 16:00, once each
     assert {r["flow_id"] for r in runs} == {v2["id"]}  # the due 06:00 run now runs version 2
     assert (summary["adopted"], summary["deleted"]) == (1, 9)
     # A scheduler that starts afresh (another process) finds nothing to do.
     again = Scheduler(store, lock_path=Path(store.db.database).parent / "other.lock")
-    assert again.run_once(now=NOW + MINUTE) == dict(summary, created=0, adopted=0, deleted=0,
-                                                      skipped=0)
+    assert again.run_once(now=clock.now) == dict(summary, created=0, adopted=0, deleted=0,
+                                                   skipped=0)
     assert auto_runs(store) == runs
     assert v1["id"] != v2["id"]
 
 
-def test_a_new_version_with_another_schedule_replaces_the_future_runs(store, scheduler):
+def test_a_new_version_with_another_schedule_replaces_the_future_runs(store, scheduler, clock):
     register(store, make_flow(CronSchedule("0 * * * *")))
-    scheduler.run_once(now=NOW + 1)
+    scheduler.run_once(now=clock.advance(1))
     register(store, make_flow(CronSchedule("30 * * * *")))
-    scheduler.run_once(now=NOW + 2)
+    scheduler.run_once(now=clock.advance(1))
     assert times(auto_runs(store)) == [NOW + 30 * MINUTE + i * HOUR for i in range(10)]
 
 
@@ -413,25 +415,27 @@ def test_one_scheduler_per_database_holds_the_lock_until_it_stops(store, home, t
 
 
 # -- late runs ---------------------------------------------------------------------------------
-def downtime(store, scheduler, policy, max_lateness=None, hours=3):
-    """Runs of a 10-minute schedule made at 06:00, then a tick `hours` later: the
-    runs of 06:00 .. 07:30 were never claimed."""
+def downtime(store, scheduler, clock, policy, max_lateness=None, hours=3):
+    """Runs of a 10-minute schedule made at 06:00 (the clock's start), then a tick
+    `hours` later, where the clock is left: the runs of 06:00 .. 07:30 were never
+    claimed."""
     flow = register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs=policy,
                                      max_lateness=max_lateness))
-    scheduler.run_once(now=NOW)
-    summary = scheduler.run_once(now=NOW + hours * HOUR)
+    scheduler.run_once(now=clock.now)
+    summary = scheduler.run_once(now=clock.advance(hours * HOUR))
     late = [r for r in auto_runs(store, state=None) if r["scheduled_start_time"] < NOW + 2 * HOUR]
     return flow, summary, late
 
 
-def test_run_all_leaves_late_runs_to_run(store, scheduler):
-    _, summary, late = downtime(store, scheduler, "run_all")
+def test_run_all_leaves_late_runs_to_run(store, scheduler, clock):
+    _, summary, late = downtime(store, scheduler, clock, "run_all")
     assert summary["skipped"] == 0
     assert [r["state"] for r in late] == ["Scheduled"] * 10
 
 
-def test_run_all_skips_runs_later_than_max_lateness_saying_so(store, scheduler):
-    _, summary, late = downtime(store, scheduler, "run_all", max_lateness=timedelta(hours=2))
+def test_run_all_skips_runs_later_than_max_lateness_saying_so(store, scheduler, clock):
+    _, summary, late = downtime(store, scheduler, clock, "run_all",
+                                max_lateness=timedelta(hours=2))
     # At 09:00, runs before 07:00 are more than 2 hours late.
     assert [r["state"] for r in late] == ["Skipped"] * 6 + ["Scheduled"] * 4
     assert summary["skipped"] == 6
@@ -445,8 +449,8 @@ def test_run_all_skips_runs_later_than_max_lateness_saying_so(store, scheduler):
     assert late[0]["end_time"] == NOW + 3 * HOUR
 
 
-def test_run_latest_keeps_only_the_latest_late_run(store, scheduler):
-    _, summary, late = downtime(store, scheduler, "run_latest")
+def test_run_latest_keeps_only_the_latest_late_run(store, scheduler, clock):
+    _, summary, late = downtime(store, scheduler, clock, "run_latest")
     assert [r["state"] for r in late] == ["Skipped"] * 9 + ["Scheduled"]
     assert summary["skipped"] == 9
     kept = late[-1]["id"]
@@ -454,55 +458,57 @@ def test_run_latest_keeps_only_the_latest_late_run(store, scheduler):
         f"Skipped: a later run of flow etl/daily (run {kept}) was late too, and "
         "late_runs='run_latest' runs only the latest late run"}
     # Still down an hour later: the newer late runs replace the one kept before.
-    scheduler.run_once(now=NOW + 4 * HOUR)
+    scheduler.run_once(now=clock.advance(HOUR))
     scheduled = [r for r in auto_runs(store) if r["scheduled_start_time"] < NOW + 4 * HOUR]
     assert len(scheduled) == 1 and scheduled[0]["scheduled_start_time"] > late[-1][
         "scheduled_start_time"]
 
 
-def test_skip_skips_every_late_run_but_not_one_just_due(store, scheduler):
-    _, summary, late = downtime(store, scheduler, "skip")
+def test_skip_skips_every_late_run_but_not_one_just_due(store, scheduler, clock):
+    _, summary, late = downtime(store, scheduler, clock, "skip")
     assert [r["state"] for r in late] == ["Skipped"] * 10 and summary["skipped"] == 10
     assert late[0]["message"] == ("Skipped: it was 10800 s late and flow etl/daily has "
                                   "late_runs='skip'; use late_runs='run_all' to run late runs")
-    due = NOW + 3 * HOUR  # created by the tick at 09:00, due then
-    assert scheduler.run_once(now=due + 30)["skipped"] == 0  # 30 s late: within late_after
-    assert scheduler.run_once(now=due + 90)["skipped"] == 1
+    # The 09:00 run, created by the tick at 09:00, is due then.
+    clock.advance(30)  # 30 s late: within late_after
+    assert scheduler.run_once(now=clock.now)["skipped"] == 0
+    clock.advance(60)  # 90 s late
+    assert scheduler.run_once(now=clock.now)["skipped"] == 1
 
 
-def test_late_policies_touch_only_auto_runs_still_scheduled(store, scheduler):
+def test_late_policies_touch_only_auto_runs_still_scheduled(store, scheduler, clock):
     flow = register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="skip"))
-    scheduler.run_once(now=NOW)
+    scheduler.run_once(now=clock.now)
     claimed = auto_runs(store)[0]["id"]
-    assert claim(store, "agent-1", flow["labels"], limit=1, now=NOW) == [claimed]
+    assert claim(store, "agent-1", flow["labels"], limit=1, now=clock.now) == [claimed]
     manual = store.create_flow_run(flow["id"], scheduled_start_time=NOW)["id"]
-    scheduler.run_once(now=NOW + 3 * HOUR)
+    scheduler.run_once(now=clock.advance(3 * HOUR))
     assert store.get_flow_run(claimed)["state"] == "Submitted"
     assert store.get_flow_run(manual)["state"] == "Scheduled"
 
 
-def test_an_agent_claims_only_the_latest_late_run_under_run_latest(store, scheduler):
+def test_an_agent_claims_only_the_latest_late_run_under_run_latest(store, scheduler, clock):
     # Back after downtime, an agent may look before the scheduler's next tick:
     # it must not start an older late run that the tick would skip.
     flow = register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="run_latest"))
-    scheduler.run_once(now=NOW)
-    later = NOW + 3 * HOUR
+    scheduler.run_once(now=clock.now)
+    later = clock.advance(3 * HOUR)
     due = [r for r in auto_runs(store) if r["scheduled_start_time"] <= later]
     claimed = claim(store, "agent-1", flow["labels"], limit=20, now=later)
     assert claimed == [due[-1]["id"]]
 
 
-def test_explain_says_why_a_late_run_waits_for_the_scheduler_to_skip_it(store, scheduler):
+def test_explain_says_why_a_late_run_waits_for_the_scheduler_to_skip_it(store, scheduler, clock):
     from orchestrator.service.explain import explain_flow_run
 
     register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="run_latest"))
     register(store, make_flow(CronSchedule("*/10 * * * *"), name="strict",
                               max_lateness=timedelta(minutes=30)))
-    scheduler.run_once(now=NOW)
+    scheduler.run_once(now=clock.now)
     runs = auto_runs(store)
     daily = [r["id"] for r in runs if r["flow_id"] == runs[0]["flow_id"]]
     strict = [r["id"] for r in runs if r["flow_id"] != runs[0]["flow_id"]]
-    later = NOW + 3 * HOUR
+    later = clock.advance(3 * HOUR)
     assert any("late_runs='run_latest' only the newest runs" in reason
                for reason in explain_flow_run(store, daily[0], now=later))
     assert not any("run_latest" in reason
@@ -511,23 +517,24 @@ def test_explain_says_why_a_late_run_waits_for_the_scheduler_to_skip_it(store, s
                for reason in explain_flow_run(store, strict[0], now=later))
 
 
-def test_under_run_latest_a_run_seconds_behind_is_claimed_as_usual(store, scheduler):
+def test_under_run_latest_a_run_seconds_behind_is_claimed_as_usual(store, scheduler, clock):
     flow = register(store, make_flow(CronSchedule("* * * * *"), late_runs="run_latest"))
-    scheduler.run_once(now=NOW)
+    scheduler.run_once(now=clock.now)
     runs = auto_runs(store)
     # At 06:01:30 the 06:00 run is 90 s late with a newer one due: only the newer
     # one starts. At 06:00:50 with 06:00 alone due, it starts (50 s is not late).
-    assert claim(store, "agent-1", flow["labels"], limit=5, now=NOW + 50) == [runs[0]["id"]]
-    assert claim(store, "agent-1", flow["labels"], limit=5, now=NOW + 120 + 30) == [
-        runs[2]["id"]]
+    clock.advance(50)  # 06:00:50
+    assert claim(store, "agent-1", flow["labels"], limit=5, now=clock.now) == [runs[0]["id"]]
+    clock.advance(100)  # 06:02:30
+    assert claim(store, "agent-1", flow["labels"], limit=5, now=clock.now) == [runs[2]["id"]]
 
 
-def test_late_runs_of_an_older_version_follow_the_new_versions_policy(store, scheduler):
+def test_late_runs_of_an_older_version_follow_the_new_versions_policy(store, scheduler, clock):
     register(store, make_flow(CronSchedule("*/10 * * * *")))  # run_all
-    scheduler.run_once(now=NOW)
+    scheduler.run_once(now=clock.now)
     v2 = register(store, make_flow(CronSchedule("*/10 * * * *"), changed=True,
                                    late_runs="skip"))
-    scheduler.run_once(now=NOW + 3 * HOUR)
+    scheduler.run_once(now=clock.advance(3 * HOUR))
     late = [r for r in auto_runs(store, state=None) if r["scheduled_start_time"] < NOW + 2 * HOUR]
     assert [(r["state"], r["flow_id"]) for r in late] == [("Skipped", v2["id"])] * 10
 
@@ -544,22 +551,24 @@ def seed_late_runs(store, flow_id, number, first, step=1.0):
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def work_off(scheduler, now, ticks):
-    """Tick until a tick skips nothing; returns [(seconds, skipped)] per tick."""
+def work_off(scheduler, clock, ticks):
+    """Tick once a second from the clock's time until a tick skips nothing;
+    returns [(seconds, skipped)] per tick."""
     done = []
-    for i in range(ticks):
+    for _ in range(ticks):
         started = time.perf_counter()
-        skipped = scheduler.run_once(now=now + i)["skipped"]
+        skipped = scheduler.run_once(now=clock.now)["skipped"]
+        clock.advance(1)
         done.append((time.perf_counter() - started, skipped))
         if skipped == 0:
             return done
     pytest.fail(f"late runs were still being skipped after {ticks} ticks: {done}")
 
 
-def test_100000_late_runs_are_skipped_in_bounded_ticks(store, scheduler):
+def test_100000_late_runs_are_skipped_in_bounded_ticks(store, scheduler, clock):
     flow = register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="skip"))
     seed_late_runs(store, flow["id"], 100_000, first=NOW - 200_000, step=1.5)
-    ticks = work_off(scheduler, NOW, ticks=15)
+    ticks = work_off(scheduler, clock, ticks=15)
     assert [skipped for _, skipped in ticks] == [10_000] * 10 + [0]
     assert max(seconds for seconds, _ in ticks) < 5.0, ticks  # bounded work per tick
     assert count(store, "SELECT COUNT(*) FROM flow_run WHERE state = 'Skipped'") == 100_000
@@ -570,10 +579,10 @@ def test_100000_late_runs_are_skipped_in_bounded_ticks(store, scheduler):
     assert times(auto_runs(store)) == [NOW + i * 10 * MINUTE for i in range(11)]
 
 
-def test_10000_late_runs_under_run_latest_end_with_one_kept(store, scheduler):
+def test_10000_late_runs_under_run_latest_end_with_one_kept(store, scheduler, clock):
     flow = register(store, make_flow(CronSchedule("0 0 1 1 *"), late_runs="run_latest"))
     seed_late_runs(store, flow["id"], 10_000, first=NOW - 20_000)
-    work_off(scheduler, NOW, ticks=5)
+    work_off(scheduler, clock, ticks=5)
     left = [r for r in auto_runs(store) if r["scheduled_start_time"] < NOW]
     assert times(left) == [NOW - 20_000 + 9_999]
     assert count(store, "SELECT COUNT(*) FROM flow_run WHERE state = 'Skipped'") == 9_999
@@ -646,32 +655,24 @@ def test_scheduling_queries_use_an_index(store, scheduler, name):
 
 
 # -- the same store queries on PostgreSQL --------------------------------------------------------
-@pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request, home):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    s = Store.open(url=url)
-    s.create_project("etl")
-    yield s
-    s.close()
-
-
-def test_the_scheduling_queries_work_on_both_databases(any_store, home):
+def test_the_scheduling_queries_work_on_both_databases(any_store, home, clock):
     store = any_store
+    store.create_project("etl")
     flow = register(store, make_flow(CronSchedule("*/10 * * * *"), late_runs="skip"))
     scheduler = Scheduler(store, lock_path=home / "any.lock")
-    assert scheduler.run_once(now=NOW)["created"] == 10
-    twice = store.create_auto_runs(flow["id"], [{"scheduled_start_time": NOW}], now=NOW)
+    assert scheduler.run_once(now=clock.now)["created"] == 10
+    twice = store.create_auto_runs(flow["id"], [{"scheduled_start_time": NOW}], now=clock.now)
     assert twice == []  # ON CONFLICT DO NOTHING on either database
-    assert scheduler.run_once(now=NOW + 3 * HOUR)["skipped"] == 10
+    assert scheduler.run_once(now=clock.advance(3 * HOUR))["skipped"] == 10
     skipped = store.list_flow_runs(state="Skipped", limit=100)
     assert len(skipped) == 10
     assert skipped[-1]["message"].startswith("Skipped: it was 10800 s late")
     v2 = register(store, make_flow(CronSchedule("*/10 * * * *"), changed=True))
-    summary = scheduler.run_once(now=NOW + 3 * HOUR + 1)
+    summary = scheduler.run_once(now=clock.advance(1))
     assert (summary["adopted"], summary["deleted"]) == (1, 9)
     assert {r["flow_id"] for r in store.list_flow_runs(state="Scheduled", limit=100)} == {
         v2["id"]}
-    _, deleted = store.set_schedule_active("daily", False, now=NOW + 3 * HOUR + 1)
+    _, deleted = store.set_schedule_active("daily", False, now=clock.now)
     assert deleted == 10
 
 

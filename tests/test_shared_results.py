@@ -22,7 +22,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from orchestrator import Flow, Parameter, service
 from orchestrator.service import execution as backend

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from orchestrator.daemons.agent import orchestrator_command
 from orchestrator.version import __version__

@@ -8,11 +8,13 @@ import pickle
 import pytest
 
 from orchestrator import Flow, context, task, triggers
+from orchestrator.executors import LocalDaskExecutor
 from orchestrator.signals import (ENDRUN, FAIL, LOOP, PAUSE, RETRY, SKIP, SUCCESS,
                                   TRIGGERFAIL)
 from orchestrator.states import (Cached, Failed, Finished, Looped, Mapped, Paused,
                                  Pending, Retrying, Running, Scheduled, Skipped,
                                  Success, TimedOut, TriggerFailed)
+from orchestrator.triggers import manual_only
 
 UTC = dt.timezone.utc
 
@@ -463,6 +465,26 @@ def test_manual_only_runs_a_root_task_at_once():
     assert state.result[r].result == "ran"
 
 
+def test_a_paused_mapped_child_leaves_downstream_pending_not_failed():
+    @task
+    def maybe_pause(x):
+        if x == 2 and not context.get("resume"):
+            from orchestrator.signals import PAUSE
+            raise PAUSE("wait")
+        return x
+
+    @task
+    def total(xs):
+        return sum(xs)
+
+    with Flow("pause-child") as flow:
+        s = total(maybe_pause.map([1, 2, 3]))
+
+    state = flow.run()
+    assert isinstance(state.result[s], Pending)
+    assert state.is_running()
+
+
 # -- triggers in flow runs ----------------------------------------------------------
 
 @task
@@ -706,6 +728,25 @@ def test_a_trigger_receives_a_mapping_of_edges_to_upstream_states():
 
     assert type(state) is Success
     assert received == {"ok": Success, "bad": Failed}
+
+
+def test_manual_only_resumes_on_a_threads_executor_too():
+    @task
+    def step():
+        return "ok"
+
+    @task(trigger=manual_only)
+    def approve(x):
+        return x
+
+    with Flow("approve") as flow:
+        done = approve(step())
+
+    executor = LocalDaskExecutor("threads")
+    state = flow.run(executor=executor)
+    assert isinstance(state.result[done], Paused)
+    resumed = flow.run(executor=executor, task_states=state.result, context={"resume": True})
+    assert resumed.result[done].result == "ok"
 
 
 # -- skipping -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from helpers import cli
 
 from orchestrator import Flow, service
 from orchestrator.service import execution as backend

@@ -9,19 +9,10 @@ import sqlite3
 import time
 
 import pytest
-from conftest import end_run
+from helpers import end_run
 
 from orchestrator.store import AttemptLost, Conflict, NotFound, Store, StoreError
 from orchestrator.store.db import MIGRATIONS, migrate, open_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, home):
-    """The store on each backend: every contract test runs on both."""
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    s = Store.open(url=url)
-    yield s
-    s.close()
 
 
 @pytest.fixture
@@ -32,10 +23,10 @@ def sqlite_store(home):
 
 
 @pytest.fixture
-def flow_id(store):
-    store.create_project("etl")
-    record, _ = store.register_flow("etl", "daily", "fp-1", {"type": "Script"},
-                                    [{"name": "day"}], ["edge"])
+def flow_id(any_store):
+    any_store.create_project("etl")
+    record, _ = any_store.register_flow("etl", "daily", "fp-1", {"type": "Script"},
+                                        [{"name": "day"}], ["edge"])
     return record["id"]
 
 
@@ -48,68 +39,68 @@ def test_a_new_home_gets_a_wal_database_with_foreign_keys(home, sqlite_store):
     assert store.db.execute_sql("PRAGMA busy_timeout").fetchone()[0] == 30000
 
 
-def test_migrations_run_once_and_reopening_keeps_the_data(home, store, flow_id):
-    store.close()
-    again = Store.open(url=store.url)
+def test_migrations_run_once_and_reopening_keeps_the_data(home, any_store, flow_id):
+    any_store.close()
+    again = Store.open(url=any_store.url)
     assert again.get_flow("daily")["id"] == flow_id
     versions = again.db.execute_sql("SELECT version FROM schema_version").fetchall()
     assert versions == [(v,) for v, _ in MIGRATIONS]
 
 
-def test_creating_a_project_twice_returns_the_existing_one(store):
-    first, created = store.create_project("etl")
-    second, created_again = store.create_project("etl")
+def test_creating_a_project_twice_returns_the_existing_one(any_store):
+    first, created = any_store.create_project("etl")
+    second, created_again = any_store.create_project("etl")
     assert created and not created_again
     assert first["id"] == second["id"]
 
 
-def test_an_unchanged_flow_keeps_its_version_and_a_changed_one_gets_the_next(store, flow_id):
-    same, new = store.register_flow("etl", "daily", "fp-1", {"type": "Script"}, [], [])
+def test_an_unchanged_flow_keeps_its_version_and_a_changed_one_gets_the_next(any_store, flow_id):
+    same, new = any_store.register_flow("etl", "daily", "fp-1", {"type": "Script"}, [], [])
     assert (same["id"], same["version"], new) == (flow_id, 1, False)
 
-    changed, new = store.register_flow("etl", "daily", "fp-2", {"type": "Script"}, [], [])
+    changed, new = any_store.register_flow("etl", "daily", "fp-2", {"type": "Script"}, [], [])
     assert (changed["version"], new) == (2, True)
-    assert store.get_flow("daily")["id"] == changed["id"]
+    assert any_store.get_flow("daily")["id"] == changed["id"]
     versions = [(f["version"], f["archived"])
-                for f in store.list_flows(include_archived=True)]
+                for f in any_store.list_flows(include_archived=True)]
     assert versions == [(2, False), (1, True)]
 
 
-def test_registering_into_an_unknown_project_suggests_the_close_name(store, flow_id):
+def test_registering_into_an_unknown_project_suggests_the_close_name(any_store, flow_id):
     with pytest.raises(NotFound, match="Did you mean 'etl'"):
-        store.register_flow("elt", "daily", "fp", {}, [], [])
+        any_store.register_flow("elt", "daily", "fp", {}, [], [])
 
 
-def test_an_unknown_flow_name_suggests_a_close_one(store, flow_id):
+def test_an_unknown_flow_name_suggests_a_close_one(any_store, flow_id):
     with pytest.raises(NotFound, match="No flow named 'dialy'. Did you mean 'daily'"):
-        store.get_flow("dialy")
+        any_store.get_flow("dialy")
 
 
-def test_a_flow_name_in_two_projects_must_be_qualified(store, flow_id):
-    store.create_project("ml")
-    other, _ = store.register_flow("ml", "daily", "fp", {}, [], [])
+def test_a_flow_name_in_two_projects_must_be_qualified(any_store, flow_id):
+    any_store.create_project("ml")
+    other, _ = any_store.register_flow("ml", "daily", "fp", {}, [], [])
     with pytest.raises(Conflict, match="several projects"):
-        store.get_flow("daily")
-    assert store.get_flow("ml/daily")["id"] == other["id"]
-    assert store.get_flow("daily", project="etl")["id"] == flow_id
+        any_store.get_flow("daily")
+    assert any_store.get_flow("ml/daily")["id"] == other["id"]
+    assert any_store.get_flow("daily", project="etl")["id"] == flow_id
 
 
-def test_a_run_gets_a_readable_unique_name_and_a_scheduled_event(store, flow_id):
-    run = store.create_flow_run(flow_id, {"day": "2024-05-01"})
+def test_a_run_gets_a_readable_unique_name_and_a_scheduled_event(any_store, flow_id):
+    run = any_store.create_flow_run(flow_id, {"day": "2024-05-01"})
     assert run["state"] == "Scheduled"
     assert run["name"].endswith(f"-{run['id']}")
     assert run["parameters"] == {"day": "2024-05-01"}
-    assert [e["state"] for e in store.state_events(run["id"])] == ["Scheduled"]
+    assert [e["state"] for e in any_store.state_events(run["id"])] == ["Scheduled"]
 
 
-def test_an_idempotency_key_gives_one_run_however_often_it_is_used(store, flow_id):
-    first = store.create_flow_run(flow_id, idempotency_key="nightly-2024-05-01")
-    second = store.create_flow_run(flow_id, idempotency_key="nightly-2024-05-01")
+def test_an_idempotency_key_gives_one_run_however_often_it_is_used(any_store, flow_id):
+    first = any_store.create_flow_run(flow_id, idempotency_key="nightly-2024-05-01")
+    second = any_store.create_flow_run(flow_id, idempotency_key="nightly-2024-05-01")
     assert first["id"] == second["id"]
-    assert len(store.list_flow_runs()) == 1
+    assert len(any_store.list_flow_runs()) == 1
 
 
-def test_one_idempotency_key_sent_by_eight_writers_at_once_makes_one_run(store, flow_id):
+def test_one_idempotency_key_sent_by_eight_writers_at_once_makes_one_run(any_store, flow_id):
     # On PostgreSQL the writers' transactions overlap: all but one find the key
     # taken at their INSERT and must answer with that run, not an error.
     import threading
@@ -120,7 +111,7 @@ def test_one_idempotency_key_sent_by_eight_writers_at_once_makes_one_run(store, 
     results, errors = [], []
 
     def create():
-        mine = Store.open(url=store.url)
+        mine = Store.open(url=any_store.url)
         try:
             barrier.wait(10)
             results.append(mine.create_flow_run(flow_id, idempotency_key="at-once",
@@ -138,87 +129,87 @@ def test_one_idempotency_key_sent_by_eight_writers_at_once_makes_one_run(store, 
     assert errors == []
     assert len({run["id"] for run, _ in results}) == 1
     assert sorted(created for _, created in results) == [False] * 7 + [True]
-    assert len(store.list_flow_runs()) == 1
+    assert len(any_store.list_flow_runs()) == 1
 
 
-def test_an_idempotency_key_of_another_flows_run_is_a_conflict(store, flow_id):
-    other, _ = store.register_flow("etl", "weekly", "fp", {}, [], [])
-    store.create_flow_run(flow_id, idempotency_key="k")
+def test_an_idempotency_key_of_another_flows_run_is_a_conflict(any_store, flow_id):
+    other, _ = any_store.register_flow("etl", "weekly", "fp", {}, [], [])
+    any_store.create_flow_run(flow_id, idempotency_key="k")
     with pytest.raises(Conflict, match="another flow"):
-        store.create_flow_run(other["id"], idempotency_key="k")
+        any_store.create_flow_run(other["id"], idempotency_key="k")
 
 
-def test_a_terminal_state_is_never_overwritten(store, flow_id):
-    run = store.create_flow_run(flow_id)
-    attempt = store.start_flow_run(run["id"], os.getpid())
-    store.finish_flow_run(run["id"], attempt, "Success", None)
-    assert not store.fail_flow_run(run["id"], attempt, "Running", "late heartbeat check")
+def test_a_terminal_state_is_never_overwritten(any_store, flow_id):
+    run = any_store.create_flow_run(flow_id)
+    attempt = any_store.start_flow_run(run["id"], os.getpid())
+    any_store.finish_flow_run(run["id"], attempt, "Success", None)
+    assert not any_store.fail_flow_run(run["id"], attempt, "Running", "late heartbeat check")
     with pytest.raises(AttemptLost, match="was ended Success by another process"):
-        store.finish_flow_run(run["id"], attempt, "Failed", "again")
-    assert store.get_flow_run(run["id"])["state"] == "Success"
-    assert [e["state"] for e in store.state_events(run["id"])] == [
+        any_store.finish_flow_run(run["id"], attempt, "Failed", "again")
+    assert any_store.get_flow_run(run["id"])["state"] == "Success"
+    assert [e["state"] for e in any_store.state_events(run["id"])] == [
         "Scheduled", "Running", "Success"]
 
 
-def test_a_move_refuses_a_run_in_another_state_than_it_judged(store, flow_id):
-    run = store.create_flow_run(flow_id)
-    assert not store.fail_flow_run(run["id"], 0, "Submitted", "not what was judged")
+def test_a_move_refuses_a_run_in_another_state_than_it_judged(any_store, flow_id):
+    run = any_store.create_flow_run(flow_id)
+    assert not any_store.fail_flow_run(run["id"], 0, "Submitted", "not what was judged")
     with pytest.raises(AttemptLost):
-        store.start_flow_run(run["id"], os.getpid(), attempt=0)  # never claimed
-    assert store.get_flow_run(run["id"])["state"] == "Scheduled"
+        any_store.start_flow_run(run["id"], os.getpid(), attempt=0)  # never claimed
+    assert any_store.get_flow_run(run["id"])["state"] == "Scheduled"
 
 
-def test_runs_list_newest_first_with_a_cursor(store, flow_id):
-    ids = [store.create_flow_run(flow_id)["id"] for _ in range(5)]
-    page = store.list_flow_runs(limit=2)
+def test_runs_list_newest_first_with_a_cursor(any_store, flow_id):
+    ids = [any_store.create_flow_run(flow_id)["id"] for _ in range(5)]
+    page = any_store.list_flow_runs(limit=2)
     assert [r["id"] for r in page] == ids[::-1][:2]
-    rest = store.list_flow_runs(limit=10, before_id=page[-1]["id"])
+    rest = any_store.list_flow_runs(limit=10, before_id=page[-1]["id"])
     assert [r["id"] for r in rest] == ids[::-1][2:]
 
 
-def test_runs_filter_by_flow_and_state(store, flow_id):
-    other, _ = store.register_flow("etl", "weekly", "fp", {}, [], [])
-    a = store.create_flow_run(flow_id)
-    store.create_flow_run(other["id"])
-    end_run(store, a["id"], "Failed")
-    assert [r["id"] for r in store.list_flow_runs(flow_id=flow_id)] == [a["id"]]
-    assert [r["id"] for r in store.list_flow_runs(state="Failed")] == [a["id"]]
-    assert store.list_flow_runs(state=["Success"]) == []
+def test_runs_filter_by_flow_and_state(any_store, flow_id):
+    other, _ = any_store.register_flow("etl", "weekly", "fp", {}, [], [])
+    a = any_store.create_flow_run(flow_id)
+    any_store.create_flow_run(other["id"])
+    end_run(any_store, a["id"], "Failed")
+    assert [r["id"] for r in any_store.list_flow_runs(flow_id=flow_id)] == [a["id"]]
+    assert [r["id"] for r in any_store.list_flow_runs(state="Failed")] == [a["id"]]
+    assert any_store.list_flow_runs(state=["Success"]) == []
 
 
-def test_task_runs_are_upserted_keeping_the_first_start_time(store, flow_id):
-    run = store.create_flow_run(flow_id)
-    attempt = store.start_flow_run(run["id"], os.getpid())
-    store.record_task_runs(run["id"], attempt, [dict(
+def test_task_runs_are_upserted_keeping_the_first_start_time(any_store, flow_id):
+    run = any_store.create_flow_run(flow_id)
+    attempt = any_store.start_flow_run(run["id"], os.getpid())
+    any_store.record_task_runs(run["id"], attempt, [dict(
         task_slug="a-1", task_name="a", map_index=-1, state="Running", run_count=1,
         start_time=100.0)])
-    store.record_task_runs(run["id"], attempt, [dict(
+    any_store.record_task_runs(run["id"], attempt, [dict(
         task_slug="a-1", task_name="a", map_index=-1, state="Success", run_count=1,
         start_time=None, end_time=105.0, result_location="/r")])
-    (row,) = store.task_runs(run["id"])
+    (row,) = any_store.task_runs(run["id"])
     assert (row["state"], row["start_time"], row["end_time"], row["result_location"]) == (
         "Success", 100.0, 105.0, "/r")
 
 
-def test_logs_are_read_in_order_after_a_cursor_and_by_level(store, flow_id):
-    run = store.create_flow_run(flow_id)
-    store.write_logs([{"flow_run": run["id"], "time": time.time(), "level": level,
-                       "logger": "t", "message": f"m{i}"}
-                      for i, level in enumerate([20, 40, 20, 30])])
-    rows = store.logs(run["id"])
+def test_logs_are_read_in_order_after_a_cursor_and_by_level(any_store, flow_id):
+    run = any_store.create_flow_run(flow_id)
+    any_store.write_logs([{"flow_run": run["id"], "time": time.time(), "level": level,
+                           "logger": "t", "message": f"m{i}"}
+                          for i, level in enumerate([20, 40, 20, 30])])
+    rows = any_store.logs(run["id"])
     assert [r["message"] for r in rows] == ["m0", "m1", "m2", "m3"]
-    assert [r["message"] for r in store.logs(run["id"], after_id=rows[1]["id"])] == ["m2", "m3"]
-    assert [r["message"] for r in store.logs(run["id"], min_level=30)] == ["m1", "m3"]
+    assert [r["message"] for r in any_store.logs(run["id"], after_id=rows[1]["id"])] == ["m2", "m3"]
+    assert [r["message"] for r in any_store.logs(run["id"], min_level=30)] == ["m1", "m3"]
 
 
-def test_secrets_are_set_replaced_listed_by_name_and_deleted(store):
-    store.set_secret("DB_PASSWORD", "one")
-    store.set_secret("DB_PASSWORD", "two")
-    assert store.get_secret("DB_PASSWORD") == "two"
-    assert store.secret_names() == ["DB_PASSWORD"]
-    store.delete_secret("DB_PASSWORD")
+def test_secrets_are_set_replaced_listed_by_name_and_deleted(any_store):
+    any_store.set_secret("DB_PASSWORD", "one")
+    any_store.set_secret("DB_PASSWORD", "two")
+    assert any_store.get_secret("DB_PASSWORD") == "two"
+    assert any_store.secret_names() == ["DB_PASSWORD"]
+    any_store.delete_secret("DB_PASSWORD")
     with pytest.raises(NotFound, match="No secret named 'DB_PASSWORD'") as info:
-        store.get_secret("DB_PASSWORD")
+        any_store.get_secret("DB_PASSWORD")
     # What is missing, for each edge to add its own advice (not a command of the CLI).
     assert (info.value.kind, info.value.name) == ("secret", "DB_PASSWORD")
     assert "orchestrator" not in str(info.value)
@@ -501,13 +492,13 @@ def test_a_database_made_at_schema_version_1_is_upgraded_to_the_current_schema(h
     assert store.db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
-def test_a_run_id_is_never_given_again_after_its_run_is_deleted(store, flow_id):
+def test_a_run_id_is_never_given_again_after_its_run_is_deleted(any_store, flow_id):
     now = time.time()
-    kept = store.create_flow_run(flow_id)["id"]
-    future = store.create_auto_runs(flow_id, [{"scheduled_start_time": now + 3600 * i}
-                                              for i in (1, 2, 3)], now=now)
-    assert store.delete_future_auto_runs(flow_id, now) == 3  # what pausing a schedule does
-    again = store.create_flow_run(flow_id)["id"]
+    kept = any_store.create_flow_run(flow_id)["id"]
+    future = any_store.create_auto_runs(flow_id, [{"scheduled_start_time": now + 3600 * i}
+                                                  for i in (1, 2, 3)], now=now)
+    assert any_store.delete_future_auto_runs(flow_id, now) == 3  # what pausing a schedule does
+    again = any_store.create_flow_run(flow_id)["id"]
     assert again > max(future) > kept
 
 
@@ -599,36 +590,36 @@ def test_an_outage_is_said_once_a_minute_and_its_end_once(log_records):
     assert all("0 bytes free" in m for m in said[:3])
 
 
-def test_migration_10_indexes_the_listings_and_drops_the_prefix_indexes(store, home):
+def test_migration_10_indexes_the_listings_and_drops_the_prefix_indexes(any_store, home):
     """On both databases: a database at schema 9 gets the listing indexes and
     loses the foreign-key indexes that repeat the start of a composite one; rows
     are kept."""
-    store.create_project("etl")
-    flow_id = store.register_flow("etl", "daily", "fp-1", {}, [], [])[0]["id"]
-    run_id = store.create_flow_run(flow_id)["id"]
+    any_store.create_project("etl")
+    flow_id = any_store.register_flow("etl", "daily", "fp-1", {}, [], [])[0]["id"]
+    run_id = any_store.create_flow_run(flow_id)["id"]
 
     def index_names():
         return {i.name for table in ("flow_run", "state_event", "log", "artifact")
-                for i in store.db.get_indexes(table)}
+                for i in any_store.db.get_indexes(table)}
 
     fresh = index_names()
-    with store.db.atomic():  # back to schema 9
+    with any_store.db.atomic():  # back to schema 9
         for name in ("flow_run_flow_id_state_id", "flow_run_scheduled_start_time_id",
                      "flow_run_flow_id_scheduled_start_time_id"):
-            store.db.execute_sql(f'DROP INDEX "{name}"')
+            any_store.db.execute_sql(f'DROP INDEX "{name}"')
         for table, column in (("flow_run", "flow_id"), ("state_event", "flow_run_id"),
                               ("log", "flow_run_id"), ("artifact", "flow_run_id")):
-            store.db.execute_sql(f'CREATE INDEX "{table}_{column}" ON "{table}" ("{column}")')
-        store.db.execute_sql("DELETE FROM schema_version WHERE version >= 10")
+            any_store.db.execute_sql(f'CREATE INDEX "{table}_{column}" ON "{table}" ("{column}")')
+        any_store.db.execute_sql("DELETE FROM schema_version WHERE version >= 10")
     assert "log_flow_run_id" in index_names()
 
-    migrate(store.db)
+    migrate(any_store.db)
     assert index_names() == fresh
     assert {"flow_run_flow_id_state_id", "flow_run_scheduled_start_time_id",
             "flow_run_flow_id_scheduled_start_time_id"} <= fresh
     assert not fresh & {"flow_run_flow_id", "state_event_flow_run_id", "log_flow_run_id",
                         "artifact_flow_run_id"}
-    assert [r["id"] for r in store.list_flow_runs(flow_id=flow_id)] == [run_id]
+    assert [r["id"] for r in any_store.list_flow_runs(flow_id=flow_id)] == [run_id]
 
 
 def _all_pages(store, limit=7, **filters):
@@ -641,21 +632,21 @@ def _all_pages(store, limit=7, **filters):
         before = page[-1]["id"]
 
 
-def test_every_listing_filter_finds_exactly_its_runs_page_by_page(store):
+def test_every_listing_filter_finds_exactly_its_runs_page_by_page(any_store):
     """On both databases: each combination of filters lists exactly the runs a
     plain filter of every run keeps, newest first (latest scheduled first with a
     time range), each once across its pages."""
-    store.create_project("etl")
-    v1 = store.register_flow("etl", "daily", "fp-1", {}, [], [])[0]["id"]
-    v2 = store.register_flow("etl", "daily", "fp-2", {}, [], [])[0]["id"]
-    other = store.register_flow("etl", "other", "fp-1", {}, [], [])[0]["id"]
+    any_store.create_project("etl")
+    v1 = any_store.register_flow("etl", "daily", "fp-1", {}, [], [])[0]["id"]
+    v2 = any_store.register_flow("etl", "daily", "fp-2", {}, [], [])[0]["id"]
+    other = any_store.register_flow("etl", "other", "fp-1", {}, [], [])[0]["id"]
     for i in range(36):
         # Scheduled times out of id order, with ties: the time order is its own.
-        run_id = store.create_flow_run((v1, v2, other)[i % 3],
-                                       scheduled_start_time=1000.0 + (i * 7) % 12 * 10)["id"]
+        run_id = any_store.create_flow_run((v1, v2, other)[i % 3],
+                                           scheduled_start_time=1000.0 + (i * 7) % 12 * 10)["id"]
         if i % 4:
-            end_run(store, run_id, ("Success", "Failed", "Cancelled")[i % 4 - 1])
-    every = [store.get_flow_run(r["id"]) for r in _all_pages(store, limit=100)]
+            end_run(any_store, run_id, ("Success", "Failed", "Cancelled")[i % 4 - 1])
+    every = [any_store.get_flow_run(r["id"]) for r in _all_pages(any_store, limit=100)]
     assert len(every) == 36
     flows = {"any": ({}, None), "one version": ({"flow_id": v2}, {v2}),
              "every version": ({"flow_id": v2, "all_versions": True}, {v1, v2})}
@@ -671,15 +662,15 @@ def test_every_listing_filter_finds_exactly_its_runs_page_by_page(store):
                 and (until is None or r["scheduled_start_time"] < until)]
         if since is not None or until is not None:
             kept.sort(key=lambda r: (r["scheduled_start_time"], r["id"]), reverse=True)
-        listed = _all_pages(store, **flow_filter, state=wanted, since=since, until=until)
+        listed = _all_pages(any_store, **flow_filter, state=wanted, since=since, until=until)
         assert [r["id"] for r in listed] == [r["id"] for r in kept], \
             f"flow {flow_name}, state {state_name}, time {time_name}"
-    summary = store.flow_run_summary(v2)
+    summary = any_store.flow_run_summary(v2)
     assert summary["recent_runs"] == [(r["id"], r["state"]) for r in every
                                       if r["flow_id"] in (v1, v2)][:10]
     assert summary["next_run"] == min(r["scheduled_start_time"] for r in every if r["flow_id"]
                                       in (v1, v2) and r["state"] == "Scheduled")
-    assert [r["id"] for r in store.active_runs(states=("Failed", "Cancelled"))] == sorted(
+    assert [r["id"] for r in any_store.active_runs(states=("Failed", "Cancelled"))] == sorted(
         r["id"] for r in every if r["state"] in ("Failed", "Cancelled"))
 
 

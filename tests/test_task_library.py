@@ -697,11 +697,10 @@ with Flow("child") as child_flow:
 
 
 @pytest.fixture
-def store(home):
-    with closing(Store.open()) as s:
-        s.create_project("etl")
-        service.register_flow(s, child_flow, "etl")
-        yield s
+def child_flow_store(store):
+    """The `store`, with flow 'child' registered in its project "etl"."""
+    service.register_flow(store, child_flow, "etl")
+    return store
 
 
 class ChildRunner:
@@ -749,7 +748,7 @@ class ChildRunner:
             self.error = exc
 
 
-def test_start_flow_run_creates_a_run_of_the_registered_flow(store):
+def test_start_flow_run_creates_a_run_of_the_registered_flow(child_flow_store):
     start = StartFlowRun(flow_name="child", project_name="etl", parameters={"n": 3})
     assert start.name == "Flow child"
     with Flow("parent") as parent:
@@ -757,8 +756,8 @@ def test_start_flow_run_creates_a_run_of_the_registered_flow(store):
         other_id = start(parameters={"n": 1}, run_name="small-one",
                          run_config=LocalRun(labels=["nowhere"]))
     states = run_states(parent)
-    first = store.get_flow_run(states[child_id].result)
-    second = store.get_flow_run(states[other_id].result)
+    first = child_flow_store.get_flow_run(states[child_id].result)
+    second = child_flow_store.get_flow_run(states[other_id].result)
     assert (first["flow_name"], first["project"], first["state"]) == ("child", "etl",
                                                                       "Scheduled")
     assert first["parameters"] == {"n": 3}
@@ -766,7 +765,7 @@ def test_start_flow_run_creates_a_run_of_the_registered_flow(store):
         "small-one", {"n": 1}, ["nowhere"])
 
 
-def test_start_flow_run_refuses_what_a_child_run_cannot_take(store):
+def test_start_flow_run_refuses_what_a_child_run_cannot_take(child_flow_store):
     with pytest.raises(TypeError, match="hold the task 'make_rows'"):
         StartFlowRun(flow_name="child", parameters={"n": make_rows})
     with Flow("parent") as parent:
@@ -778,10 +777,10 @@ def test_start_flow_run_refuses_what_a_child_run_cannot_take(store):
     assert "new_flow_context={'a': 1} cannot be passed to a child run" in \
         states[with_context].message
     assert "a run config for one run can only choose its labels" in states[with_env].message
-    assert store.list_flow_runs() == []
+    assert child_flow_store.list_flow_runs() == []
 
 
-def test_start_flow_run_with_wait_ends_in_the_childs_final_state(store):
+def test_start_flow_run_with_wait_ends_in_the_childs_final_state(child_flow_store):
     start = StartFlowRun(flow_name="child", project_name="etl", wait=True, poll_interval=0.05)
     with Flow("waiting-parent") as parent:
         good = start(parameters={"n": 1})
@@ -796,12 +795,12 @@ def test_start_flow_run_with_wait_ends_in_the_childs_final_state(store):
     assert isinstance(states[bad], Failed)
     bad_id = states[bad].result
     assert states[bad].message.startswith(f"{bad_id} finished in state <Failed")
-    assert store.get_flow_run(bad_id)["state"] == "Failed"
+    assert child_flow_store.get_flow_run(bad_id)["state"] == "Failed"
 
 
-def test_get_task_run_result_reads_what_the_child_checkpointed(store):
-    run = service.create_flow_run(store, "etl/child", parameters={"n": 2})
-    assert backend.execute_flow_run(store, run["id"], service.load_flow) == "Success"
+def test_get_task_run_result_reads_what_the_child_checkpointed(child_flow_store):
+    run = service.create_flow_run(child_flow_store, "etl/child", parameters={"n": 2})
+    assert backend.execute_flow_run(child_flow_store, run["id"], service.load_flow) == "Success"
     with Flow("reader") as reader:
         rows = get_task_run_result(run["id"], "make_rows-1")
         all_squares = get_task_run_result(run["id"], "squared-1")
@@ -817,9 +816,9 @@ def test_get_task_run_result_reads_what_the_child_checkpointed(store):
     assert "fail_when-1, make_rows-1" in states[unknown].message
 
 
-def test_get_task_run_result_of_a_failed_task_fails_saying_so(store):
-    run = service.create_flow_run(store, "etl/child", parameters={"fail": True})
-    backend.execute_flow_run(store, run["id"], service.load_flow)
+def test_get_task_run_result_of_a_failed_task_fails_saying_so(child_flow_store):
+    run = service.create_flow_run(child_flow_store, "etl/child", parameters={"fail": True})
+    backend.execute_flow_run(child_flow_store, run["id"], service.load_flow)
     with Flow("reader") as reader:
         failed = get_task_run_result(run["id"], "fail_when-1")
         empty = get_task_run_result(run["id"], "")
@@ -835,17 +834,17 @@ with Flow("stored-parent") as stored_parent_flow:
     get_task_run_result(started, "make_rows-1", poll_time=0.05)
 
 
-def test_a_stored_parent_waits_for_its_child_and_gets_its_result(store):
-    service.register_flow(store, stored_parent_flow, "etl")
-    parent = service.create_flow_run(store, "etl/stored-parent")
+def test_a_stored_parent_waits_for_its_child_and_gets_its_result(child_flow_store):
+    service.register_flow(child_flow_store, stored_parent_flow, "etl")
+    parent = service.create_flow_run(child_flow_store, "etl/stored-parent")
     runner = ChildRunner()
-    assert runner.run_parent(
-        lambda: backend.execute_flow_run(store, parent["id"], service.load_flow)) == "Success"
+    assert runner.run_parent(lambda: backend.execute_flow_run(
+        child_flow_store, parent["id"], service.load_flow)) == "Success"
     child_id, = runner.executed
-    child = store.get_flow_run(child_id)
+    child = child_flow_store.get_flow_run(child_id)
     assert child["idempotency_key"] == f"flow-run-{parent['id']}-create_flow_run-1"
-    assert child["name"] == f"{store.get_flow_run(parent['id'])['name']}-child"
-    reader_row = next(r for r in store.task_runs(parent["id"])
+    assert child["name"] == f"{child_flow_store.get_flow_run(parent['id'])['name']}-child"
+    reader_row = next(r for r in child_flow_store.task_runs(parent["id"])
                       if r["task_slug"] == "get_task_run_result-1")
     assert reader_row["state"] == "Success"
     assert backend_result(reader_row["result_location"]) == [{"row": i} for i in range(4)]
@@ -880,7 +879,7 @@ with Flow("up-parent") as parent:
 
 def test_under_up_a_parent_starts_a_child_over_rest_and_reads_its_result(tmp_path,
                                                                         monkeypatch):
-    from conftest import ServiceProcess, register_flows
+    from helpers import ServiceProcess, register_flows
 
     from orchestrator import Client
 

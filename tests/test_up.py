@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import claim, start_run
+from helpers import claim, start_run
 
 from orchestrator import __version__, service
 from orchestrator.daemons.reaper import NO_HEARTBEAT
@@ -52,13 +52,14 @@ def orchestrator(*args, timeout=60):
 
 @pytest.fixture
 def up(start_service):
-    """`up(*args)`: starts `orchestrator up` (a conftest ServiceProcess) over the
-    test's home; kills any left at the end."""
+    """`up(*args)`: starts `orchestrator up` (a `ServiceProcess` of helpers.py) over
+    the test's home; kills any left at the end."""
     return lambda *args: start_service("up", "--poll-interval", "0.1", *args)
 
 
 @pytest.fixture
-def store(registered_store):
+def up_flows_store(registered_store):
+    """A Store whose project "p" holds the flows of FLOWS."""
     return registered_store(FLOWS, "up_flows.py")
 
 
@@ -235,7 +236,7 @@ def test_head_on_the_health_endpoint_answers_200_for_health_checks(home, up):
 
 
 def up_in(home):
-    from conftest import ServiceProcess
+    from helpers import ServiceProcess
 
     return ServiceProcess("up", "--poll-interval", "0.1", home=home, log_dir=home.parent,
                           name="up-fresh")
@@ -267,12 +268,12 @@ def test_a_signal_stops_up_cleanly(home, up, signum):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_stopping_waits_for_a_running_run_within_the_grace_period(store, tmp_path, up,
+def test_stopping_waits_for_a_running_run_within_the_grace_period(up_flows_store, tmp_path, up,
                                                                     signum):
     out = tmp_path / "naps.txt"
     process = up("--grace", "5")
     process.wait_for_banner()
-    run_id = service.create_flow_run(store, "nap", parameters={"out": str(out)})["id"]
+    run_id = service.create_flow_run(up_flows_store, "nap", parameters={"out": str(out)})["id"]
     deadline = time.monotonic() + 10
     while "start" not in (out.read_text() if out.exists() else ""):
         assert time.monotonic() < deadline, "the nap task never started"
@@ -280,7 +281,7 @@ def test_stopping_waits_for_a_running_run_within_the_grace_period(store, tmp_pat
 
     assert process.stop(signum) == 0
     stopped_at = time.time()
-    run = store.get_flow_run(run_id)
+    run = up_flows_store.get_flow_run(run_id)
     assert run["state"] == "Success", run["message"]
     assert run["end_time"] <= stopped_at  # ended before up exited: it was waited for
     assert "end" in out.read_text()
@@ -290,37 +291,38 @@ def test_stopping_waits_for_a_running_run_within_the_grace_period(store, tmp_pat
 
 
 # -- what a crash left behind --------------------------------------------------
-def test_a_run_left_running_by_a_dead_process_is_failed_at_start_up(store, tmp_path, up):
+def test_a_run_left_running_by_a_dead_process_is_failed_at_start_up(up_flows_store, tmp_path, up):
     host = socket.gethostname()
-    store.register_agent("crashed-agent", [host], host, dead_pid())
+    up_flows_store.register_agent("crashed-agent", [host], host, dead_pid())
     out = str(tmp_path / "executions.txt")
-    run_id = service.create_flow_run(store, "record", parameters={"out": out})["id"]
-    start_run(store, run_id, pid=dead_pid(), agent="crashed-agent", labels=[host])
+    run_id = service.create_flow_run(up_flows_store, "record", parameters={"out": out})["id"]
+    start_run(up_flows_store, run_id, pid=dead_pid(), agent="crashed-agent", labels=[host])
 
     process = up()
     process.wait_for_banner()
     # The periodic reaper first runs 5 s after start; this is the start-up pass.
-    run = wait_for_state(store, run_id, TERMINAL_STATES, timeout=4)
+    run = wait_for_state(up_flows_store, run_id, TERMINAL_STATES, timeout=4)
     assert run["state"] == "Failed"
     assert run["message"].startswith(NO_HEARTBEAT)
     assert "is gone" in run["message"]
     assert run["end_time"] is not None
 
 
-def test_a_run_a_dead_agent_claimed_but_never_started_is_run_at_start_up(store, tmp_path, up):
+def test_a_run_a_dead_agent_claimed_but_never_started_is_run_at_start_up(up_flows_store, tmp_path,
+                                                                         up):
     host = socket.gethostname()
-    store.register_agent("crashed-agent", [host], host, dead_pid())
+    up_flows_store.register_agent("crashed-agent", [host], host, dead_pid())
     out = tmp_path / "executions.txt"
-    run_id = service.create_flow_run(store, "record", parameters={"out": str(out)})["id"]
-    assert claim(store, "crashed-agent", [host], 1) == [run_id]
+    run_id = service.create_flow_run(up_flows_store, "record", parameters={"out": str(out)})["id"]
+    assert claim(up_flows_store, "crashed-agent", [host], 1) == [run_id]
 
     process = up()
     process.wait_for_banner()
     # It never ran, so it is scheduled again (no restart spent) and up's agent runs it.
-    run = wait_for_state(store, run_id, TERMINAL_STATES, timeout=10)
+    run = wait_for_state(up_flows_store, run_id, TERMINAL_STATES, timeout=10)
     assert run["state"] == "Success", run
     assert run["restarts"] == 0 and run["attempt"] == 2
-    moves = [(e["state"], e["message"]) for e in store.state_events(run_id)]
+    moves = [(e["state"], e["message"]) for e in up_flows_store.state_events(run_id)]
     assert [state for state, _ in moves] == ["Scheduled", "Submitted", "Scheduled",
                                             "Submitted", "Running", "Success"]
     assert "its agent crashed-agent" in moves[2][1] and "never ran" in moves[2][1]

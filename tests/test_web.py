@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import ServiceProcess, register_flows
+from helpers import ServiceProcess, register_flows
 
 CHROMIUM = "/usr/bin/chromium"
 try:
