@@ -1,13 +1,23 @@
-"""The REST API as clients meet it: a real `orchestrator server` subprocess on a
-free port, spoken to over HTTP with http.client, its token read from
-`$ORCHESTRATOR_HOME/api-token`.
+"""The REST API as clients meet it. Most tests speak to the app itself, in this
+process, through falcon's test client (`api`): the app `orchestrator server`
+serves, built by create_app as ApiServer builds it, over the module's home and
+its database, with the token in `$ORCHESTRATOR_HOME/api-token`.
 
-One server serves the whole module (its home is shared by every test here; each
-test uses flows, labels and names of its own). Tests that need a home of their
-own (the token's first creation, rotation, a poisoned listing, the agents list)
-start a fresh server with `fresh_server`.
+A few speak HTTP (http.client) to a real `orchestrator server` subprocess on a
+free port (`served_api`): those about the server itself (the token file, the
+address it publishes, body limits and chunked bodies as waitress reads them,
+request paths as they arrive on the wire, a flow file that exits) and one end to
+end (a run created over HTTP, executed by `orchestrator execute`, read back).
+
+One home serves the whole module, the app's and the server's alike, so the
+CLI in a subprocess sees what the API wrote (each test uses flows, labels and
+names of its own). Tests that need a home of their own (the token's first
+creation, rotation, the address file) start a server of their own with
+`fresh_server`; the agents list and a poisoned listing get an app of their own
+with `fresh_api`.
 """
 
+import concurrent.futures
 import datetime as dt
 import http.client
 import json
@@ -16,10 +26,15 @@ import re
 import uuid
 from pathlib import Path
 
+import falcon.testing
 import pytest
-from conftest import ServiceProcess, cli, end_run
+from helpers import ServiceProcess, cli, end_run
 
+from orchestrator.api import create_app
 from orchestrator.api.render import MAX_BODY_BYTES
+from orchestrator.cli.up import safe_database_url
+from orchestrator.config import api_token
+from orchestrator.store import Store
 
 # The module's flows, registered with the CLI. Script storage, so that
 # `orchestrator execute` in another process loads them from this file.
@@ -94,13 +109,12 @@ class Response:
 _TOKEN = object()
 
 
-class Api:
-    """Requests to one server (a ServiceProcess) with `token` (default: the
-    server's); every response body is kept in `bodies`."""
+class ApiRequests:
+    """Requests to the REST API with `token`; every response body is kept in
+    `bodies`. Subclasses say how a request reaches the app (`send`)."""
 
-    def __init__(self, server, token=None):
-        self.port = server.port
-        self.token = server.token if token is None else token
+    def __init__(self, token):
+        self.token = token
         self.bodies = []
 
     def request(self, method, path, body=None, raw=None, authorization=_TOKEN,
@@ -114,17 +128,12 @@ class Api:
             None if body is None else json.dumps(body).encode())
         if data is not None:
             send.setdefault("Content-Type", "application/json")
-            if chunked:
-                data = iter([data])  # no Content-Length: http.client sends it chunked
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request(method, path, body=data, headers=send)
-            resp = conn.getresponse()
-            result = Response(resp.status, resp.headers, resp.read())
-        finally:
-            conn.close()
+        result = self.send(method, path, data, send, chunked)
         self.bodies.append(result.body)
         return result
+
+    def send(self, method, path, data, headers, chunked):
+        raise NotImplementedError
 
     def call(self, method, path, body=None, expect=200):
         """A request that must succeed with `expect`; its JSON document (or None)."""
@@ -161,6 +170,67 @@ class Api:
                     if f["full_name"] == full_name)
 
 
+class Api(ApiRequests):
+    """Requests over HTTP to one server (a ServiceProcess) with `token` (default:
+    the server's)."""
+
+    def __init__(self, server, token=None):
+        super().__init__(server.token if token is None else token)
+        self.port = server.port
+
+    def send(self, method, path, data, headers, chunked):
+        if data is not None and chunked:
+            data = iter([data])  # no Content-Length: http.client sends it chunked
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return Response(resp.status, resp.headers, resp.read())
+        finally:
+            conn.close()
+
+
+class InProcessApi(ApiRequests):
+    """Requests answered in this process by the app `orchestrator server` serves
+    over `home` (wired as ApiServer wires it: its token file, a status without an
+    agent), through falcon's test client. Runs it creates are kept in
+    `created_runs`, where `orchestrator up` would wake its agent. `close()` at
+    the end."""
+
+    def __init__(self, home):
+        super().__init__(api_token(home, create=True))
+        # A Store for each app: the Stores of a process share one database per URL
+        # and the models follow the last one opened, which may be another home's.
+        self.store = Store.open(home=home)
+        self.created_runs = []
+        started = dt.datetime.now(dt.timezone.utc).isoformat()
+
+        def status():
+            return {"status": "ok", "database": safe_database_url(self.store.url),
+                    "started": started,
+                    "agent": {"alive": False, "reason": "not in this process"}}
+
+        self.client = falcon.testing.TestClient(create_app(
+            self.store, self.token, status=status, on_run_created=self.created_runs.append))
+        # The app answers on a thread of its own, as on one of waitress's: a request
+        # meets the stack depth a server gives it (how deeply nested a JSON body can
+        # be parsed depends on it), and the thread's database connection is the app's.
+        self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="api")
+
+    def send(self, method, path, data, headers, chunked):
+        if chunked:
+            raise ValueError("A chunked body is the server's to read; send it with served_api")
+        result = self.worker.submit(self.client.simulate_request, method, path, body=data,
+                                    headers=headers).result()
+        return Response(result.status_code, result.headers, result.content)
+
+    def close(self):
+        """Close the app's database connections, each on the thread that opened it."""
+        self.worker.submit(self.store.close).result()
+        self.worker.shutdown()
+        self.store.close()
+
+
 def assert_error(resp, status, code, field=...):
     """A JSON error document with `status`, `code` and (if given) `field`."""
     assert resp.status == status, resp
@@ -186,8 +256,9 @@ def api_home(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def home(api_home, monkeypatch):
-    """Replaces conftest's `home`: the tests of this module share the home of the
-    module's server, so `registered_store` registers into the served database."""
+    """Replaces conftest's `home`: the tests of this module share one home, the
+    in-process app's and the module's server's, so `registered_store` registers
+    into the database both serve."""
     from orchestrator.engine import run_logging
 
     monkeypatch.setenv("ORCHESTRATOR_HOME", str(api_home))
@@ -208,12 +279,38 @@ def server(api_home, tmp_path_factory):
 
 
 @pytest.fixture
-def api(server):
+def served_api(server):
+    """Requests over HTTP to the module's server."""
     return Api(server)
 
 
+@pytest.fixture
+def api(home):
+    """Requests to the app in this process, over the module's home and database."""
+    api = InProcessApi(home)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def fresh_api(monkeypatch):
+    """`fresh_api(home)`: the app in this process over `home` (made if missing), the
+    test's ORCHESTRATOR_HOME from then on."""
+    apis = []
+
+    def make(home):
+        Path(home).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv("ORCHESTRATOR_HOME", str(home))
+        apis.append(InProcessApi(home))
+        return apis[-1]
+
+    yield make
+    for api in apis:
+        api.close()
+
+
 @pytest.fixture(scope="module")
-def flow_file(api_home, server, tmp_path_factory):
+def flow_file(api_home, tmp_path_factory):
     """p/talk, p/echo (parameter `word`, default "hi"/"echo") and p/ticker (hourly)."""
     path = tmp_path_factory.mktemp("api-flows") / "api_flows.py"
     path.write_text(FLOWS)
@@ -224,7 +321,8 @@ def flow_file(api_home, server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def executed_run(server, flow_file, api_home):
-    """A run of p/talk executed to the end by `orchestrator execute` in a subprocess."""
+    """A run of p/talk created over HTTP on the module's server and executed to the
+    end by `orchestrator execute` in a subprocess."""
     api = Api(server)
     run = api.create_run("p/talk", parameters={"word": "bird"})
     out = cli(api_home, "execute", run["id"])
@@ -477,17 +575,17 @@ def _run_body_of_size(size):
     (MAX_BODY_BYTES + 1, False), (MAX_BODY_BYTES + MAX_BODY_BYTES // 2, True),
     (3 * MAX_BODY_BYTES, False),
 ], ids=["just-over-the-limit", "chunked-over-the-limit", "three-times-the-limit"])
-def test_an_oversize_body_is_413_json_and_stores_nothing(api, flow_file, size, chunked):
-    before = len(api.all_runs())
-    resp = api.request("POST", "/api/flow_runs", raw=_run_body_of_size(size),
-                       chunked=chunked)
+def test_an_oversize_body_is_413_json_and_stores_nothing(served_api, flow_file, size, chunked):
+    before = len(served_api.all_runs())
+    resp = served_api.request("POST", "/api/flow_runs", raw=_run_body_of_size(size),
+                              chunked=chunked)
     error = assert_error(resp, 413, "payload_too_large")
     assert str(MAX_BODY_BYTES) in error["message"]
-    assert len(api.all_runs()) == before
+    assert len(served_api.all_runs()) == before
 
 
-def test_a_body_of_exactly_the_limit_is_accepted(api, flow_file):
-    resp = api.request("POST", "/api/flow_runs", raw=_run_body_of_size(MAX_BODY_BYTES))
+def test_a_body_of_exactly_the_limit_is_accepted(served_api, flow_file):
+    resp = served_api.request("POST", "/api/flow_runs", raw=_run_body_of_size(MAX_BODY_BYTES))
     assert resp.status == 201, resp
     assert len(resp.json["parameters"]["word"]) > MAX_BODY_BYTES - 100
 
@@ -498,14 +596,14 @@ def test_an_unknown_path_is_404_json(api):
     assert_error(api.request("GET", "/elsewhere"), 404, "not_found")
 
 
-def test_every_path_but_health_and_the_page_needs_the_token(api):
+def test_every_path_but_health_and_the_page_needs_the_token(served_api):
     # Deny by default: falcon routes //api/flows like /api/flows, so a prefix test
     # on the path alone would let a doubled slash read flows and secrets.
     for path in ("//api/flows", "//api/secrets", "/./api/flows", "/static/../api/flows",
                  "/elsewhere", "/api", "/API/flows"):
-        assert_error(api.request("GET", path, authorization=None), 401, "unauthorized")
+        assert_error(served_api.request("GET", path, authorization=None), 401, "unauthorized")
     for path in ("/", "/static/app.js", "/api/health"):
-        assert api.request("GET", path, authorization=None).status == 200, path
+        assert served_api.request("GET", path, authorization=None).status == 200, path
 
 
 def test_a_wrong_method_is_405_json_naming_the_allowed_ones(api):
@@ -546,19 +644,19 @@ def test_an_id_out_of_range_is_404_not_500(api, path):
     ("GET", "/static/..%2Fapi%2F__init__.py"),
     ("GET", "/static/%2Fetc%2Fpasswd"),
 ])
-def test_path_traversal_never_fails_and_never_serves_a_file(api, server, method, path):
+def test_path_traversal_never_fails_and_never_serves_a_file(served_api, server, method, path):
     body = {"value": "v"} if "secrets" in path else {"limit": 1} if "limits" in path else None
-    resp = api.request(method, path, body)
+    resp = served_api.request(method, path, body)
     assert 400 <= resp.status < 500, resp
     assert resp.content_type.startswith("application/json"), resp
     assert resp.json["error"]["code"], resp
     assert b"root:" not in resp.body
-    assert api.token.encode() not in resp.body
-    assert server.token == api.token  # the token file is still there, unchanged
-    for secret in api.get("/api/secrets")["secrets"]:
+    assert served_api.token.encode() not in resp.body
+    assert server.token == served_api.token  # the token file is still there, unchanged
+    for secret in served_api.get("/api/secrets")["secrets"]:
         assert ".." not in secret["name"] and "/" not in secret["name"], secret
     assert all("/" not in entry["label"]
-               for entry in api.get("/api/concurrency_limits")["concurrency_limits"])
+               for entry in served_api.get("/api/concurrency_limits")["concurrency_limits"])
 
 
 @pytest.mark.parametrize("storage, field", [
@@ -605,12 +703,12 @@ def test_registering_into_an_unknown_project_is_404(api, flow_file):
 
 @pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
 def test_a_start_time_outside_years_1_to_9999_in_utc_is_400_and_the_listing_still_works(
-        tmp_path, fresh_server, flow_file, when):
+        tmp_path, fresh_api, flow_file, when):
     home = tmp_path / "fresh-home"
     home.mkdir()
     cli(home, "project", "create", "p")
     cli(home, "register", "-p", "p", flow_file)
-    api = Api(fresh_server(home))
+    api = fresh_api(home)
     resp = api.request("POST", "/api/flow_runs",
                        {"flow": "p/talk", "scheduled_start_time": when})
     assert_error(resp, 400, "bad_request", "scheduled_start_time")
@@ -785,21 +883,22 @@ def test_explain_says_no_agent_is_running(api, flow_file):
     assert any("No agent is running" in reason for reason in explained["reasons"]), explained
 
 
-def test_an_executed_run_has_its_task_runs_states_and_logs(api, executed_run):
-    run = api.get(f"/api/flow_runs/{executed_run}")
+def test_an_executed_run_has_its_task_runs_states_and_logs(served_api, executed_run):
+    run = served_api.get(f"/api/flow_runs/{executed_run}")
     assert run["state"] == "Success"
     assert_utc_iso(run["start_time"])
     assert_utc_iso(run["end_time"])
 
-    task_runs = api.get(f"/api/flow_runs/{executed_run}/task_runs")["task_runs"]
+    task_runs = served_api.get(f"/api/flow_runs/{executed_run}/task_runs")["task_runs"]
     assert {t["task_name"]: t["state"] for t in task_runs}["speak"] == "Success"
     for task_run in task_runs:
         assert_utc_iso(task_run["start_time"])
 
-    states = [s["state"] for s in api.get(f"/api/flow_runs/{executed_run}/states")["states"]]
+    states = [s["state"]
+              for s in served_api.get(f"/api/flow_runs/{executed_run}/states")["states"]]
     assert states == ["Scheduled", "Running", "Success"]
 
-    logs = api.get(f"/api/flow_runs/{executed_run}/logs")
+    logs = served_api.get(f"/api/flow_runs/{executed_run}/logs")
     assert logs["run_state"] == "Success"
     messages = [line["message"] for line in logs["logs"]]
     assert "saying bird" in messages and "careful with bird" in messages
@@ -883,17 +982,17 @@ def test_registering_a_script_over_rest_is_201_then_200_unchanged(api, flow_file
     assert run["flow_id"] == first["id"]
 
 
-def test_a_flow_file_that_exits_while_loading_cannot_stop_the_server(api, flow_file,
-                                                                     tmp_path):
+def test_a_flow_file_that_exits_while_loading_cannot_stop_the_server(served_api, flow_file,
+                                                                            tmp_path):
     # Registration runs the flow's code; it runs in a child process, not the server.
     path = tmp_path / "exits.py"
     path.write_text("import os, sys\nprint('about to leave', file=sys.stderr)\nos._exit(3)\n")
-    resp = api.request("POST", "/api/flows", {
+    resp = served_api.request("POST", "/api/flows", {
         "project": "p", "storage": {"type": "Script", "path": str(path)}})
     error = assert_error(resp, 400, "bad_request", "storage")
     assert "exited with code 3" in error["message"]
     assert "about to leave" in error["message"]
-    assert api.request("GET", "/api/health").status == 200
+    assert served_api.request("GET", "/api/health").status == 200
 
 
 def test_what_a_flow_file_prints_while_loading_does_not_spoil_its_registration(api, flow_file,
@@ -943,11 +1042,11 @@ def test_pausing_a_flow_without_a_schedule_is_409(api, flow_file):
 
 
 # -- 5. agents, limits, secrets ---------------------------------------------------
-def test_agents_are_listed_with_their_labels(tmp_path, fresh_server):
+def test_agents_are_listed_with_their_labels(tmp_path, fresh_api):
     from orchestrator.store import Store
 
     home = tmp_path / "fresh-home"
-    api = Api(fresh_server(home))
+    api = fresh_api(home)
     assert api.get("/api/agents") == {"agents": []}
     store = Store.open(home=home)
     try:
@@ -1031,7 +1130,7 @@ def test_a_bad_secret_name_is_400(api, name):
 
 
 # -- 6. the OpenAPI document ------------------------------------------------------
-def test_the_openapi_document_describes_every_served_route(api, server):
+def test_the_openapi_document_describes_every_served_route(api):
     import falcon.inspect
 
     from orchestrator.api import create_app
@@ -1067,7 +1166,7 @@ def _cli_fails(home, *args):
     import subprocess
     import sys
 
-    from conftest import ROOT, service_env
+    from helpers import ROOT, service_env
 
     proc = subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)],
                           env=service_env(home), cwd=ROOT, capture_output=True, text=True,
