@@ -377,11 +377,16 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
     if local:
         _load_config()
     store = _open_store()
+    options = dict(project=project_name, parameters=values, name=run_name,
+                   labels=list(labels) if labels else None, idempotency_key=idempotency_key)
+    attempt, claimer = None, f"orchestrator run --local (pid {os.getpid()})"
     with _user_errors():
-        run, created = service.create_flow_run(store, flow_ref, project=project_name,
-                                               parameters=values, name=run_name,
-                                               labels=list(labels) if labels else None,
-                                               idempotency_key=idempotency_key, report=True)
+        if local:
+            # Claimed for this process as it is created: no agent can take it first.
+            run, created, attempt = service.create_flow_run_here(store, flow_ref, claimer,
+                                                                 **options)
+        else:
+            run, created = service.create_flow_run(store, flow_ref, report=True, **options)
     if as_json and not (local or watch):
         _echo_json(_run_json(run))
         return
@@ -393,14 +398,11 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
                    f"{run['flow_name']} already exists for idempotency key "
                    f"{idempotency_key!r}; it is {run['state']}. Nothing new was created.",
                    err=as_json)
-    attempt = None
-    if local:
-        # Claimed for this process at once: an agent that looks now leaves it be.
+    if local and not created:  # an earlier run of this key: here, if still Scheduled
         with _user_errors():
-            attempt = service.claim_run_here(store, run["id"],
-                                             f"orchestrator run --local (pid {os.getpid()})")
-        if attempt is None:  # not this command's to execute (now): wait for it
-            watch, local = True, False
+            attempt = service.claim_run_here(store, run["id"], claimer)
+    if local and attempt is None:  # not this command's to execute (now): wait for it
+        watch, local = True, False
     if local:
         state = _execute(store, run["id"], attempt=attempt)
         run = service.get_flow_run(store, run["id"])

@@ -28,15 +28,16 @@ from .flows import (create_project, flow_run_summary, get_flow, get_project, lis
 from .limits import (LIMIT_KINDS, concurrency_limit, concurrency_limits,
                      delete_concurrency_limit, set_concurrency_limit)
 from .runs import (artifacts, cancel_flow_run, check_run_parameters, claim_run_here,
-                   create_flow_run, get_flow_run, list_flow_runs, logs, rename_flow_run,
-                   state_history, task_runs)
+                   create_flow_run, create_flow_run_here, get_flow_run, list_flow_runs, logs,
+                   rename_flow_run, state_history, task_runs)
 from .secrets import delete_secret, get_secret, secret_names, set_secret
 
 __all__ = [
     "open_store", "create_project", "get_project", "register_flow", "register_from_ref",
     "load_flow", "parameter_specs", "list_flows", "get_flow", "flow_run_summary",
     "set_schedule_active", "create_flow_run", "check_run_parameters", "cancel_flow_run",
-    "rename_flow_run", "claim_run_here", "get_flow_run", "list_flow_runs", "task_runs",
+    "rename_flow_run", "claim_run_here", "create_flow_run_here", "get_flow_run",
+    "list_flow_runs", "task_runs",
     "state_history", "artifacts", "logs", "LIMIT_KINDS", "concurrency_limits",
     "concurrency_limit", "set_concurrency_limit", "delete_concurrency_limit", "set_secret",
     "get_secret", "secret_names", "delete_secret", "agents", "explain_flow_run",

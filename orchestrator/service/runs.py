@@ -10,9 +10,9 @@ from ..core.task import Parameter, no_default
 from ..engine.flow_runner import resolve_parameters
 from ..exceptions import Conflict, InputError, ParameterError
 
-__all__ = ["create_flow_run", "check_run_parameters", "cancel_flow_run", "rename_flow_run",
-           "claim_run_here", "get_flow_run", "list_flow_runs", "task_runs", "state_history",
-           "artifacts", "logs"]
+__all__ = ["create_flow_run", "create_flow_run_here", "check_run_parameters",
+           "cancel_flow_run", "rename_flow_run", "claim_run_here", "get_flow_run",
+           "list_flow_runs", "task_runs", "state_history", "artifacts", "logs"]
 
 
 def check_run_parameters(flow_record, parameters):
@@ -74,6 +74,17 @@ def create_flow_run(store, flow_ref, project=None, parameters=None, name=None,
         flow["id"], parameters=parameters, name=name,
         labels=flow["labels"] if labels is None else labels,
         scheduled_start_time=when, idempotency_key=idempotency_key, report=report)
+
+
+def create_flow_run_here(store, flow_ref, claimer, **options):
+    """Create a run (as `create_flow_run`, with its options) claimed at once for
+    `claimer`, a process that executes it itself (`orchestrator run --local`):
+    one transaction, so no agent can take it first. Returns (run, created,
+    attempt); attempt is None when the idempotency key found an earlier run."""
+    with store.atomic():
+        run, created = create_flow_run(store, flow_ref, report=True, **options)
+        attempt = store.claim_run(run["id"], claimer) if created else None
+    return run, created, attempt
 
 
 def cancel_flow_run(store, run_id):
