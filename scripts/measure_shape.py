@@ -53,14 +53,15 @@ def modules(root):
 
 
 def is_reexport(path):
-    """True when a module holds only its docstring, imports and `__all__`."""
+    """True when a module holds only its docstring, imports, `__all__` (and
+    `__path__`, which makes a re-export a package for stand-in modules)."""
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             continue
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue
-        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
-                "__all__"]:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] in (
+                ["__all__"], ["__path__"]):
             continue
         return False
     return True

@@ -37,8 +37,8 @@ __all__ = [
     "load_flow", "parameter_specs", "list_flows", "get_flow", "flow_run_summary",
     "set_schedule_active", "create_flow_run", "check_run_parameters", "cancel_flow_run",
     "rename_flow_run", "claim_run_here", "create_flow_run_here", "get_flow_run",
-    "list_flow_runs", "task_runs",
-    "state_history", "artifacts", "logs", "LIMIT_KINDS", "concurrency_limits",
-    "concurrency_limit", "set_concurrency_limit", "delete_concurrency_limit", "set_secret",
-    "get_secret", "secret_names", "delete_secret", "agents", "explain_flow_run",
+    "list_flow_runs", "task_runs", "state_history", "artifacts", "logs", "LIMIT_KINDS",
+    "concurrency_limits", "concurrency_limit", "set_concurrency_limit",
+    "delete_concurrency_limit", "set_secret", "get_secret", "secret_names", "delete_secret",
+    "agents", "explain_flow_run",
 ]
