@@ -4,7 +4,8 @@ executor in topological order, and turns their states into the flow's state.
 Mapped tasks run depth first: a child of `b.map(a.map(xs))` starts as soon as
 its own upstream child finished, without waiting for all of `a`. Only a mapped
 input that is not itself mapped (a list from one task) must be computed first,
-to learn how many children there are.
+to learn how many children there are. Submitting a mapped task's children
+is `mapping.py`'s job.
 
 `FlowRunner(flow).run(...)` takes Prefect 1's arguments too (`state`,
 `task_states`, `return_tasks`, `parameters`, `task_runner_state_handlers`,
@@ -18,7 +19,6 @@ import difflib
 import gc
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
 
 from ..config import load_config
 from ..core import context as _context
@@ -28,9 +28,9 @@ from ..core.task import handler_list
 from ..exceptions import FlowValidationError, OrchestratorError, ParameterError
 from . import run_logging
 from .executors import Executor, ExecutorError, LocalExecutor
+from .mapping import MappedEntry, submit_mapped
 from .task_runner import (RunnerHandler, RunSettings, TaskEnvelope, TaskPlan, TaskRunner,
-                          run_task, _check_upstream_finished, _check_upstream_skipped,
-                          _check_trigger)
+                          run_task)
 from ..core import signals
 
 __all__ = ["FlowRunner", "TaskRunner", "run_flow", "resolve_parameters"]
@@ -90,42 +90,6 @@ def flow_context(flow, parameters, flow_run_id=None, flow_run_name=None,
         "tomorrow_nodash": (day + one).strftime("%Y%m%d"),
         "checkpointing": checkpointing, "running_with_backend": backend,
     }
-
-
-class _MappedEntry:
-    """A mapped task in flight: its children's futures (or states). `collected`
-    (the parent's Mapped state, as a future) is submitted only if a task
-    downstream takes the parent whole."""
-
-    __slots__ = ("children", "_session", "_collected")
-
-    def __init__(self, children, session):
-        self.children = children
-        self._session = session
-        self._collected = None
-
-    @property
-    def collected(self):
-        if self._collected is None:
-            self._collected = self._session.submit(_collect_mapped, *self.children)
-        return self._collected
-
-
-def _collect_mapped(*children):
-    return Mapped("Ready to proceed with mapping.", map_states=[_unwrap(c) for c in children])
-
-
-def run_mapped_child(plan, indexed, map_index, *upstream):
-    """Run child `map_index` of a mapped task. For the edges in `indexed`, the
-    upstream is the whole state of a task that returned a sequence, and the
-    child's input is its item `map_index` (taken here, on the worker that
-    already holds the sequence, instead of shipping one state per item)."""
-    if indexed:
-        upstream = list(upstream)
-        for j in indexed:
-            items = _unwrap(upstream[j]).result
-            upstream[j] = Success("Mapped input.", result=items[map_index])
-    return run_task(plan, map_index, *upstream)
 
 
 class FlowRunner:
@@ -290,7 +254,7 @@ class FlowRunner:
             previous = given.get(t)
             if previous is not None and previous.is_finished():
                 # A mapped task resumes as its children, so each keeps its own state.
-                entries[t] = (_MappedEntry(list(previous.map_states), session)
+                entries[t] = (MappedEntry(list(previous.map_states), session)
                               if isinstance(previous, Mapped) else previous)
                 continue
             # Planned just before it is submitted: each task is read once, while hot.
@@ -301,141 +265,20 @@ class FlowRunner:
                 extras.apply(plan)
             upstream = [entries[e.upstream_task] for e in plan.edges]
             if plan.mapped:
-                entry = entries[t] = self._submit_mapped(plan, upstream)
-                if self.reporter is not None and type(entry) is not _MappedEntry:
+                entry = entries[t] = submit_mapped(session, plan, upstream)
+                if self.reporter is not None and type(entry) is not MappedEntry:
                     self.reporter.task_state(plan.slug, plan.name, None, entry, None)
             else:
                 for i, u in enumerate(upstream):
-                    if type(u) is _MappedEntry:
+                    if type(u) is MappedEntry:
                         upstream[i] = u.collected
                 entries[t] = submit(run_task, plan, None, *upstream)
         return self._gather(entries)
 
-    def _submit_mapped(self, plan, upstream):
-        session = self.session
-        fast_map = hasattr(session, "map")
-        # Inputs that are one state for the whole task (not per child) are
-        # checked once, here: a skipped branch skips the task even when there
-        # is nothing to map over.
-        whole = [(edge, entry) for edge, entry in zip(plan.edges, upstream)
-                 if type(entry) is not _MappedEntry or edge.flattened or not edge.mapped]
-        if whole:
-            stopped = self._parent_checks(plan, [e for e, _ in whole],
-                                          [entry for _, entry in whole])
-            if stopped is not None:
-                return stopped
-        columns = []   # per edge: a list of child upstreams, or None
-        fixed = []     # per edge: the one upstream every child gets
-        indexed = []   # edges whose child input is item i of the upstream's result
-        lengths = []
-        for j, (edge, entry) in enumerate(zip(plan.edges, upstream)):
-            if not edge.mapped:
-                fixed.append(entry.collected if type(entry) is _MappedEntry else entry)
-                columns.append(None)
-                continue
-            if type(entry) is _MappedEntry and not edge.flattened:
-                columns.append(entry.children)
-                fixed.append(None)
-                lengths.append(len(entry.children))
-                continue
-            if type(entry) is _MappedEntry:  # flatten a mapped parent, child by child
-                column = self._flatten_children(plan, edge, entry)
-                if isinstance(column, State):
-                    return column
-                columns.append(column)
-                fixed.append(None)
-                lengths.append(len(column))
-                continue
-            state = _unwrap(session.wait(entry))
-            items = state.result
-            if edge.flattened:
-                if not _is_sequence(items) or not all(_is_sequence(i) for i in items):
-                    return Failed(
-                        f"Task {plan.name!r} flattens the result of "
-                        f"{edge.upstream_task.name!r}, which is not a list of lists "
-                        f"(got {type(items).__name__}); flatten() removes one level "
-                        "of nesting.")
-                items = [x for inner in items for x in inner]
-            elif not _is_sequence(items):
-                return Failed(
-                    f"Task {plan.name!r} maps over the result of "
-                    f"{edge.upstream_task.name!r}, which is a {type(items).__name__}, "
-                    "not a list or other sequence. Return a list from "
-                    f"{edge.upstream_task.name!r}, or pass it with unmapped(...) to "
-                    "give every child the whole value.")
-            if fast_map and not edge.flattened and isinstance(items, Sequence):
-                # On a cluster, children take their item from the list where it
-                # already is, instead of one state per item shipped from here.
-                indexed.append(j)
-                columns.append(None)
-                fixed.append(entry)
-                lengths.append(len(items))
-            else:
-                columns.append([Success("Mapped input.", result=x) for x in items])
-                fixed.append(None)
-                lengths.append(len(columns[-1]))
-        n = min(lengths) if lengths else 0
-        indexed = tuple(indexed)
-        if n and fast_map:
-            args = [list(range(n))]
-            for column, value in zip(columns, fixed):
-                args.append(column[:n] if column is not None else [value] * n)
-            children = session.map(
-                lambda i, *ups, _plan=plan, _ix=indexed: run_mapped_child(_plan, _ix, i, *ups),
-                *args)
-        else:
-            submit = session.submit
-            children = []
-            for i in range(n):
-                ups = [column[i] if column is not None else value
-                       for column, value in zip(columns, fixed)]
-                children.append(submit(run_mapped_child, plan, indexed, i, *ups))
-        return _MappedEntry(children, session)
-
-    def _parent_checks(self, plan, edges, entries):
-        """The state a mapped task ends in because of its whole-task inputs, or None."""
-        states = [_unwrap(self.session.wait(e.collected if type(e) is _MappedEntry else e))
-                  for e in entries]
-        try:
-            _check_upstream_finished(states)
-            if plan.task.skip_on_upstream_skip:
-                _check_upstream_skipped(states)
-            mapped_inputs = [(edge, s) for edge, s in zip(edges, states)
-                             if edge.mapped and not isinstance(s, Mapped)]
-            if any(not s.is_successful() for _, s in mapped_inputs):
-                _check_trigger(plan, states, edges)
-                edge, state = next((e, s) for e, s in mapped_inputs if not s.is_successful())
-                return Failed(
-                    f"Task {plan.name!r} cannot map over the result of "
-                    f"{edge.upstream_task.name!r}, which ended {type(state).__name__}.")
-        except signals.ENDRUN as end:
-            return end.state
-        except signals.Signal as sig:
-            return sig.state
-        return None
-
-    def _flatten_children(self, plan, edge, entry):
-        """Child inputs from a mapped parent's children, one level flattened:
-        a child that did not succeed stands as one failed input."""
-        column = []
-        for child in self.session.wait(list(entry.children)):
-            child = _unwrap(child)
-            if not child.is_successful():
-                column.append(child)
-                continue
-            if not _is_sequence(child.result):
-                return Failed(
-                    f"Task {plan.name!r} flattens the children of "
-                    f"{edge.upstream_task.name!r}, and one returned a "
-                    f"{type(child.result).__name__}, not a list; flatten() removes one "
-                    "level of nesting.")
-            column.extend(Success("Mapped input.", result=x) for x in child.result)
-        return column
-
     def _gather(self, entries):
         futures = []
         for entry in entries.values():
-            if type(entry) is _MappedEntry:
+            if type(entry) is MappedEntry:
                 futures.extend(entry.children)
             else:
                 futures.append(entry)
@@ -444,7 +287,7 @@ class FlowRunner:
         remote = self.session.in_other_process
         reporter = self.reporter
         for t, entry in entries.items():
-            if type(entry) is _MappedEntry:
+            if type(entry) is MappedEntry:
                 children = [next(done) for _ in entry.children]
                 if remote:
                     children = [self._receive(c) for c in children]
@@ -521,10 +364,6 @@ def _graph_kept_out_of_gc():
         gc.unfreeze()
 
 
-def _unwrap(value):
-    return value.state if isinstance(value, TaskEnvelope) else value
-
-
 def _unfinished_name(state):
     if isinstance(state, Mapped):
         child = next((c for c in state.map_states if not c.is_finished()), None)
@@ -543,10 +382,6 @@ def _check_executor(executor):
     raise ExecutorError(
         f"executor={executor!r} is not an executor; pass LocalExecutor(), "
         "LocalDaskExecutor() or DaskExecutor() from orchestrator.executors")
-
-
-def _is_sequence(value):
-    return isinstance(value, Iterable) and not isinstance(value, (str, bytes, dict))
 
 
 def _return_tasks(flow, return_tasks):

@@ -288,92 +288,143 @@ def _gather_inputs(plan, upstream):
 
 
 def _run_with_retries(plan, map_index, full_name, inputs, state):
-    try:
-        cached = _check_target_and_cache(plan, map_index, full_name, inputs)
-    except Exception as exc:  # a bad target, result or cache validator: this task fails
-        logger.error("Task '%s': checking its target or cache failed", full_name,
-                     exc_info=True)
-        return Failed(f"Task {full_name!r}: checking its target or cache failed: {exc!r}",
-                      result=exc)
+    """The task's attempts, until one ends the run: a success, a failure with
+    no retries left, a retry further off than `inline_wait` (the run ends
+    Retrying), or a state a handler or the task asked for. Then its result is
+    kept, as the task says."""
+    cached = _cached_state(plan, map_index, full_name, inputs)
     if cached is not None:
         return cached
+    handlers = plan.handlers
     run_count = 1
     loop_count = None
     loop_result = None
-    handlers = plan.handlers
     while True:
-        overlay = {
-            "task_name": plan.name, "task_slug": plan.slug, "task_id": plan.slug,
-            "task_full_name": full_name, "task_tags": plan.tags,
-            "task_run_count": run_count, "map_index": map_index,
-        }
-        if loop_count is not None:
-            overlay["task_loop_count"] = loop_count
-            overlay["task_loop_result"] = loop_result
-        token = _context.push_stack((overlay,) + plan.flow_stack)
-        try:
-            if handlers:
-                state = _transition(plan, state, _RUNNING)
-                if not isinstance(state, Running):
-                    return state
-            slots = None
-            if plan.reporter is not None:
-                plan.reporter.task_state(plan.slug, plan.name, map_index, _RUNNING, run_count)
-            keeper = plan.slots
-            if keeper is not None and plan.tags:
-                limited = plan.tags & keeper.limited_tags
-                if limited:
-                    # The task run's own name (slug, map index): the same when Dask
-                    # runs it again on another worker, so it finds its slot.
-                    slots = keeper.acquire_task_slots(
-                        sorted(limited),
-                        plan.slug if map_index is None else f"{plan.slug}[{map_index}]")
-            try:
-                state = _call(plan, full_name, inputs)
-            finally:
-                if slots is not None:
-                    keeper.release_task_slots(slots)
-        except signals.ENDRUN as end:  # the task asked for this exact state
-            return _transition(plan, _RUNNING, end.state) if handlers else end.state
-        finally:
-            _context.pop(token)
+        state = _attempt(plan, map_index, full_name, inputs, state,
+                         run_count, loop_count, loop_result)
+        if type(state) is _Final:
+            return state.state
         if isinstance(state, Looped):
             loop_count = (loop_count or 1) + 1
             loop_result = state.result
-            if handlers:
-                state = _transition(plan, _RUNNING, state)
-                state = _transition(plan, state, Pending(
-                    f"Looping task (on loop index {loop_count - 1})"))
+            state = _next_loop(plan, state, loop_count)
             continue
-        if handlers and not isinstance(state, Retrying):
-            # Handlers see the attempt's outcome first; a handler that turns a
-            # failure into success means there is nothing to retry.
-            state = _transition(plan, _RUNNING, state)
-            ran = True
+        if handlers:
+            state, retry = _outcome_told(plan, state, run_count)
         else:
-            ran = False
-        retry = _retry_state(plan, state, run_count)
+            retry = _retry_state(plan, state, run_count)
         if retry is None:
             break
-        if handlers:
-            retry = _transition(plan, state if ran else _RUNNING, retry)
         state = retry
-        if plan.reporter is not None:
-            plan.reporter.task_state(plan.slug, plan.name, map_index, retry, run_count)
-        wait = (retry.start_time - _dt.datetime.now(_UTC)).total_seconds() \
-            if retry.start_time else 0.0
-        if wait > plan.inline_wait:
+        if not _wait_for_retry(plan, map_index, retry, run_count):
             return retry
-        if wait > 0:
-            time.sleep(wait)
         run_count += 1
-    if handlers and not ran:
+    if plan.checkpoint or plan.task.cache_for:
+        state = _keep_result(plan, map_index, full_name, inputs, state)
+    return state
+
+
+class _Final:
+    """An attempt's state that ends the task run as it is, with no retry and no
+    result kept: a handler stopped the attempt from starting, or the task
+    raised ENDRUN."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state):
+        self.state = state
+
+
+def _attempt(plan, map_index, full_name, inputs, state, run_count, loop_count, loop_result):
+    """One run of the task from `state`, in its own context layer (run count,
+    loop): handlers see it start, the reporter hears of it, tag limits are held
+    while it runs. Returns its state, or a _Final."""
+    overlay = {
+        "task_name": plan.name, "task_slug": plan.slug, "task_id": plan.slug,
+        "task_full_name": full_name, "task_tags": plan.tags,
+        "task_run_count": run_count, "map_index": map_index,
+    }
+    if loop_count is not None:
+        overlay["task_loop_count"] = loop_count
+        overlay["task_loop_result"] = loop_result
+    token = _context.push_stack((overlay,) + plan.flow_stack)
+    try:
+        if plan.handlers:
+            state = _transition(plan, state, _RUNNING)
+            if not isinstance(state, Running):
+                return _Final(state)
+        if plan.reporter is not None:
+            plan.reporter.task_state(plan.slug, plan.name, map_index, _RUNNING, run_count)
+        if plan.slots is not None and plan.tags:
+            return _call_holding_slots(plan, map_index, full_name, inputs)
+        return _call(plan, full_name, inputs)
+    except signals.ENDRUN as end:  # the task asked for this exact state
+        return _Final(_transition(plan, _RUNNING, end.state) if plan.handlers else end.state)
+    finally:
+        _context.pop(token)
+
+
+def _call_holding_slots(plan, map_index, full_name, inputs):
+    """The task's call, holding a slot of each of its tags that has a limit."""
+    keeper = plan.slots
+    limited = plan.tags & keeper.limited_tags
+    if not limited:
+        return _call(plan, full_name, inputs)
+    # The task run's own name (slug, map index): the same when Dask runs it
+    # again on another worker, so it finds its slot.
+    slots = keeper.acquire_task_slots(
+        sorted(limited), plan.slug if map_index is None else f"{plan.slug}[{map_index}]")
+    try:
+        return _call(plan, full_name, inputs)
+    finally:
+        if slots is not None:
+            keeper.release_task_slots(slots)
+
+
+def _next_loop(plan, state, loop_count):
+    """The state the next loop starts from: the Looped one, or, with handlers,
+    the Pending one they make of it."""
+    if not plan.handlers:
+        return state
+    state = _transition(plan, _RUNNING, state)
+    return _transition(plan, state, Pending(f"Looping task (on loop index {loop_count - 1})"))
+
+
+def _outcome_told(plan, state, run_count):
+    """With handlers: the attempt's state once they saw it, and the retry it
+    leads to (None: it ends the run), which they see too."""
+    # Handlers see the attempt's outcome first; a handler that turns a failure
+    # into success means there is nothing to retry. A RETRY from the task
+    # itself they see only as the retry.
+    seen = not isinstance(state, Retrying)
+    if seen:
         state = _transition(plan, _RUNNING, state)
+    retry = _retry_state(plan, state, run_count)
+    if retry is not None:
+        retry = _transition(plan, state if seen else _RUNNING, retry)
+    return state, retry
+
+
+def _wait_for_retry(plan, map_index, retry, run_count):
+    """Report the retry and wait here for its start time; False, without
+    waiting, when that is further off than `inline_wait`."""
+    if plan.reporter is not None:
+        plan.reporter.task_state(plan.slug, plan.name, map_index, retry, run_count)
+    wait = (retry.start_time - _dt.datetime.now(_UTC)).total_seconds() \
+        if retry.start_time else 0.0
+    if wait > plan.inline_wait:
+        return False
+    if wait > 0:
+        time.sleep(wait)
+    return True
+
+
+def _keep_result(plan, map_index, full_name, inputs, state):
+    """The final state of a task that checkpoints or caches, its result kept."""
     # A skipped task has no value to keep (its result is the SKIP, if any).
-    if isinstance(state, Success) and not isinstance(state, Skipped) \
-            and (plan.checkpoint or plan.task.cache_for):
+    if isinstance(state, Success) and not isinstance(state, Skipped):
         done = _checkpoint(plan, map_index, full_name, inputs, state)
-        if handlers and isinstance(done, Cached) and done is not state:
+        if plan.handlers and isinstance(done, Cached) and done is not state:
             done = _transition(plan, state, done)  # Success -> Cached, as in Prefect 1
         state = done
     return state
@@ -488,26 +539,50 @@ def _cache_key(plan, map_index):
     return key if map_index is None else f"{key}[{map_index}]"
 
 
-def _check_target_and_cache(plan, map_index, full_name, inputs):
-    if plan.task.target and plan.result is not None:
-        values = _location_values(plan, map_index, full_name)
-        try:
-            target = plan.task.target
-            location = (target(**values) if callable(target)
-                        else plan.result.format_location(target, **values))
-            if plan.result.exists(location):
-                return Cached(f"Result found at task target {location}",
-                              result=plan.result.read(location), location=location)
-        except ResultError as exc:
-            return Failed(f"Task {full_name!r}: {exc}", result=exc)
-    if plan.task.cache_for:
-        now = _dt.datetime.now(_UTC)
-        with _caches_lock:
-            candidates = list(_CACHES.get(_cache_key(plan, map_index), ()))
-        for cached in reversed(candidates):
-            if cached.cached_result_expiration and cached.cached_result_expiration > now \
-                    and (plan.task.cache_validator or duration_only)(cached, inputs, plan.settings.parameters):
-                return cached
+def _cached_state(plan, map_index, full_name, inputs):
+    """The state a target or cache gives this run without running the task, or
+    None. A bad target, result or cache validator fails the task."""
+    try:
+        if plan.task.target and plan.result is not None:
+            found = _target_state(plan, map_index, full_name)
+            if found is not None:
+                return found
+        if plan.task.cache_for:
+            return _cache_hit(plan, map_index, inputs)
+    except Exception as exc:  # a bad target, result or cache validator: this task fails
+        logger.error("Task '%s': checking its target or cache failed", full_name,
+                     exc_info=True)
+        return Failed(f"Task {full_name!r}: checking its target or cache failed: {exc!r}",
+                      result=exc)
+    return None
+
+
+def _target_state(plan, map_index, full_name):
+    """Cached with the result found at the task's target, or None when there
+    is none there."""
+    values = _location_values(plan, map_index, full_name)
+    try:
+        target = plan.task.target
+        location = (target(**values) if callable(target)
+                    else plan.result.format_location(target, **values))
+        if plan.result.exists(location):
+            return Cached(f"Result found at task target {location}",
+                          result=plan.result.read(location), location=location)
+    except ResultError as exc:
+        return Failed(f"Task {full_name!r}: {exc}", result=exc)
+    return None
+
+
+def _cache_hit(plan, map_index, inputs):
+    """The newest state cached for this task that is still valid for these
+    inputs and parameters, or None."""
+    now = _dt.datetime.now(_UTC)
+    with _caches_lock:
+        candidates = list(_CACHES.get(_cache_key(plan, map_index), ()))
+    for cached in reversed(candidates):
+        if cached.cached_result_expiration and cached.cached_result_expiration > now \
+                and (plan.task.cache_validator or duration_only)(cached, inputs, plan.settings.parameters):
+            return cached
     return None
 
 
