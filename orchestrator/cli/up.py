@@ -170,6 +170,9 @@ class Up:
         self.housekeeping.reap()  # runs a crash left behind, at once
         threads = [threading.Thread(target=self._agent_loop, name="orchestrator-agent",
                                     daemon=True),
+                   threading.Thread(target=self.agent.answer_the_doorbell,
+                                    args=(self.stopping,), name="orchestrator-doorbell",
+                                    daemon=True),
                    threading.Thread(target=self.housekeeping.run, args=(self.stopping,),
                                     name="orchestrator-services", daemon=True)]
         for thread in threads:

@@ -274,8 +274,12 @@ class Agent:
         self.register()
 
     def run(self, stop):
-        """Loop until `stop` (a threading.Event) is set; `wake` cuts a wait short."""
+        """Loop until `stop` (a threading.Event) is set; `wake` cuts a wait short:
+        the API of this process sets it when it creates a run, the store's
+        doorbell when another process does."""
         outage = OutageLog(logger, probe=self.store.probe_write)
+        threading.Thread(target=self.answer_the_doorbell, args=(stop,), daemon=True,
+                         name=f"agent-doorbell-{self.name}").start()
         while not stop.is_set():
             try:
                 self.run_once()
@@ -288,6 +292,29 @@ class Agent:
                 logger.exception("Agent %s: a step failed; trying again", self.name)
             self.wake.wait(self.poll_interval)
             self.wake.clear()
+
+    def answer_the_doorbell(self, stop):
+        """Until `stop` is set: wake the loop when runs may be due (another process
+        created one: store/doorbell.py) and a run fits. A thread's whole work."""
+        try:
+            listener = self.store.doorbell()
+        except Exception as exc:  # e.g. no free connection: polling still finds runs
+            logger.info("Agent %s: cannot listen for new runs (%s); it looks every %g s",
+                        self.name, exc, self.poll_interval)
+            return
+        try:
+            while not stop.is_set():
+                if listener.wait(1.0) and self._has_room():
+                    self.wake.set()
+        except Exception:
+            logger.exception("Agent %s: stopped listening for new runs; it looks every "
+                             "%g s", self.name, self.poll_interval)
+        finally:
+            listener.close()
+
+    def _has_room(self):
+        limit = self.limit or (self._fitting or (None,))[0]
+        return limit is None or len(self.children) < limit
 
     def _return_stale_claims(self, before):
         """Claims an earlier process of this agent (same name; it is gone, or we

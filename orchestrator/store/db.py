@@ -520,6 +520,22 @@ def _index_listings(db):
         db.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
+def _notify_due_runs(db):
+    """PostgreSQL: a run that becomes Scheduled NOTIFYs the doorbell's channel
+    (store/doorbell.py), so a listening agent on any host wakes at once. (SQLite
+    rings a file beside the database instead: nothing to add.) Identical
+    notices of one transaction reach listeners once."""
+    if not isinstance(db, pw.PostgresqlDatabase):
+        return
+    db.execute_sql("CREATE OR REPLACE FUNCTION orchestrator_run_due() RETURNS trigger AS $$ "
+                   "BEGIN PERFORM pg_notify('orchestrator_runs', ''); RETURN NULL; END $$ "
+                   "LANGUAGE plpgsql")
+    db.execute_sql('DROP TRIGGER IF EXISTS flow_run_due ON "flow_run"')
+    db.execute_sql('CREATE TRIGGER flow_run_due AFTER INSERT OR UPDATE OF state ON "flow_run" '
+                   "FOR EACH ROW WHEN (NEW.state = 'Scheduled') "
+                   "EXECUTE PROCEDURE orchestrator_run_due()")
+
+
 MIGRATIONS = [
     (1, _create_initial_tables),
     (2, _add_agents),
@@ -531,6 +547,7 @@ MIGRATIONS = [
     (8, _add_process_identity),
     (9, _add_task_slot_leases),
     (10, _index_listings),
+    (11, _notify_due_runs),
 ]
 
 
@@ -560,6 +577,7 @@ def migrate(db):
         # A new database: the current schema at once, every migration applied.
         with db.atomic():
             db.create_tables(models.ALL_MODELS)
+            _notify_due_runs(db)  # what the models do not describe
             for version, _ in MIGRATIONS:
                 models.SchemaVersion.create(version=version, applied=time.time())
         return

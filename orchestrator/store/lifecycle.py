@@ -29,6 +29,7 @@ import peewee as pw
 
 from ..core.states import (ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, UNFINISHED_TASK_STATES,
                            StateName)
+from . import doorbell
 from . import models as m
 from .errors import AttemptLost, NotFound
 from .identity import host_identity, new_id
@@ -455,6 +456,8 @@ class RunLifecycle:
             self._event(run_id, state, message, now)
             if tasks_end_as is not None:
                 self._end_unfinished_tasks(run_id, *tasks_end_as, now)
+        if state == StateName.SCHEDULED:
+            doorbell.ring(self.db)
         return True
 
     @staticmethod

@@ -22,6 +22,7 @@ import uuid
 import peewee as pw
 
 from ..core.states import StateName
+from . import doorbell
 from . import models as m
 
 # Rows per multi-row statement: far below SQLite's bound-parameter limit.
@@ -189,6 +190,8 @@ class SchedulingQueries:
                     {m.StateEvent.flow_run: run_id, m.StateEvent.state: StateName.SCHEDULED,
                      m.StateEvent.message: "Scheduled by the flow's schedule",
                      m.StateEvent.time: now} for run_id in chunk]).execute()
+        if created:
+            doorbell.ring(self.db)
         return created
 
     def _still_scheduled(self, flow_id):

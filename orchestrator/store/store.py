@@ -23,6 +23,7 @@ import peewee as pw
 from ..core import lateness
 from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, StateName
 from ..exceptions import OrchestratorError
+from . import doorbell
 from . import models as m
 from .db import (connection_room, database_url, open_database, release_connection,
                  unavailable_error)
@@ -90,6 +91,11 @@ class Store(RunLifecycle, SchedulingQueries):
 
     def atomic(self):
         return self.db.atomic()
+
+    def doorbell(self):
+        """A listener for the doorbell that rings when runs may be due
+        (store/doorbell.py); close it when done."""
+        return doorbell.Listener(self.db)
 
     def probe_write(self):
         """One small write (it changes nothing): raises DiskFull while the
@@ -347,6 +353,8 @@ class Store(RunLifecycle, SchedulingQueries):
                                     [default_run_name(run_id), run_id])
             self.db.execute_sql(f"INSERT INTO state_event (flow_run_id, state, time) "
                                 f"VALUES ({p}, {p}, {p})", [run_id, state, now])
+        if state == StateName.SCHEDULED:
+            doorbell.ring(self.db)
         run = self.get_flow_run(run_id)
         return (run, True) if report else run
 
