@@ -50,6 +50,10 @@ DEFAULTS = {
         # A task-tag slot counts while its holder renews it: a slot of a lost
         # Dask worker or a dead process comes back this long after its last renewal.
         "task_slot_lease": 30.0,
+        # Agents fork each run process from a warm process that has already
+        # imported what a run needs (orchestrator.daemons.zygote); false: a fresh
+        # interpreter per run.
+        "warm_starts": True,
     },
     # `import prefect` in flow files we load resolves to orchestrator's names
     # (see orchestrator.prefect1.imports); off unless asked for.
@@ -68,7 +72,8 @@ DEFAULTS = {
 # Switches; `flows.use_local_secrets` may also be left unset (None): it then
 # follows whether the run comes from the store (see orchestrator.tasks.secrets).
 _BOOLEANS = {("logging", "propagate"): False, ("flows", "checkpointing"): False,
-             ("flows", "use_local_secrets"): True, ("compat", "prefect_imports"): False}
+             ("flows", "use_local_secrets"): True, ("compat", "prefect_imports"): False,
+             ("services", "warm_starts"): False}
 _TRUE_WORDS = ("true", "yes", "1")
 _FALSE_WORDS = ("false", "no", "0")
 

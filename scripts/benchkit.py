@@ -41,12 +41,13 @@ PROBLEM_LINE = re.compile(r"Traceback|ERROR|Error|failed|Exception")
 
 class ServiceProcess:
     """An `orchestrator COMMAND --port 0 ARGS` subprocess in `home` (COMMAND is
-    "server" or "up"), its output to a file in the home."""
+    "server" or "up"), its output to a file in the home; `env` adds to its
+    environment (e.g. a setting as ORCHESTRATOR__SECTION__KEY)."""
 
-    def __init__(self, home, command="server", *args):
+    def __init__(self, home, command="server", *args, env=None):
         self.home = home
         self.command = command
-        self.env = dict(os.environ, ORCHESTRATOR_HOME=str(home))
+        self.env = dict(os.environ, ORCHESTRATOR_HOME=str(home), **(env or {}))
         self.out = home / f"{command}-{time.monotonic_ns()}.out"
         self.spawned = time.perf_counter()
         with open(self.out, "w") as out:

@@ -247,8 +247,8 @@ def test_load_config_makes_the_services_settings_floats(home):
     services = load_config(environ={"ORCHESTRATOR__SERVICES__HEARTBEAT_TIMEOUT": "30"})[
         "services"]
     assert services == {"heartbeat_interval": 5.0, "heartbeat_timeout": 30.0,
-                        "cancel_grace": 10.0, "task_slot_lease": 30.0}
-    assert all(type(value) is float for value in services.values())
+                        "cancel_grace": 10.0, "task_slot_lease": 30.0, "warm_starts": True}
+    assert all(type(value) is float for key, value in services.items() if key != "warm_starts")
 
 
 # -- orchestrator.core.validation itself ---------------------------------------------------

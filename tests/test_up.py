@@ -17,6 +17,16 @@ from orchestrator import __version__, service
 from orchestrator.daemons.reaper import NO_HEARTBEAT
 from orchestrator.store import TERMINAL_STATES, Store
 
+@pytest.fixture(autouse=True, params=["warm", "fresh"])
+def start_mode(request, home):
+    """Every test here runs twice: run processes forked warm (the default), and
+    fresh interpreters (`[services] warm_starts = false`); both must behave alike."""
+    if request.param == "fresh":
+        with open(home / "config.toml", "a") as fh:
+            fh.write("[services]\nwarm_starts = false\n")
+    return request.param
+
+
 FLOWS = '''
 import time
 from orchestrator import Flow, Parameter, task, context
@@ -92,7 +102,7 @@ def test_up_says_where_its_database_flows_and_logs_are(home, up):
     assert "Ctrl-C" in out
 
 
-def test_the_health_endpoint_reports_version_database_and_live_services(home, up):
+def test_the_health_endpoint_reports_version_database_and_live_services(home, up, start_mode):
     process = up()
     process.wait_for_banner()
     deadline = time.monotonic() + 10
@@ -110,6 +120,9 @@ def test_the_health_endpoint_reports_version_database_and_live_services(home, up
     assert body["agent"]["alive"] is True
     assert body["agent"]["labels"] == [socket.gethostname()]
     assert body["reaper"]["alive"] is True  # it ran once at start-up
+    warm = body["agent"]["warm_starts"]
+    assert warm["enabled"] is (start_mode == "warm") and warm["problem"] is None
+    assert (warm["pid"] is not None) is (start_mode == "warm")  # started with the agent
     # Without the token: alive or not, and the version; not where the data is.
     status, _, public = process.health(token=False)
     assert status == 200

@@ -417,7 +417,7 @@ def run_flow(flow_ref, project_name, params, params_file, run_name, labels,
                "it up. To run it here instead: orchestrator execute " + str(run["id"]))
 
 
-def _execute(store, run_id, agent=None, attempt=None):
+def _execute(store, run_id, agent=None, attempt=None, config=None):
     from .. import service
     from ..exceptions import AttemptLost
     from ..service.execution import execute_flow_run
@@ -425,10 +425,22 @@ def _execute(store, run_id, agent=None, attempt=None):
     with _user_errors():
         try:
             return execute_flow_run(store, run_id, service.load_flow, agent=agent,
-                                    attempt=attempt)
+                                    attempt=attempt, config=config)
         except AttemptLost as exc:  # another attempt owns the run: this one stops
             click.echo(f"orchestrator execute: {exc}", err=True)
             sys.exit(exit_codes.TAKEN_OVER)
+
+
+@main.command(hidden=True)
+@click.argument("padding", required=False)
+def zygote(padding):
+    """Serve an agent's warm starts (the agent starts it; not meant to be run by hand).
+
+    Reads requests on stdin and forks a run process for each; PADDING keeps room
+    in its command line for its children's `execute RUN`."""
+    from ..daemons.zygote import serve
+
+    sys.exit(serve(lambda argv: main(args=argv, prog_name="orchestrator")))
 
 
 @main.command(hidden=False)
@@ -442,9 +454,9 @@ def execute(run_id, agent_name, attempt):
 
     Exit code 4: another attempt of the run owns it now, and this process stopped.
     """
-    _load_config()
+    config = _load_config()
     store = _open_store("execute", wait=EXECUTE_CONNECT_WAIT)
-    state = _execute(store, run_id, agent=agent_name, attempt=attempt)
+    state = _execute(store, run_id, agent=agent_name, attempt=attempt, config=config)
     click.echo(f"Flow run {run_id}: {state}")
     waiting_or_done = (StateName.SUCCESS, StateName.SCHEDULED, StateName.PAUSED)
     sys.exit(EXIT_OK if state in waiting_or_done else EXIT_RUN_FAILED)

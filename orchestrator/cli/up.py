@@ -147,7 +147,8 @@ class Up:
             "status": "stopping" if self.stopping.is_set() else "ok",
             "database": safe_database_url(self.store.url), "started": _iso(self.started),
             "agent": dict(self.housekeeping.liveness("agent"), name=self.agent.name,
-                          labels=self.agent.labels, running=len(self.agent.children)),
+                          labels=self.agent.labels, running=len(self.agent.children),
+                          warm_starts=self.agent.warm_status()),
             **self.housekeeping.status(),
         }
 

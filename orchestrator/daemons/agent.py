@@ -39,6 +39,7 @@ from ..flows.run_configs import needs_other_agent
 from ..store import TERMINAL_STATES, OutageLog, StoreUnavailable
 from ..store.identity import RUN_PROCESS_ID_ENV, host_identity, new_id
 from .reaper import process_alive
+from .zygote import WarmProcess, WarmStarter, WarmStartUnavailable
 from ..service.agents import SEEN_EVERY, silent_after
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ def running_archive():
 
 def describe_exit(returncode):
     """Words for how a child process ended."""
+    if returncode == WarmProcess.LOST:
+        return ("ended while the warm-start process that started it was gone, so how it "
+                "ended is not known")
     if returncode < 0:
         number = -returncode
         try:
@@ -120,7 +124,7 @@ class Agent:
 
     def __init__(self, store, name=None, labels=(), hostname_label=True, limit=None,
                  poll_interval=0.25, python=None, cancel_grace=10.0, strict_labels=False,
-                 heartbeat_timeout=None):
+                 heartbeat_timeout=None, warm_starts=None):
         if isinstance(labels, str):
             labels = [labels]
         labels = set(labels)
@@ -133,8 +137,13 @@ class Agent:
         self.named = name is not None  # a name asked for is refused, not changed, if in use
         self.id = new_id()
         self.host_id = host_identity()
+        services = load_config()["services"]
         if heartbeat_timeout is None:
-            heartbeat_timeout = load_config()["services"]["heartbeat_timeout"]
+            heartbeat_timeout = services["heartbeat_timeout"]
+        # Run processes forked from a warm process (daemons/zygote.py), unless asked
+        # not to or the run needs another Python.
+        self.warm_starts = services["warm_starts"] if warm_starts is None else warm_starts
+        self.warm = None  # the WarmStarter, once the first tick starts it
         # How long a silent agent keeps its name: past the timeout, and never
         # fewer than a few of its liveness writes.
         # It holds its name as long as it counts as alive (service.agents).
@@ -181,6 +190,8 @@ class Agent:
         fits. Returns the ids of the runs started."""
         if not self._registered:
             self.register()
+        if self.warm_starts and self.warm is None and self.python is None:
+            self._start_warm()
         self.reap()
         self.watch()
         self._return_unstarted()
@@ -276,7 +287,8 @@ class Agent:
     def run(self, stop):
         """Loop until `stop` (a threading.Event) is set; `wake` cuts a wait short:
         the API of this process sets it when it creates a run, the store's
-        doorbell when another process does."""
+        doorbell when another process does, a warm-start process when a run
+        process ends."""
         outage = OutageLog(logger, probe=self.store.probe_write)
         threading.Thread(target=self.answer_the_doorbell, args=(stop,), daemon=True,
                          name=f"agent-doorbell-{self.name}").start()
@@ -358,21 +370,18 @@ class Agent:
         # One stderr file per attempt: a second process never truncates a first's.
         stderr_path = private_dir(home_dir() / "logs") / f"run-{run_id}.{attempt}.stderr"
         try:
-            stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                process = subprocess.Popen(
-                    [*orchestrator_command(self.python), "execute", str(run_id),
-                     "--agent", self.name, "--attempt", str(attempt)],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                    env=env, cwd=cwd, start_new_session=True)
-            finally:
-                os.close(stderr)
+            process = self._spawn(run_id, attempt, env, cwd, stderr_path)
         except OSError as exc:
             why = f"Agent {self.name} could not start the run: {exc}"
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # it never ran: later, again
                 self.store.return_unstarted(run_id, attempt, f"Scheduled again: {why}")
             else:
                 self.store.fail_flow_run(run_id, attempt, StateName.SUBMITTED, why)
+            return
+        if process is None:  # the warm-start process went before saying whether it forked
+            self.store.return_unstarted(
+                run_id, attempt, f"Scheduled again: agent {self.name}'s warm-start process "
+                "ended while starting it, before it could start.")
             return
         self.children[(run_id, attempt)] = _Child(run_id, attempt, process, stderr_path)
         logger.info("Agent %s: started flow run %s, attempt %s (pid %s)", self.name, run_id,
@@ -381,6 +390,67 @@ class Agent:
             self.store.record_run_process(run_id, attempt, process.pid, process_id)
         except StoreUnavailable:
             pass  # the process records itself when it starts the run
+
+    def _spawn(self, run_id, attempt, env, cwd, stderr_path):
+        """The run's process: forked warm when it can be (None when the warm-start
+        process went before saying whether it forked), else a fresh interpreter."""
+        argv = ["execute", str(run_id), "--agent", self.name, "--attempt", str(attempt)]
+        # Made here either way: a disk too full for it says so before anything starts.
+        stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        if self.warm_starts:
+            os.close(stderr)
+            if cwd and not os.path.isdir(cwd):  # fails as a fresh start would, before forking
+                code = errno.ENOTDIR if os.path.exists(cwd) else errno.ENOENT
+                raise OSError(code, os.strerror(code), cwd)
+            try:
+                if self.python is not None:
+                    raise WarmStartUnavailable(f"it runs with another Python ({self.python})",
+                                               for_the_run=True)
+                if self.warm is None:
+                    self._start_warm()
+                return self.warm.spawn(argv, env, cwd, stderr_path,
+                                       title=["execute", str(run_id), "--attempt", str(attempt)])
+            except WarmStartUnavailable as exc:
+                self._starting_fresh(run_id, exc)
+            stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            return subprocess.Popen(
+                [*orchestrator_command(self.python), *argv], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=stderr, env=env, cwd=cwd,
+                start_new_session=True)
+        finally:
+            os.close(stderr)
+
+    def warm_status(self):
+        """For /api/health: whether runs start warm now, and the warm-start process."""
+        zygote = self.warm.current if self.warm is not None else None
+        ready = bool(zygote and zygote.ready.is_set() and not zygote.gone and not zygote.problem)
+        return {"enabled": bool(self.warm_starts), "ready": ready,
+                "pid": zygote.process.pid if zygote else None,
+                "forks": zygote.forks if zygote else 0,
+                "problem": zygote.problem if zygote else None}
+
+    def _start_warm(self):
+        """Start the warm-start process, before any run needs it."""
+        self.warm = WarmStarter(orchestrator_command(), dict(os.environ, **self.env),
+                                private_dir(home_dir() / "logs") / "zygote.stderr",
+                                on_exit=self.wake.set)
+        self.warm.start()
+
+    def _starting_fresh(self, run_id, reason):
+        """Say why run `run_id` starts in a fresh interpreter: in its log when the
+        reason is the run's, else in the agent's (debug: it passes)."""
+        if not reason.for_the_run:
+            logger.debug("Agent %s: run %s starts in a fresh interpreter: %s", self.name,
+                         run_id, reason)
+            return
+        try:
+            self.store.write_logs([{
+                "flow_run": run_id, "time": time.time(), "level": logging.INFO,
+                "logger": "orchestrator.agent",
+                "message": f"Started in a fresh interpreter, not a warm one: {reason}."}])
+        except StoreUnavailable:
+            pass  # a line of log is not worth holding the run back
 
     def watch(self):
         """Look at the runs of the children still running: SIGTERM the process
@@ -420,6 +490,8 @@ class Agent:
     def reap(self):
         """Collect children that ended; record the runs they left unfinished. A
         child is forgotten only once that is recorded (the store may be full)."""
+        if self.warm is not None:
+            self.warm.reap_retired()
         for key, child in list(self.children.items()):
             returncode = child.process.poll()
             if returncode is None:
@@ -454,6 +526,9 @@ class Agent:
             self.reap()
             time.sleep(0.1)
         self.reap()
+        if self.warm is not None:  # it ends once the children it forked have
+            self.warm.close(wait=max(0.0, deadline - time.monotonic()))
+            self.warm = None
         return [child.run_id for child in self.children.values()]
 
 

@@ -243,9 +243,9 @@ class StoreArtifacts:
             "create_markdown_artifact or create_link_artifact returned in this run")
 
 
-def _task_slot_lease():
+def _task_slot_lease(config=None):
     """`[services] task_slot_lease` (seconds; checked when the config loads)."""
-    return load_config()["services"]["task_slot_lease"]
+    return (config or load_config())["services"]["task_slot_lease"]
 
 
 _worker_stores = {}
@@ -268,13 +268,13 @@ class StoreReporter(Reporter):
     the per-line cost on the writer's side is the database's, not Python's.
     """
 
-    def __init__(self, store, run_id, attempt, ownership=None):
+    def __init__(self, store, run_id, attempt, ownership=None, config=None):
         self.store = store
         self.run_id = run_id
         self.attempt = attempt
         self.ownership = ownership
         self._slots = StoreTaskSlots(store, run_id, store.concurrency_limits("tag"), attempt,
-                                     _task_slot_lease())
+                                     _task_slot_lease(config))
         self.limited_tags = self._slots.limited_tags
         self._lock = threading.Lock()
         self._tasks = []
@@ -707,13 +707,14 @@ def _unreadable_message(run, unreadable, location):
         f"they did; start a new run with: orchestrator run {run['project']}/{run['flow_name']}")
 
 
-def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
+def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None, config=None):
     """Run flow run `run_id` in this process; returns the final state name.
 
     `load_flow(flow_record)` returns the Flow object (from its storage). An
     agent passes its name and the attempt it claimed: the run must be
     Submitted on that attempt (else AttemptLost). By hand, the run must be
-    Scheduled, and starting it mints its attempt.
+    Scheduled, and starting it mints its attempt. `config` is the configuration
+    the caller loaded already (default: loaded here).
     """
     run = store.get_flow_run(run_id)
     if run["state"] in TERMINAL_STATES:
@@ -741,7 +742,7 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None):
     attempt = started
     ownership = RunOwnership(store, run_id, attempt, agent=agent)
     flow_record = store.get_flow(run["flow_id"])
-    config = load_config()
+    config = config or load_config()
     heartbeat = None
     if flow_record["settings"].get("heartbeat", True):
         # From now: loading the flow (imports, a Git fetch) may outlast the timeout.
@@ -769,7 +770,7 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
         return StateName.FAILED
     store.confirm_owner(run_id, attempt)  # still this attempt's after loading? (else: stop)
     run_logging.ensure_logging()
-    reporter = ownership.reporter = StoreReporter(store, run_id, attempt, ownership)
+    reporter = ownership.reporter = StoreReporter(store, run_id, attempt, ownership, config)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [
         logging.getLogger(n) for n in config["logging"].get("extra_loggers") or ()]

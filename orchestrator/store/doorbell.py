@@ -21,7 +21,7 @@ import time
 import peewee as pw
 
 CHANNEL = "orchestrator_runs"
-LOOK_EVERY = 0.005  # seconds between looks at the SQLite doorbell file
+LOOK_EVERY = 0.01  # seconds between looks at the SQLite doorbell file
 
 
 def bell_path(db):

@@ -1,0 +1,462 @@
+"""Warm starts: run processes forked from a process that has already imported
+what a run needs, instead of a fresh interpreter per run.
+
+A fresh `python -m orchestrator execute RUN` spends most of its life starting:
+the interpreter, then importing the engine, the store, click, peewee and
+cloudpickle. The agent starts one *zygote* instead (`orchestrator zygote`, a
+fresh interpreter of its own, single-threaded, that imports those modules and
+never user code, never the database) and asks it for each run: the zygote
+forks, and the child does exactly what `orchestrator execute RUN` does, in its
+own process, session and process group, with the run's environment, working
+directory and stderr file, its own database connection and fresh random state.
+It is the pattern of multiprocessing's forkserver: fork only from a process
+that has no threads and holds no connections, so nothing a fork cannot copy
+(a lock held by another thread, a socket) is ever copied.
+
+The protocol is JSON lines over the zygote's stdin and stdout:
+
+    agent -> zygote   {"id": 7, "argv": [...], "env": {...}, "cwd": ..., "stderr": path,
+                       "title": ["execute", "12", "--attempt", "1"]}
+    zygote -> agent   {"ready": pid}  once, when its imports are done
+                      {"id": 7, "pid": 4242}   or   {"id": 7, "error": "..."}
+                      {"exit": 4242, "code": 0}  (negative: killed by that signal)
+
+A forked child rewrites its command line to `... orchestrator execute RUN
+--attempt N` (the zygote starts with room for it), so `ps` and the reaper,
+which checks a run's process by its command line, see it as a fresh run process.
+
+The agent side (`WarmStarter`) keeps one zygote, starts a new one after
+`max_forks` forks or when it dies, and says when a run cannot start warm; the
+agent then starts a fresh interpreter, as it does while no zygote is ready.
+"""
+
+import gc
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+logger = logging.getLogger(__name__)
+
+# What a run process imports, loaded once by the zygote (never user code).
+# (The command line itself is loaded already: the zygote is one of its commands.)
+PRELOAD = (
+    "orchestrator.service", "orchestrator.service.execution",
+    "orchestrator.flows.storage", "orchestrator.engine.flow_runner",
+    "orchestrator.engine.task_runner", "orchestrator.engine.executors",
+    "orchestrator.engine.run_logging", "orchestrator.store", "orchestrator.core.results",
+    "cloudpickle", "peewee", "sqlite3", "logging.handlers", "uuid", "json", "zoneinfo",
+)
+# Environment variables that change what an interpreter imports or how it starts:
+# a run whose environment sets one of these differently starts fresh.
+_STARTUP_PREFIXES = ("PYTHON", "LD_", "VIRTUAL_ENV")
+# Room in the zygote's command line for a child's `execute RUN --attempt N`.
+_TITLE_ROOM = 96
+TITLE_PADDING = "." * _TITLE_ROOM
+MAX_FORKS = 1000  # forks before a zygote is replaced by a fresh one
+RESTART_BACKOFF = 10.0  # seconds before replacing a zygote that ended before it was ready
+READY_TIMEOUT = 30.0
+REPLY_TIMEOUT = 10.0
+
+
+class WarmStartUnavailable(Exception):
+    """This run cannot start warm now (why is the message); start it fresh.
+    `for_the_run`: the reason is the run's own (its environment), worth saying
+    in its log; otherwise it passes (the warm-start process is starting)."""
+
+    def __init__(self, message, for_the_run=False):
+        super().__init__(message)
+        self.for_the_run = for_the_run
+
+
+# -- the zygote's side ---------------------------------------------------------------
+def serve(command, read_fd=0, write_fd=1):  # noqa: C901 - one loop, read top to bottom
+    """The zygote's loop: preload, say ready, then fork a child per request and
+    report each child's exit, until its stdin closes and its children are done.
+    A child calls `command(argv)`, the `orchestrator` command's entry point (it
+    ends by raising SystemExit, as click's commands do)."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    # What is imported stays put: the collector never walks (and so never writes
+    # to) these objects again, so children share their pages instead of copying.
+    gc.collect()
+    gc.freeze()
+    title_ok = _set_title(["zygote", "ready"])
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the agent says when to stop
+    _send(write_fd, {"ready": os.getpid(), "titles": title_ok,
+                     "threads": threading.active_count()})
+    selector = selectors.DefaultSelector()
+    selector.register(read_fd, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    children, buffer, closing = set(), b"", False
+    while not closing or children:
+        for key, _ in selector.select(timeout=None if not closing else 1.0):
+            if key.fd == wake_r:
+                _drain(wake_r)
+            else:
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    closing = True
+                    selector.unregister(read_fd)
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        _fork(json.loads(line), command, children, write_fd,
+                              (read_fd, write_fd, wake_r, wake_w, selector.fileno()))
+        _reap(children, write_fd)
+    return 0
+
+
+def _fork(request, command, children, write_fd, inherited):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        _send(write_fd, {"id": request["id"], "error": f"fork failed: {exc}"})
+        return
+    if pid == 0:
+        _child(request, command, inherited)  # never returns
+    children.add(pid)
+    _send(write_fd, {"id": request["id"], "pid": pid})
+
+
+def _reap(children, write_fd):
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            children.clear()
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        _send(write_fd, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _child(request, command, inherited):
+    """In the forked child: become the run process `orchestrator execute` would be."""
+    code = 1
+    try:
+        os.setsid()  # its own session and process group: a cancel signals them all
+        _set_title(request.get("title") or [])
+        # Signals as a fresh interpreter has them (SIGPIPE stays ignored, as Python
+        # starts with it).
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(stderr, 2)
+        for fd in {devnull, stderr, *inherited} - {0, 1, 2}:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
+        sys.path[0] = os.getcwd()  # as `python -m` started here would have it
+        sys.argv = [sys.argv[0], *request["argv"]]  # as `python -m orchestrator ...`
+        try:
+            command(request["argv"])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # whatever happens, this process must not return to the loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: S110 - ending anyway
+                pass
+        os._exit(code)
+
+
+def _set_title(words):
+    """Show `python -m orchestrator WORDS...` as this process's command line (in
+    the room the zygote's last argument keeps); False where it cannot be done."""
+    try:
+        fields = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+        with open("/proc/self/cmdline", "rb") as fh:
+            old = fh.read()
+        parts = old.split(b"\0")
+        try:
+            keep = parts[:parts.index(b"zygote")]  # the interpreter and how it was asked
+        except ValueError:
+            return False
+        new = b"\0".join(keep + [w.encode() for w in words]) + b"\0"
+        if len(new) > end - start:
+            return False
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(new.ljust(end - start, b"\0"))
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def _problem(ready):
+    """Why the children of a zygote that said `ready` would not be fit to run."""
+    if not ready.get("titles"):
+        return ("this system does not let a process set its command line, which the reaper "
+                "reads to find a run's process")
+    if ready.get("threads", 1) != 1:
+        return (f"the warm-start process has {ready['threads']} threads after its imports, and "
+                "forking a threaded process is not safe")
+    return None
+
+
+def _send(fd, message):
+    data = (json.dumps(message) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+# -- the agent's side ------------------------------------------------------------------
+class WarmProcess:
+    """A run process a zygote forked: what the agent needs of a Popen (pid,
+    poll). Its exit code comes from the zygote; if the zygote is gone, the
+    process is watched by its pid and, once gone, its code is unknown (None
+    stays None until then; LOST afterwards)."""
+
+    LOST = -256  # ended while its zygote was gone: how is unknown
+
+    def __init__(self, zygote, pid):
+        self.zygote = zygote
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            code = self.zygote.exit_code(self.pid)
+            if code is not None:
+                self.returncode = code
+            elif self.zygote.gone and not _alive(self.pid):
+                self.returncode = self.LOST
+        return self.returncode
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+class _Zygote:
+    """One zygote process and the thread that reads what it says."""
+
+    def __init__(self, command, env, stderr_path, on_exit):
+        stderr = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            self.process = subprocess.Popen(
+                [*command, "zygote", TITLE_PADDING], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
+        finally:
+            os.close(stderr)
+        self.env = env
+        self.on_exit = on_exit
+        self.forks = 0
+        self.gone = False
+        self.ready = threading.Event()
+        self.problem = None  # why its children would not be fit to run, if they would not
+        self.said_ready = False  # it said it was ready
+        self._lock = threading.Condition()
+        self._replies = {}
+        self._exits = {}
+        self._next_id = 0
+        self._reader = threading.Thread(target=self._read, name="zygote-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "ready" in message:
+                self.problem = _problem(message)
+                self.said_ready = True
+                self.ready.set()
+            elif "exit" in message:
+                with self._lock:
+                    self._exits[message["exit"]] = message["code"]
+                self.on_exit()
+            else:
+                with self._lock:
+                    self._replies[message["id"]] = message
+                    self._lock.notify_all()
+        with self._lock:
+            self.gone = True
+            self._lock.notify_all()
+        self.ready.set()
+        self.on_exit()
+
+    def spawn(self, argv, env, cwd, stderr_path, title):
+        """Fork a child for `argv`; its WarmProcess. WarmStartUnavailable when the
+        zygote could not fork; None when it went away before saying whether it
+        did (the run's claim is then given back, not started twice)."""
+        with self._lock:
+            self._next_id += 1
+            request_id = self._next_id
+        request = {"id": request_id, "argv": argv, "env": env, "cwd": cwd,
+                   "stderr": str(stderr_path), "title": title}
+        try:
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
+            self.process.stdin.flush()
+        except (OSError, ValueError) as exc:  # it is gone: nothing was asked of it
+            self.gone = True
+            raise WarmStartUnavailable(f"the warm-start process is gone ({exc})") from None
+        self.forks += 1
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        with self._lock:
+            while request_id not in self._replies and not self.gone:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(left)
+            reply = self._replies.pop(request_id, None)
+        if reply is None:
+            return None
+        if "error" in reply:
+            raise WarmStartUnavailable(reply["error"])
+        return WarmProcess(self, reply["pid"])
+
+    def exit_code(self, pid):
+        with self._lock:
+            return self._exits.pop(pid, None)
+
+    def close(self):
+        """No more requests: it ends once its children have."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+
+    def kill(self):
+        try:
+            self.process.kill()
+        except OSError:
+            pass
+
+
+class WarmStarter:
+    """The agent's warm starts: a zygote kept ready, replaced after `max_forks`
+    forks or when it dies; `spawn` forks a run process or says why it cannot."""
+
+    def __init__(self, command, env, stderr_path, on_exit, max_forks=MAX_FORKS):
+        self.command = command
+        self.env = dict(env)
+        self.stderr_path = stderr_path
+        self.on_exit = on_exit
+        self.max_forks = max_forks
+        self.current = None
+        self.retired = []  # zygotes asked to end, still reporting their children
+        self.started = 0   # zygotes started
+        self._not_before = 0.0  # no new zygote before this (monotonic): one never got ready
+        self._warned = False
+
+    def start(self):
+        """Start a zygote (in the background: it is ready in a fraction of a second)."""
+        self.current = _Zygote(self.command, self.env, self.stderr_path, self.on_exit)
+        self.started += 1
+
+    def spawn(self, argv, env, cwd, stderr_path, title):
+        """A WarmProcess, or None (see _Zygote.spawn); WarmStartUnavailable with why
+        this run starts fresh instead."""
+        reason = self._unsuitable(env)
+        if reason:
+            raise WarmStartUnavailable(reason, for_the_run=True)
+        zygote = self._ready_zygote()
+        process = zygote.spawn(argv, env, cwd, stderr_path, title)
+        if zygote.forks >= self.max_forks:
+            self._retire()
+        return process
+
+    def _unsuitable(self, env):
+        changed = sorted(k for k in set(env) | set(self.env)
+                         if k.startswith(_STARTUP_PREFIXES) and env.get(k) != self.env.get(k))
+        if changed:
+            return (f"its environment sets {', '.join(changed)}, which changes how Python "
+                    "starts, differently from the agent's")
+        return None
+
+    def _ready_zygote(self):
+        zygote = self.current
+        if zygote is not None and zygote.gone:
+            self.retired.append(zygote)
+            self.current = None
+            # One that never got ready may fail so again: wait before the next.
+            young = not zygote.said_ready
+            logger.warning("The warm-start process (pid %s) ended%s; runs start in fresh "
+                           "interpreters until another is ready%s", zygote.process.pid,
+                           " before it was ready" if young else "",
+                           f" (in {RESTART_BACKOFF:g} s; its errors are in {self.stderr_path})"
+                           if young else "")
+            if young:
+                self._not_before = time.monotonic() + RESTART_BACKOFF
+        if self.current is None:
+            if time.monotonic() >= self._not_before:
+                self.start()
+            raise WarmStartUnavailable("the warm-start process is starting")
+        if not zygote.ready.is_set():
+            raise WarmStartUnavailable("the warm-start process is starting")
+        if zygote.problem:
+            if not self._warned:
+                logger.warning("Warm starts are off: %s; every run starts in a fresh "
+                               "interpreter", zygote.problem)
+                self._warned = True
+            raise WarmStartUnavailable(zygote.problem)
+        return zygote
+
+    def _retire(self):
+        self.current.close()
+        self.retired.append(self.current)
+        self.start()
+
+    def reap_retired(self):
+        self.retired = [z for z in self.retired if z.process.poll() is None]
+        for zygote in self.retired:
+            zygote.process.poll()
+
+    def close(self, wait=5.0):
+        """End every zygote: each ends once its children have (or after `wait`)."""
+        zygotes = [z for z in (self.current, *self.retired) if z is not None]
+        for zygote in zygotes:
+            zygote.close()
+        deadline = time.monotonic() + wait
+        for zygote in zygotes:
+            try:
+                zygote.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                zygote.kill()
+                zygote.process.wait()
+        self.current, self.retired = None, []

@@ -1,0 +1,272 @@
+"""Warm starts: run processes forked from the agent's warm-start process (its
+zygote) behave as fresh `orchestrator execute` processes, and nothing is lost
+or doubled when the zygote goes."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from orchestrator import service
+from orchestrator.daemons.agent import Agent
+from orchestrator.daemons.reaper import process_alive
+
+FLOWS = '''
+import importlib, json, os, subprocess, sys, time
+from orchestrator import Flow, Parameter, task, context
+from orchestrator.run_configs import LocalRun
+from orchestrator.storage import Script
+
+WORKDIR = os.environ["ORCH_TEST_WORKDIR"]
+
+@task
+def who(out):
+    cmdline = open("/proc/self/cmdline", "rb").read().split(b"\\0")
+    with open(out, "a") as fh:
+        fh.write(json.dumps({"run": context.flow_run_id, "pid": os.getpid(),
+                             "cmdline": [c.decode() for c in cmdline if c],
+                             "leak": os.environ.get("ORCH_TEST_LEAK"),
+                             "imported": "orch_test_helper" in sys.modules}) + "\\n")
+
+@task
+def helper_value(out):
+    import orch_test_helper
+    with open(out, "a") as fh:
+        fh.write(orch_test_helper.VALUE + "\\n")
+
+@task
+def sleeper(out):
+    child = subprocess.Popen(["sleep", "300"])
+    with open(out, "w") as fh:
+        fh.write(str(child.pid))
+    time.sleep(300)
+
+@task
+def facts(out):
+    import random, signal
+    named = lambda handler: getattr(handler, "__qualname__", str(handler))
+    with open(out, "a") as fh:
+        fh.write(json.dumps({
+            "argv0": os.path.basename(sys.argv[0]), "argv": sys.argv[1:2],
+            "path0": sys.path[0], "cwd": os.getcwd(),
+            "leads_group": os.getpgrp() == os.getpid(), "session": os.getsid(0) == os.getpid(),
+            "sigpipe": named(signal.getsignal(signal.SIGPIPE)),
+            "sigint": named(signal.getsignal(signal.SIGINT)),
+            "sigterm": named(signal.getsignal(signal.SIGTERM)),
+            "sigchld": named(signal.getsignal(signal.SIGCHLD)),
+            "stdin": os.readlink("/proc/self/fd/0"), "stdout": os.readlink("/proc/self/fd/1"),
+            "random": random.random(), "run": context.flow_run_id,
+            "process_id_env": "ORCHESTRATOR_RUN_PROCESS_ID" in os.environ}) + "\\n")
+
+with Flow("facts", storage=Script(__file__), run_config=LocalRun(working_dir=WORKDIR)) \
+        as facts_flow:
+    facts(Parameter("out"))
+
+with Flow("who", storage=Script(__file__)) as who_flow:
+    who(Parameter("out"))
+
+with Flow("leaky", storage=Script(__file__),
+          run_config=LocalRun(env={"ORCH_TEST_LEAK": "secret-of-one-run"})) as leaky_flow:
+    who(Parameter("out"))
+
+with Flow("helper", storage=Script(__file__), run_config=LocalRun(working_dir=WORKDIR)) \\
+        as helper_flow:
+    helper_value(Parameter("out"))
+
+with Flow("sleeper", storage=Script(__file__)) as sleeper_flow:
+    sleeper(Parameter("out"))
+
+with Flow("pythonpath", storage=Script(__file__),
+          run_config=LocalRun(env={"PYTHONPATH": WORKDIR})) as pythonpath_flow:
+    who(Parameter("out"))
+'''
+
+FINAL = ("Success", "Failed", "Cancelled")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    path = tmp_path / "workdir"
+    path.mkdir()
+    monkeypatch.setenv("ORCH_TEST_WORKDIR", str(path))
+    return path
+
+
+@pytest.fixture
+def warm_store(registered_store, workdir):
+    return registered_store(FLOWS, "warm_flows.py")
+
+
+@pytest.fixture
+def agent(warm_store):
+    made = []
+
+    def make(**options):
+        options.setdefault("poll_interval", 0.05)
+        options.setdefault("warm_starts", True)
+        one = Agent(warm_store, **options)
+        made.append(one)
+        return one
+
+    yield make
+    for one in made:
+        for child in one.children.values():
+            os.killpg(child.process.pid, signal.SIGKILL) if process_alive(
+                child.process.pid) else None
+        one.stop(grace=5)
+
+
+def ready(agent, timeout=30):
+    """Tick the agent until its warm-start process is ready."""
+    deadline = time.monotonic() + timeout
+    agent.run_once()
+    while not agent.warm.current.ready.wait(0.05):
+        assert time.monotonic() < deadline, "the warm-start process never became ready"
+    return agent
+
+
+def finish(agent, store, run_ids, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        agent.run_once()
+        states = [store.get_flow_run(r)["state"] for r in run_ids]
+        if all(s in FINAL for s in states) and not agent.children:
+            return states
+        time.sleep(0.02)
+    raise AssertionError(f"runs did not finish: {states}")
+
+
+def records(path):
+    import json
+
+    found = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [dict(record, run=int(record["run"])) for record in found]
+
+
+def make_run(store, flow, **params):
+    return service.create_flow_run(store, flow, parameters=params)["id"]
+
+
+def test_a_warm_run_process_is_forked_and_looks_like_execute(agent, warm_store, tmp_path):
+    worker = ready(agent(limit=2))
+    out = tmp_path / "who.jsonl"
+    runs = [make_run(warm_store, "who", out=str(out)) for _ in range(3)]
+
+    assert finish(worker, warm_store, runs) == ["Success"] * 3
+
+    seen = records(out)
+    assert sorted(r["run"] for r in seen) == sorted(runs)
+    zygote = worker.warm.current.process.pid
+    for record in seen:
+        # A child of the warm-start process, shown as `orchestrator execute RUN`.
+        at = record["cmdline"].index("execute")
+        assert record["cmdline"][at + 1] == str(record["run"]), record
+        assert "zygote" not in record["cmdline"]
+    assert worker.warm.current.forks == 3 and zygote != os.getpid()
+
+
+def test_a_warm_run_process_is_set_up_as_a_fresh_one(agent, warm_store, tmp_path):
+    warm, fresh = ready(agent(limit=1)), agent(limit=1, warm_starts=False)
+    out = tmp_path / "facts.jsonl"
+    runs = []
+    for worker in (warm, warm, fresh):
+        runs.append(make_run(warm_store, "facts", out=str(out)))
+        assert finish(worker, warm_store, runs[-1:]) == ["Success"]
+
+    first, second, cold = records(out)
+    assert warm.warm.current.forks == 2 and fresh.warm is None
+    varying = ("random", "run")
+    assert {k: v for k, v in first.items() if k not in varying} \
+        == {k: v for k, v in cold.items() if k not in varying}
+    assert first["argv"] == ["execute"] and first["leads_group"] and first["session"]
+    assert first["stdin"] == first["stdout"] == "/dev/null"
+    assert len({first["random"], second["random"], cold["random"]}) == 3  # reseeded
+
+
+def test_a_run_whose_environment_changes_how_python_starts_starts_fresh_and_says_so(
+        agent, warm_store, tmp_path):
+    worker = ready(agent())
+    out = tmp_path / "who.jsonl"
+    run = make_run(warm_store, "pythonpath", out=str(out))
+
+    assert finish(worker, warm_store, [run]) == ["Success"]
+
+    assert worker.warm.current.forks == 0
+    said = [row["message"] for row in warm_store.logs(run)]
+    assert any("Started in a fresh interpreter, not a warm one: its environment sets "
+               "PYTHONPATH" in m for m in said), said
+    assert "execute" in records(out)[0]["cmdline"]
+
+
+def test_one_runs_environment_and_imports_never_reach_the_next(agent, warm_store, tmp_path):
+    worker = ready(agent(limit=1))
+    out = tmp_path / "who.jsonl"
+    first = make_run(warm_store, "leaky", out=str(out))
+    assert finish(worker, warm_store, [first]) == ["Success"]
+    second = make_run(warm_store, "who", out=str(out))
+    assert finish(worker, warm_store, [second]) == ["Success"]
+
+    leaky, clean = records(out)
+    assert leaky["leak"] == "secret-of-one-run" and clean["leak"] is None
+    assert worker.warm.current.forks == 2
+
+
+def test_a_module_changed_on_disk_is_imported_anew_by_the_next_run(agent, warm_store, workdir,
+                                                                   tmp_path):
+    worker = ready(agent(limit=1))
+    helper = workdir / "orch_test_helper.py"
+    out = tmp_path / "values.txt"
+    helper.write_text("VALUE = 'first'\n")
+    first = make_run(warm_store, "helper", out=str(out))
+    assert finish(worker, warm_store, [first]) == ["Success"]
+    helper.write_text("VALUE = 'second, changed on disk'\n")
+    second = make_run(warm_store, "helper", out=str(out))
+    assert finish(worker, warm_store, [second]) == ["Success"]
+
+    assert out.read_text().splitlines() == ["first", "second, changed on disk"]
+    assert worker.warm.current.forks == 2  # both runs were forked warm
+
+
+def test_cancel_stops_a_warm_run_and_the_processes_it_started(agent, warm_store, tmp_path):
+    worker = ready(agent(cancel_grace=2.0))
+    out = tmp_path / "grandchild.pid"
+    run = make_run(warm_store, "sleeper", out=str(out))
+    deadline = time.monotonic() + 30
+    while not out.exists() or not out.read_text():
+        worker.run_once()
+        assert time.monotonic() < deadline, "the run never started its own child"
+        time.sleep(0.05)
+    grandchild = int(out.read_text())
+    assert process_alive(grandchild) and worker.warm.current.forks == 1
+
+    service.cancel_flow_run(warm_store, run)
+
+    assert finish(worker, warm_store, [run], timeout=30) == ["Cancelled"]
+    deadline = time.monotonic() + 10
+    while process_alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not process_alive(grandchild)
+
+
+def test_a_warm_start_process_killed_mid_burst_loses_no_run_and_doubles_none(
+        agent, warm_store, tmp_path):
+    worker = ready(agent(limit=4))
+    out = tmp_path / "who.jsonl"
+    runs = [make_run(warm_store, "who", out=str(out)) for _ in range(40)]
+    first = worker.warm.current.process
+    deadline = time.monotonic() + 30
+    while worker.warm.current.forks < 6:
+        worker.run_once()
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    first.kill()  # SIGKILL, mid-burst
+
+    states = finish(worker, warm_store, runs, timeout=120)
+
+    assert states == ["Success"] * 40
+    per_run = {}
+    for record in records(out):
+        per_run[record["run"]] = per_run.get(record["run"], 0) + 1
+    assert per_run == {run: 1 for run in runs}  # each task body ran exactly once
+    assert worker.warm.started >= 2  # another warm-start process took over
