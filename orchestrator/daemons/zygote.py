@@ -19,7 +19,7 @@ The protocol is JSON lines over the zygote's stdin and stdout:
                        "title": ["execute", "12", "--attempt", "1"]}
     zygote -> agent   {"ready": pid}  once, when its imports are done
                       {"id": 7, "pid": 4242}   or   {"id": 7, "error": "..."}
-                      {"exit": 4242, "code": 0}  (negative: killed by that signal)
+                      {"exit": 4242, "id": 7, "code": 0}  (negative: killed by that signal)
 
 A forked child rewrites its command line to `... orchestrator execute RUN
 --attempt N` (the zygote starts with room for it), so `ps` and the reaper,
@@ -100,7 +100,7 @@ def serve(command, read_fd=0, write_fd=1):  # noqa: C901 - one loop, read top to
     selector = selectors.DefaultSelector()
     selector.register(read_fd, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    children, buffer, closing = set(), b"", False
+    children, buffer, closing = {}, b"", False  # pid -> the request it answers
     while not closing or children:
         for key, _ in selector.select(timeout=None if not closing else 1.0):
             if key.fd == wake_r:
@@ -128,7 +128,7 @@ def _fork(request, command, children, write_fd, inherited):
         return
     if pid == 0:
         _child(request, command, inherited)  # never returns
-    children.add(pid)
+    children[pid] = request["id"]
     _send(write_fd, {"id": request["id"], "pid": pid})
 
 
@@ -141,8 +141,8 @@ def _reap(children, write_fd):
             return
         if pid == 0:
             return
-        children.discard(pid)
-        _send(write_fd, {"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        _send(write_fd, {"exit": pid, "id": children.pop(pid, None),
+                         "code": os.waitstatus_to_exitcode(status)})
 
 
 def _child(request, command, inherited):
@@ -246,14 +246,15 @@ class WarmProcess:
 
     LOST = -256  # ended while its zygote was gone: how is unknown
 
-    def __init__(self, zygote, pid):
+    def __init__(self, zygote, pid, request_id):
         self.zygote = zygote
         self.pid = pid
+        self.request_id = request_id
         self.returncode = None
 
     def poll(self):
         if self.returncode is None:
-            code = self.zygote.exit_code(self.pid)
+            code = self.zygote.exit_code(self.pid, self.request_id)
             if code is not None:
                 self.returncode = code
             elif self.zygote.gone and not _alive(self.pid):
@@ -308,7 +309,7 @@ class _Zygote:
                 self.ready.set()
             elif "exit" in message:
                 with self._lock:
-                    self._exits[message["exit"]] = message["code"]
+                    self._exits[message.get("id"), message["exit"]] = message["code"]
                 self.on_exit()
             else:
                 with self._lock:
@@ -348,11 +349,13 @@ class _Zygote:
             return None
         if "error" in reply:
             raise WarmStartUnavailable(reply["error"])
-        return WarmProcess(self, reply["pid"])
+        return WarmProcess(self, reply["pid"], request_id)
 
-    def exit_code(self, pid):
+    def exit_code(self, pid, request_id):
+        """The exit code of the child forked for `request_id` (its pid `pid`), once
+        it ended (keyed by both: a pid may come again)."""
         with self._lock:
-            return self._exits.pop(pid, None)
+            return self._exits.pop((request_id, pid), None)
 
     def close(self):
         """No more requests: it ends once its children have."""
