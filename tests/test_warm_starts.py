@@ -270,3 +270,26 @@ def test_a_warm_start_process_killed_mid_burst_loses_no_run_and_doubles_none(
         per_run[record["run"]] = per_run.get(record["run"], 0) + 1
     assert per_run == {run: 1 for run in runs}  # each task body ran exactly once
     assert worker.warm.started >= 2  # another warm-start process took over
+
+
+def test_the_warm_childs_short_way_into_execute_ends_as_the_command_line_does(
+        warm_store, capsys):
+    from orchestrator.cli.commands import _run_command, main
+
+    def ended(call, argv):
+        with pytest.raises(SystemExit) as exit_:
+            call(argv)
+        return exit_.value.code, capsys.readouterr().err.strip().splitlines()[-1]
+
+    short = lambda argv: _run_command(argv)  # noqa: E731
+    long = lambda argv: main(args=argv, prog_name="orchestrator")  # noqa: E731
+    runs = [make_run(warm_store, "who", out="/dev/null") for _ in range(2)]
+    argvs = []
+    for run in runs:
+        attempt = warm_store.claim_run(run, "an agent")
+        argvs.append(["execute", str(run), "--agent", "an agent", "--attempt", str(attempt)])
+    # A run executed, then executed again once it is over: the same ends both ways.
+    assert ended(short, argvs[0])[0] == ended(long, argvs[1])[0] == 0
+    again_short, again_long = ended(short, argvs[0]), ended(long, argvs[0])
+    assert again_short == again_long
+    assert again_short[0] == 2 and again_short[1].startswith("Error: Flow run"), again_short
