@@ -124,3 +124,26 @@ def test_a_postgresql_database_of_an_earlier_version_gets_its_bell(home, postgre
         assert triggers == [("flow_run_due",)]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["inotify", "looking"])
+def test_the_sqlite_listener_is_told_by_the_kernel_or_else_looks(home, monkeypatch, kernel):
+    from orchestrator.store import doorbell
+
+    if not kernel:
+        monkeypatch.setattr(doorbell, "_watch", lambda path: None)
+    store = Store.open()
+    listener = Listener(store.db)
+    try:
+        assert (listener._notify is not None) is (kernel and sys.platform == "linux")
+        assert listener.wait(0.05) is False
+        ring(store.db)
+        assert listener.wait(5.0) is True
+        assert listener.wait(0.05) is False
+        os.unlink(store.db.database + ".due")  # the file goes (and comes back)
+        listener.wait(0.05)
+        ring(store.db)
+        assert listener.wait(5.0) is True
+    finally:
+        listener.close()
+        store.close()
