@@ -353,9 +353,9 @@ class Store(RunLifecycle, SchedulingQueries):
                                     [default_run_name(run_id), run_id])
             self.db.execute_sql(f"INSERT INTO state_event (flow_run_id, state, time) "
                                 f"VALUES ({p}, {p}, {p})", [run_id, state, now])
+        run = self.get_flow_run(run_id)  # as created: an agent may take it once rung
         if state == StateName.SCHEDULED:
             doorbell.ring(self.db)
-        run = self.get_flow_run(run_id)
         return (run, True) if report else run
 
     def _run_by_key(self, key, flow_id, parameters):
