@@ -1,43 +1,19 @@
 """The package's layers point one way and its modules import in no circle,
 read from the source (every import, also those inside functions)."""
 
-import ast
+import sys
 
 from helpers import ROOT
 
-PACKAGE = ROOT / "orchestrator"
+# The reader of imports is the one scripts/measure_shape.py reports with.
+sys.path.insert(0, str(ROOT / "scripts"))
+from measure_shape import imports  # noqa: E402
+from measure_shape import modules as package_modules  # noqa: E402
 
 
 def modules():
     """{dotted name: path} of every module of the package (packages by their __init__)."""
-    found = {}
-    for path in PACKAGE.rglob("*.py"):
-        parts = list(path.relative_to(ROOT).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        found[".".join(parts)] = path
-    return found
-
-
-def imports(name, path, known):
-    """The package's modules that module `name` imports (not its packages' __init__
-    facades, which only re-export)."""
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    targets = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            targets.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            targets.add(module)
-            targets.update(f"{module}.{alias.name}" for alias in node.names)
-    packages = {m for m, p in known.items() if p.name == "__init__.py"}
-    return {t for t in targets if t in known and t not in packages and t != name}
+    return package_modules(ROOT)
 
 
 def graph():

@@ -293,3 +293,33 @@ def test_the_warm_childs_short_way_into_execute_ends_as_the_command_line_does(
     again_short, again_long = ended(short, argvs[0]), ended(long, argvs[0])
     assert again_short == again_long
     assert again_short[0] == 2 and again_short[1].startswith("Error: Flow run"), again_short
+
+
+def test_a_warm_start_process_that_dies_before_it_is_ready_is_not_started_again_at_once(
+        tmp_path, caplog):
+    import sys
+
+    from orchestrator.daemons.zygote import WarmStarter, WarmStartUnavailable
+
+    starter = WarmStarter([sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ),
+                          tmp_path / "zygote.stderr", on_exit=lambda: None)
+    starter.start()
+    deadline = time.monotonic() + 30
+    while not starter.current.gone:
+        assert time.monotonic() < deadline, "the failing warm-start process never ended"
+        time.sleep(0.01)
+    for _ in range(3):  # each run starts fresh; no new process is tried for a while
+        with pytest.raises(WarmStartUnavailable, match="is starting"):
+            starter.spawn(["execute", "1"], dict(os.environ), None, tmp_path / "run.stderr",
+                          ["execute", "1"])
+    assert starter.started == 1
+    assert "ended before it was ready" in caplog.text and "zygote.stderr" in caplog.text
+    starter.close()
+
+
+def test_a_warm_start_process_unfit_to_fork_runs_is_refused_saying_why():
+    from orchestrator.daemons.zygote import _problem
+
+    assert _problem({"ready": 1, "titles": True, "threads": 1}) is None
+    assert "command line" in _problem({"ready": 1, "titles": False, "threads": 1})
+    assert "2 threads" in _problem({"ready": 1, "titles": True, "threads": 2})

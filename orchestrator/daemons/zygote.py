@@ -283,7 +283,6 @@ class _Zygote:
                 stdout=subprocess.PIPE, stderr=stderr, env=env, start_new_session=True)
         finally:
             os.close(stderr)
-        self.env = env
         self.on_exit = on_exit
         self.forks = 0
         self.gone = False
@@ -446,9 +445,8 @@ class WarmStarter:
         self.start()
 
     def reap_retired(self):
+        """Forget the retired zygotes that have ended (polling waits for them)."""
         self.retired = [z for z in self.retired if z.process.poll() is None]
-        for zygote in self.retired:
-            zygote.process.poll()
 
     def close(self, wait=5.0):
         """End every zygote: each ends once its children have (or after `wait`)."""

@@ -30,7 +30,7 @@ def explain_flow_run(store, run_id, now=None):
         *_held_by_late_runs_policy(store, run, flow, now),
         *_schedule_paused(run, flow),
     ]
-    agents = _live_agents(store, now)
+    agents = live_agents(store, now)
     reasons += _no_agent_running(agents)
     reasons += _agents_refusing_its_labels(run, agents)
     reasons += _agents_at_their_limit(store, _agents_taking(run, agents))
@@ -90,11 +90,6 @@ def _schedule_paused(run, flow):
         return [f"The schedule of {flow['project']}/{flow['name']} is paused; "
                 f"resume it with: orchestrator schedule resume {flow['name']}"]
     return []
-
-
-def _live_agents(store, now):
-    """The agents not silent at `now` (service.agents.silent_after says when)."""
-    return live_agents(store, now)
 
 
 def _no_agent_running(agents):
