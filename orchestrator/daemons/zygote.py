@@ -88,6 +88,9 @@ def serve(command, read_fd=0, write_fd=1):  # noqa: C901 - one loop, read top to
     # to) these objects again, so children share their pages instead of copying.
     gc.collect()
     gc.freeze()
+    from ..engine.flow_runner import frozen_for_good
+
+    frozen_for_good()  # (its children end with their run)
     title_ok = _set_title(["zygote", "ready"])
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)

@@ -345,6 +345,19 @@ class FlowRunner:
         return Failed("Some reference tasks did not succeed.", result=states)
 
 
+_frozen_for_good = False
+
+
+def frozen_for_good():
+    """Say that this process froze what it imported (gc.freeze) and ends with
+    its run: a warm-start child. Its runs then freeze their graph too, and never
+    unfreeze (which would hand the collector every shared object to walk, and
+    write to their pages); and the check below, which walks every frozen
+    object, is skipped."""
+    global _frozen_for_good
+    _frozen_for_good = True
+
+
 @contextlib.contextmanager
 def _graph_kept_out_of_gc():
     """Keep the objects that exist before the run (the flow graph, imported
@@ -354,6 +367,10 @@ def _graph_kept_out_of_gc():
     time per task grows with the size of the flow. Done only when nothing else
     in the process uses gc.freeze(), so a caller's frozen objects stay frozen.
     """
+    if _frozen_for_good:
+        gc.freeze()
+        yield
+        return
     if gc.get_freeze_count() or not gc.isenabled():
         yield
         return
