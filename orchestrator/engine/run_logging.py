@@ -157,9 +157,10 @@ class _StderrProxy:
         sys.stderr.flush()
 
 
-def ensure_logging():
+def ensure_logging(config=None):
+    """Configure logging unless done already (from `config`, or the one loaded)."""
     if not _configured:
-        configure_logging()
+        configure_logging(config)
 
 
 def get_logger(name=None):

@@ -367,7 +367,7 @@ def _attempt(plan, map_index, full_name, inputs, state, run_count, loop_count, l
 def _call_holding_slots(plan, map_index, full_name, inputs):
     """The task's call, holding a slot of each of its tags that has a limit."""
     keeper = plan.slots
-    limited = plan.tags & keeper.limited_tags
+    limited = plan.tags and plan.tags & keeper.limited_tags  # (no tags: nothing to ask)
     if not limited:
         return _call(plan, full_name, inputs)
     # The task run's own name (slug, map index): the same when Dask runs it

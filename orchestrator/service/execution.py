@@ -64,14 +64,28 @@ class StoreTaskSlots:
     so a slot of a dead process or a lost worker comes back when it runs out.
     """
 
-    def __init__(self, store, run_id, tag_limits, attempt=None, lease=None):
+    def __init__(self, store, run_id, tag_limits=None, attempt=None, lease=None):
         self.store = store
         self.url = store.url
         self.run_id = run_id
         self.attempt = attempt
         self.lease = TASK_SLOT_LEASE_SECONDS if lease is None else lease
-        self.tag_limits = dict(tag_limits)
-        self.limited_tags = frozenset(tag_limits)
+        self._tag_limits = None if tag_limits is None else dict(tag_limits)
+        self._limited = None
+
+    @property
+    def tag_limits(self):
+        """{tag: limit}, read from the store when a task with tags first asks
+        (a run whose tasks have none never reads them)."""
+        if self._tag_limits is None:
+            self._tag_limits = dict(self.store.concurrency_limits("tag"))
+        return self._tag_limits
+
+    @property
+    def limited_tags(self):
+        if self._limited is None:
+            self._limited = frozenset(self.tag_limits)
+        return self._limited
 
     def __getstate__(self):
         return {"url": self.url, "run_id": self.run_id, "tag_limits": self.tag_limits,
@@ -273,9 +287,7 @@ class StoreReporter(Reporter):
         self.run_id = run_id
         self.attempt = attempt
         self.ownership = ownership
-        self._slots = StoreTaskSlots(store, run_id, store.concurrency_limits("tag"), attempt,
-                                     _task_slot_lease(config))
-        self.limited_tags = self._slots.limited_tags
+        self._slots = StoreTaskSlots(store, run_id, None, attempt, _task_slot_lease(config))
         self._lock = threading.Lock()
         self._tasks = []
         self._logs = []
@@ -290,6 +302,10 @@ class StoreReporter(Reporter):
         self._thread = threading.Thread(target=self._write_loop, daemon=True,
                                         name=f"orchestrator-writer-{run_id}")
         self._thread.start()
+
+    @property
+    def limited_tags(self):
+        return self._slots.limited_tags
 
     def acquire_task_slots(self, tags, holder):
         return self._slots.acquire_task_slots(tags, holder)
@@ -769,7 +785,7 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
             run_id, attempt, StateName.FAILED, why))
         return StateName.FAILED
     store.confirm_owner(run_id, attempt)  # still this attempt's after loading? (else: stop)
-    run_logging.ensure_logging()
+    run_logging.ensure_logging(config)
     reporter = ownership.reporter = StoreReporter(store, run_id, attempt, ownership, config)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [
@@ -785,9 +801,10 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
                                 config=_with_checkpointing(config), backend=True)
             try:
                 # A store that takes no connection now is waited for, not a failed run.
-                restored = _until_written(run_id, "read its earlier attempts' task states",
-                                          lambda: _restore_task_states(store, run, flow,
-                                                                       location))
+                # (A run that never started before has no earlier task states.)
+                restored = {} if run["start_time"] is None else _until_written(
+                    run_id, "read its earlier attempts' task states",
+                    lambda: _restore_task_states(store, run, flow, location))
                 state = runner.run(
                     parameters=run["parameters"], flow_run_id=str(run_id),
                     flow_run_name=run["name"],

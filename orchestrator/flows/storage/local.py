@@ -237,13 +237,15 @@ class Local(Storage):
         if entry is not None and "file" in entry:
             return self._load_pickle_file(flow_name, entry)
         path, entry = self._path_of(flow_name)
-        if not path.is_file():
-            # Checked before taking the lock, which would create the directories.
-            raise self._missing(flow_name, path, entry)
         try:
-            with filelock.FileLock(str(path.parent / ".lock")):
-                data = path.read_bytes()
-                meta_text = path.with_suffix(".json").read_text(encoding="utf-8")
+            # Each file is replaced whole (written aside, then renamed), so a read
+            # without the lock sees a whole pickle and whole metadata; only when
+            # the two disagree (a registration between the reads) is it read
+            # again under the lock that registration holds.
+            data, meta_text = self._read_files(path)
+            if not self._matches(data, meta_text):
+                with filelock.FileLock(str(path.parent / ".lock")):
+                    data, meta_text = self._read_files(path)
         except FileNotFoundError:
             if not path.exists():
                 raise self._missing(flow_name, path, entry) from None
@@ -267,6 +269,17 @@ class Local(Storage):
                 "sha256 recorded when it was registered; register the flow again"
             )
         return self._unpickle(flow_name, path, data, meta)
+
+    @staticmethod
+    def _read_files(path):
+        return path.read_bytes(), path.with_suffix(".json").read_text(encoding="utf-8")
+
+    @staticmethod
+    def _matches(data, meta_text):
+        try:
+            return json.loads(meta_text)["sha256"] == hashlib.sha256(data).hexdigest()
+        except (ValueError, KeyError, TypeError):
+            return False
 
     def _load_pickle_file(self, flow_name, entry):
         """A flow pickled to a `path=` of the user's choosing: loaded only if it is
