@@ -11,7 +11,8 @@ import time
 import pytest
 from helpers import end_run
 
-from orchestrator.store import AttemptLost, Conflict, NotFound, Store, StoreError
+from orchestrator.store import (AttemptLost, Conflict, NotFound, Store, StoreError,
+                                build_statements_ahead, statements)
 from orchestrator.store.db import MIGRATIONS, migrate, open_database
 
 
@@ -189,6 +190,46 @@ def test_task_runs_are_upserted_keeping_the_first_start_time(any_store, flow_id)
     (row,) = any_store.task_runs(run["id"])
     assert (row["state"], row["start_time"], row["end_time"], row["result_location"]) == (
         "Success", 100.0, 105.0, "/r")
+
+
+def test_a_process_that_built_the_statements_ahead_builds_none_on_a_runs_path(
+        any_store, flow_id, monkeypatch):
+    """What a warm-start process does before it forks: its run processes then
+    start, beat, record and finish a run (on SQLite or PostgreSQL) without
+    building a query."""
+    monkeypatch.setattr(statements, "_TEXTS", {})
+    build_statements_ahead()  # this home's database
+    statements.build_ahead(any_store.url)  # (the same, or PostgreSQL's)
+
+    def unbuilt(*args):
+        raise AssertionError("a statement was built on the run's path")
+
+    monkeypatch.setattr(statements, "_BUILDERS", {
+        name: (unbuilt, shaped, shapes)
+        for name, (_, shaped, shapes) in statements._BUILDERS.items()})
+    run = any_store.create_flow_run(flow_id)
+    [(run_id, attempt)] = any_store.claim_runs("agent", [], 1)
+    assert any_store.start_flow_run(run_id, os.getpid(), attempt=attempt) == attempt
+    assert any_store.get_flow(any_store.get_flow_run(run_id)["flow_id"])["name"] == "daily"
+    assert any_store.heartbeat(run_id, attempt) == "Running"
+    any_store.confirm_owner(run_id, attempt)
+    any_store.record_task_runs(run_id, attempt, [dict(
+        task_slug="a-1", task_name="a", map_index=-1, state="Success", run_count=1)])
+    any_store.finish_flow_run(run_id, attempt, "Failed", "a task failed")
+    assert any_store.get_flow_run(run["id"])["state"] == "Failed"
+    assert [t["state"] for t in any_store.task_runs(run_id)] == ["Success"]
+
+
+def test_a_statement_is_built_once_per_dialect_and_named_once():
+    statements.build_ahead("sqlite:////tmp/any.db")
+    statements.build_ahead("postgresql://user@host/db")
+    kinds = {kind for kind, _, _ in statements._TEXTS}
+    assert kinds == {"sqlite", "postgresql"}
+    sqlite = statements._TEXTS[("sqlite", "attempt_and_state", None)].sql
+    postgres = statements._TEXTS[("postgresql", "attempt_and_state", None)].sql
+    assert "?" in sqlite and "%s" in postgres
+    with pytest.raises(ValueError, match="'attempt_and_state' is defined twice"):
+        statements.statement("attempt_and_state")(lambda run_id: None)
 
 
 def test_logs_are_read_in_order_after_a_cursor_and_by_level(any_store, flow_id):

@@ -84,6 +84,9 @@ def serve(command, read_fd=0, write_fd=1):  # noqa: C901 - one loop, read top to
 
     for name in PRELOAD:
         importlib.import_module(name)
+    from ..store import build_statements_ahead
+
+    build_statements_ahead()  # (their SQL text only: no connection)
     # What is imported stays put: the collector never walks (and so never writes
     # to) these objects again, so children share their pages instead of copying.
     gc.collect()

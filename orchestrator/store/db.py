@@ -347,6 +347,10 @@ class _SqliteDatabase(pw.SqliteDatabase):
             if "no transaction is active" not in str(exc):
                 raise
 
+    def _set_pragmas(self, conn):
+        # One call for all of them: a run process opens a connection per run.
+        conn.executescript("".join(f"PRAGMA {key} = {value};" for key, value in self._pragmas))
+
 
 # -- a full disk ----------------------------------------------------------------
 _SQLITE_FULL, _SQLITE_IOERR = 13, 10
@@ -552,6 +556,13 @@ MIGRATIONS = [
 
 
 def schema_version(db):
+    if isinstance(db, pw.SqliteDatabase):  # one statement (every process opens with this)
+        try:
+            return db.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+        except pw.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise
     if not db.table_exists("schema_version"):
         return 0
     row = models.SchemaVersion.select(pw.fn.MAX(models.SchemaVersion.version)).scalar()

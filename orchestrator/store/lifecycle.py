@@ -31,11 +31,15 @@ from ..core.states import (ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, UNFINISHED_TA
                            StateName)
 from . import doorbell
 from . import models as m
+from . import statements
+from .statements import statement
 from .errors import AttemptLost, NotFound
 from .identity import host_identity, new_id
+from .scheduling import auto_scheduled
 
 _RUNNING = (StateName.RUNNING, StateName.CANCELLING)
 _ANY = object()  # a move that sets no condition on the run's heartbeat
+_ONE_MORE = object()  # a move's value: one more than the column's
 
 
 def agent_takes(run_labels, agent_labels, strict=False):
@@ -266,19 +270,16 @@ class RunLifecycle:
         the identity of this host (the caller is the run's own process).
         """
         now = time.time()
-        values = dict(state=StateName.RUNNING, message="Running flow.", start_time=now,
-                      heartbeat=now, pid=pid, host_id=host_identity(),
-                      process_id=process_id or new_id(), updated=now)
-        where = m.FlowRun.id == run_id
-        if attempt is None:
-            values.update(agent=None, attempt=m.FlowRun.attempt + 1)
-            where &= m.FlowRun.state == StateName.SCHEDULED
-        else:
-            where &= (m.FlowRun.state == StateName.SUBMITTED) & (m.FlowRun.attempt == attempt)
+        process = (pid, host_identity(), process_id or new_id())
         with self.db.atomic():
-            if m.FlowRun.update(**values).where(where).execute() == 1:
+            if attempt is None:
+                started = statements.execute(self.db, "start_by_hand", now, *process, run_id)
+            else:
+                started = statements.execute(self.db, "start_claimed", now, *process, run_id,
+                                             attempt)
+            if started.rowcount == 1:
                 self._event(run_id, StateName.RUNNING, "Running flow.", now)
-                return self._attempt(run_id)
+                return attempt or self._attempt(run_id)
         if attempt is None:
             return None
         raise self._lost(run_id, attempt)
@@ -287,27 +288,24 @@ class RunLifecycle:
         """Record that attempt `attempt` of run `run_id` is alive; returns the
         run's state (Running, or Cancelling when a cancel was asked for)."""
         with self.db.atomic():
-            if m.FlowRun.update(heartbeat=time.time()).where(
-                    self._owned(run_id, attempt)).execute() == 1:
-                return m.FlowRun.select(m.FlowRun.state).where(
-                    m.FlowRun.id == run_id).scalar()
+            if statements.execute(self.db, "beat_owned", time.time(), run_id,
+                                  attempt).rowcount == 1:
+                return statements.execute(self.db, "state_of", run_id).fetchone()[0]
         raise self._lost(run_id, attempt)
 
     def confirm_owner(self, run_id, attempt):
         """Raise AttemptLost unless the run is Running (or Cancelling) on `attempt`:
         a read, for a process about to go on (after loading its flow, after a
         stop), which must not wait for the write lock or a full disk."""
-        row = m.FlowRun.select(m.FlowRun.attempt, m.FlowRun.state).where(
-            m.FlowRun.id == run_id).first()
-        if row is None or row.attempt != attempt or row.state not in _RUNNING:
+        row = statements.execute(self.db, "attempt_and_state", run_id).fetchone()
+        if row is None or row[0] != attempt or row[1] not in _RUNNING:
             raise self._lost(run_id, attempt)
 
     def _confirm_owner(self, run_id, attempt, now):
         """Inside a write transaction of the run's process: is the run still its
         attempt's? (A write proves life, so the heartbeat moves too.) The UPDATE
         also locks the row until the transaction ends, on PostgreSQL as well."""
-        if m.FlowRun.update(heartbeat=now).where(
-                self._owned(run_id, attempt)).execute() != 1:
+        if statements.execute(self.db, "beat_owned", now, run_id, attempt).rowcount != 1:
             raise self._lost(run_id, attempt)
 
     def finish_flow_run(self, run_id, attempt, state, message):
@@ -345,7 +343,7 @@ class RunLifecycle:
                           attempt=attempt, beat=beat, tasks_end_as=(
                               StateName.FAILED, f"The flow run's process was lost before this task "
                               f"ended; the run starts again. {message}"),
-                          values=dict(_UNCLAIMED, restarts=m.FlowRun.restarts + 1))
+                          values=dict(_UNCLAIMED, restarts=_ONE_MORE))
 
     def fail_flow_run(self, run_id, attempt, judged, message, beat=_ANY):
         """A run whose process was lost, or never started, is Failed, and so are
@@ -399,7 +397,7 @@ class RunLifecycle:
             kept = None
             # Only runs never claimed were missed: a run restarted or returned after
             # a claim keeps its time (its context's date) and runs again.
-            missed = self._auto_scheduled(flow_id) & (m.FlowRun.attempt == 0)
+            missed = auto_scheduled(flow_id) & (m.FlowRun.attempt == 0)
             if keep_latest:
                 latest = (m.FlowRun.select(m.FlowRun.id, m.FlowRun.scheduled_start_time)
                           .where(missed & (m.FlowRun.scheduled_start_time < before))
@@ -444,14 +442,17 @@ class RunLifecycle:
         changes = dict(values or {}, state=state, message=message, updated=now)
         if end:
             changes["end_time"] = now
-        where = (m.FlowRun.id == run_id) & m.FlowRun.state.in_(list(came_from))
-        if attempt is not None:
-            where &= m.FlowRun.attempt == attempt
-        if beat is not _ANY:
-            where &= (m.FlowRun.heartbeat.is_null() if beat is None
-                      else m.FlowRun.heartbeat == beat)
+        # The statement's form: the columns it sets (to a value, or one more than
+        # they were) and what it checks.
+        shape = (tuple((c, "+1") if v is _ONE_MORE else c for c, v in changes.items()),
+                 tuple(came_from), attempt is not None,
+                 "any" if beat is _ANY else "none" if beat is None else "equal")
+        values = [v for v in changes.values() if v is not _ONE_MORE]
+        conditions = [run_id] + ([attempt] if attempt is not None else []) + (
+            [beat] if shape[3] == "equal" else [])
         with self.db.atomic():
-            if m.FlowRun.update(**changes).where(where).execute() != 1:
+            if statements.execute(self.db, "move", *values, *conditions,
+                                  shape=shape).rowcount != 1:
                 return False
             self._event(run_id, state, message, now)
             if tasks_end_as is not None:
@@ -460,30 +461,15 @@ class RunLifecycle:
             doorbell.ring(self.db)
         return True
 
-    @staticmethod
-    def _end_unfinished_tasks(run_id, state, reason, now):
-        unfinished = ((m.TaskRun.flow_run == run_id)
-                      & m.TaskRun.state.in_(list(UNFINISHED_TASK_STATES)))
-        m.StateEvent.insert_from(
-            m.TaskRun.select(m.TaskRun.flow_run, m.TaskRun.task_slug, m.TaskRun.map_index,
-                             pw.Value(state), pw.Value(reason), pw.Value(now))
-            .where(unfinished),
-            [m.StateEvent.flow_run, m.StateEvent.task_slug, m.StateEvent.map_index,
-             m.StateEvent.state, m.StateEvent.message, m.StateEvent.time]).execute()
-        m.TaskRun.update(state=state, message=reason, end_time=now).where(unfinished).execute()
+    def _end_unfinished_tasks(self, run_id, state, reason, now):
+        statements.execute(self.db, "unfinished_tasks_events", state, reason, now, run_id)
+        statements.execute(self.db, "unfinished_tasks_end", state, reason, now, run_id)
 
-    @staticmethod
-    def _event(run_id, state, message, now):
-        m.StateEvent.create(flow_run=run_id, state=state, message=message, time=now)
+    def _event(self, run_id, state, message, now):
+        statements.execute(self.db, "state_event", run_id, state, message, now)
 
-    @staticmethod
-    def _attempt(run_id):
-        return m.FlowRun.select(m.FlowRun.attempt).where(m.FlowRun.id == run_id).scalar()
-
-    @staticmethod
-    def _owned(run_id, attempt):
-        return ((m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
-                & m.FlowRun.state.in_(list(_RUNNING)))
+    def _attempt(self, run_id):
+        return statements.execute(self.db, "attempt_and_state", run_id).fetchone()[0]
 
     def _lost(self, run_id, attempt):
         """AttemptLost for a refused write of attempt `attempt`, saying who has the
@@ -528,3 +514,101 @@ def _message_expression(template, now):
 
 
 __all__ = ["RunLifecycle", "agent_takes", "ACTIVE_RUN_STATES"]
+
+
+# -- the statements of the moves (store/statements.py) ---------------------------
+def _owned(run_id, attempt):
+    return ((m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
+            & m.FlowRun.state.in_(list(_RUNNING)))
+
+
+def _start(now, pid, host_id, process_id):
+    return dict(state=StateName.RUNNING, message="Running flow.", start_time=now,
+                heartbeat=now, pid=pid, host_id=host_id, process_id=process_id, updated=now)
+
+
+@statement("start_claimed")
+def _start_claimed(now, pid, host_id, process_id, run_id, attempt):
+    return m.FlowRun.update(**_start(now, pid, host_id, process_id)).where(
+        (m.FlowRun.id == run_id) & (m.FlowRun.state == StateName.SUBMITTED)
+        & (m.FlowRun.attempt == attempt))
+
+
+@statement("start_by_hand")  # mints the run's next attempt
+def _start_by_hand(now, pid, host_id, process_id, run_id):
+    return m.FlowRun.update(**_start(now, pid, host_id, process_id), agent=None,
+                            attempt=m.FlowRun.attempt + 1).where(
+        (m.FlowRun.id == run_id) & (m.FlowRun.state == StateName.SCHEDULED))
+
+
+@statement("beat_owned")
+def _beat_owned(now, run_id, attempt):
+    return m.FlowRun.update(heartbeat=now).where(_owned(run_id, attempt))
+
+
+@statement("state_of")
+def _state_of(run_id):
+    return m.FlowRun.select(m.FlowRun.state).where(m.FlowRun.id == run_id)
+
+
+@statement("attempt_and_state")
+def _attempt_and_state(run_id):
+    return m.FlowRun.select(m.FlowRun.attempt, m.FlowRun.state).where(m.FlowRun.id == run_id)
+
+
+@statement("state_event")
+def _state_event(run_id, state, message, now):
+    return m.StateEvent.insert(flow_run=run_id, state=state, message=message, time=now)
+
+
+def _unfinished(run_id):
+    return (m.TaskRun.flow_run == run_id) & m.TaskRun.state.in_(list(UNFINISHED_TASK_STATES))
+
+
+@statement("unfinished_tasks_events")
+def _unfinished_tasks_events(state, reason, now, run_id):
+    return m.StateEvent.insert_from(
+        m.TaskRun.select(m.TaskRun.flow_run, m.TaskRun.task_slug, m.TaskRun.map_index,
+                         state, reason, now).where(_unfinished(run_id)),
+        [m.StateEvent.flow_run, m.StateEvent.task_slug, m.StateEvent.map_index,
+         m.StateEvent.state, m.StateEvent.message, m.StateEvent.time])
+
+
+@statement("unfinished_tasks_end")
+def _unfinished_tasks_end(state, reason, now, run_id):
+    return m.TaskRun.update(state=state, message=reason, end_time=now).where(
+        _unfinished(run_id))
+
+
+# The moves of a run's own process, built ahead: finishing, and going back to
+# Scheduled (a retry later) or to Paused.
+_RUN_PROCESS_MOVES = (
+    (("state", "message", "updated", "end_time"), _RUNNING, True, "any"),
+    (("agent", "pid", "heartbeat", "scheduled_start_time", "state", "message", "updated"),
+     _RUNNING, True, "any"),
+    (("pid", "state", "message", "updated"), _RUNNING, True, "any"),
+)
+
+
+@statement("move", shaped=True, shapes=_RUN_PROCESS_MOVES)
+def _move(shape, values):
+    """A run's compare-and-set: `shape` is (the columns set, the states it may
+    come from, whether on an attempt, and how its heartbeat is checked: "any",
+    "none" (no heartbeat) or "equal")."""
+    columns, came_from, on_attempt, beat = shape
+    values = iter(values)
+    changes = {}
+    for column in columns:
+        if isinstance(column, tuple):  # (column, "+1")
+            field = getattr(m.FlowRun, column[0])
+            changes[field] = field + 1
+        else:
+            changes[getattr(m.FlowRun, column)] = next(values)
+    where = (m.FlowRun.id == next(values)) & m.FlowRun.state.in_(list(came_from))
+    if on_attempt:
+        where &= m.FlowRun.attempt == next(values)
+    if beat == "none":
+        where &= m.FlowRun.heartbeat.is_null()
+    elif beat == "equal":
+        where &= m.FlowRun.heartbeat == next(values)
+    return m.FlowRun.update(changes).where(where)

@@ -24,6 +24,8 @@ import peewee as pw
 from ..core.states import StateName
 from . import doorbell
 from . import models as m
+from . import statements
+from .statements import statement
 
 # Rows per multi-row statement: far below SQLite's bound-parameter limit.
 _CHUNK = 50
@@ -99,37 +101,25 @@ class SchedulingQueries:
                 .join(this, on=((this.project == m.Flow.project) & (this.name == m.Flow.name)))
                 .where(this.id == flow_id))
 
-    def _auto_scheduled(self, flow_id, state=StateName.SCHEDULED):
-        return ((m.FlowRun.flow == flow_id) & (m.FlowRun.auto_scheduled == True)  # noqa: E712
-                & (m.FlowRun.state == state))
-
     # -- what exists ------------------------------------------------------------
     def latest_auto_scheduled_time(self, flow_id):
         """The latest start time of the flow's auto-scheduled runs that are still
         Scheduled (epoch seconds), or None."""
         return (m.FlowRun.select(pw.fn.MAX(m.FlowRun.scheduled_start_time))
-                .where(self._auto_scheduled(flow_id)).scalar())
+                .where(auto_scheduled(flow_id)).scalar())
 
     def count_future_auto_runs(self, flow_id, now):
         """How many of the flow's auto-scheduled runs are Scheduled after `now`."""
         return (m.FlowRun.select(pw.fn.COUNT(m.FlowRun.id))
-                .where(self._auto_scheduled(flow_id)
+                .where(auto_scheduled(flow_id)
                        & (m.FlowRun.scheduled_start_time > now)).scalar())
 
     def auto_run_summary(self, flow_id, now):
         """One round trip for the scheduler's tick: of the flow's Scheduled
         auto runs, how many start after `now` and the latest of those, and the
         earliest start time of any (to notice late runs)."""
-        def build(flow_id, now):
-            future = self._auto_scheduled(flow_id) & (m.FlowRun.scheduled_start_time > now)
-            count = m.FlowRun.select(pw.fn.COUNT(m.FlowRun.id)).where(future)
-            latest = m.FlowRun.select(pw.fn.MAX(m.FlowRun.scheduled_start_time)).where(future)
-            oldest = (m.FlowRun.select(pw.fn.MIN(m.FlowRun.scheduled_start_time))
-                      .where(self._auto_scheduled(flow_id)))
-            return pw.Select(columns=[count, latest, oldest])
-
-        # The scheduler asks this for every flow at every tick: build the SQL once.
-        row = _prepared(self.db, "auto_run_summary", build).execute(flow_id, now).fetchone()
+        # The scheduler asks this for every flow at every tick: built once.
+        row = statements.execute(self.db, "auto_run_summary", flow_id, now).fetchone()
         return {"future": row[0] or 0, "latest": row[1], "oldest": row[2]}
 
     # -- creating runs ----------------------------------------------------------
@@ -252,7 +242,7 @@ class SchedulingQueries:
         return [row[0] for row in self._group_ids(flow_id).tuples()]
 
     def _auto_run_ids(self, flow_id, after=None, before=None, limit=1000):
-        query = m.FlowRun.select(m.FlowRun.id).where(self._auto_scheduled(flow_id))
+        query = m.FlowRun.select(m.FlowRun.id).where(auto_scheduled(flow_id))
         if after is not None:
             query = query.where(m.FlowRun.scheduled_start_time > after)
         if before is not None:
@@ -301,48 +291,22 @@ class SchedulingQueries:
         first: at most `limit` dicts with id and scheduled_start_time."""
         return [{"id": run_id, "scheduled_start_time": when} for run_id, when in
                 m.FlowRun.select(m.FlowRun.id, m.FlowRun.scheduled_start_time)
-                .where(self._auto_scheduled(flow_id)
+                .where(auto_scheduled(flow_id)
                        & (m.FlowRun.scheduled_start_time < before))
                 .order_by(m.FlowRun.scheduled_start_time).limit(limit).tuples()]
 
 
-class _Prepared:
-    """A peewee query built once, run many times with new values.
-
-    The query is built with sentinel arguments; each call puts its own values
-    where the sentinels were. Saves the query-building cost (most of the time
-    of a one-row indexed query) on the scheduler's per-flow queries.
-    """
-
-    def __init__(self, db, build, arity):
-        self.db = db
-        sentinels = [_Sentinel(i) for i in range(arity)]
-        self.sql, params = db.get_sql_context().sql(build(*sentinels)).query()
-        self.slots = [(p.index if isinstance(p, _Sentinel) else None, p) for p in params]
-
-    def execute(self, *values):
-        params = [p if i is None else values[i] for i, p in self.slots]
-        return self.db.execute_sql(self.sql, params)
+def auto_scheduled(flow_id, state=StateName.SCHEDULED):
+    """Where a flow's auto-scheduled runs in `state` are (served by the flow run index)."""
+    return ((m.FlowRun.flow == flow_id) & (m.FlowRun.auto_scheduled == True)  # noqa: E712
+            & (m.FlowRun.state == state))
 
 
-class _Sentinel:
-    """Stands for argument `index` while a prepared query is built."""
-
-    __slots__ = ("index",)
-
-    def __init__(self, index):
-        self.index = index
-
-
-_PREPARED = {}
-
-
-def _prepared(db, name, build):
-    key = (id(db), name)
-    query = _PREPARED.get(key)
-    if query is None or query.db is not db:
-        import inspect
-
-        query = _PREPARED[key] = _Prepared(db, build,
-                                           len(inspect.signature(build).parameters))
-    return query
+@statement("auto_run_summary")
+def _auto_run_summary(flow_id, now):
+    future = auto_scheduled(flow_id) & (m.FlowRun.scheduled_start_time > now)
+    count = m.FlowRun.select(pw.fn.COUNT(m.FlowRun.id)).where(future)
+    latest = m.FlowRun.select(pw.fn.MAX(m.FlowRun.scheduled_start_time)).where(future)
+    oldest = m.FlowRun.select(pw.fn.MIN(m.FlowRun.scheduled_start_time)).where(
+        auto_scheduled(flow_id))
+    return pw.Select(columns=[count, latest, oldest])

@@ -25,12 +25,14 @@ from ..core.states import ACTIVE_RUN_STATES, TERMINAL_RUN_STATES, StateName
 from ..exceptions import OrchestratorError
 from . import doorbell
 from . import models as m
+from . import statements
 from .db import (connection_room, database_url, open_database, release_connection,
                  unavailable_error)
 from .errors import Conflict, NotFound, StoreError
 from .identity import host_identity, new_id
 from .lifecycle import RunLifecycle
-from .scheduling import SchedulingQueries, _prepared, default_run_name
+from .scheduling import SchedulingQueries, default_run_name
+from .statements import statement
 
 _DIGITS = re.compile(r"[0-9]{1,30}")
 TERMINAL_STATES = TERMINAL_RUN_STATES
@@ -53,6 +55,46 @@ _FLOW_COLUMNS = ("id", "project_id", "name", "version", "fingerprint", "storage"
                  "schedule", "parameters", "labels", "settings", "archived",
                  "schedule_active", "created")
 _FLOW_JSON = ("storage", "run_config", "schedule", "parameters", "labels", "settings")
+
+
+def build_statements_ahead(home=None):
+    """Build the SQL text of the store's hot statements for the database of
+    `home` (no connection is made): a process that forks run processes does it
+    once, before forking, so that they do not each build them."""
+    statements.build_ahead(database_url(home))
+
+
+def _runs():
+    return (m.FlowRun.select(*_RUN_FIELDS)
+            .join(m.Flow, on=(m.FlowRun.flow == m.Flow.id))
+            .join(m.Project, on=(m.Flow.project == m.Project.id)))
+
+
+@statement("run_by_id")
+def _run_by_id(run_id):
+    return _runs().where(m.FlowRun.id == run_id)
+
+
+@statement("run_by_key")
+def _run_by_key(key):
+    return (m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow, m.FlowRun.parameters)
+            .where(m.FlowRun.idempotency_key == key))
+
+
+def _flows():
+    return (m.Flow.select(*[getattr(m.Flow, c) for c in _FLOW_COLUMNS], m.Project.name)
+            .join(m.Project))
+
+
+@statement("current_flow")
+def _current_flow(project, name):
+    return _flows().where((m.Project.name == project) & (m.Flow.name == name)
+                          & (m.Flow.archived == False))  # noqa: E712
+
+
+@statement("flow_by_id")
+def _flow_by_id(flow_id):
+    return _flows().where(m.Flow.id == flow_id)
 
 
 def _run_row(row):
@@ -181,21 +223,15 @@ class Store(RunLifecycle, SchedulingQueries):
         if isinstance(ref, int) or (isinstance(ref, str) and _DIGITS.fullmatch(ref)):
             if not 0 < int(ref) < 2 ** 63:
                 raise NotFound(f"No flow with id {ref}", kind="flow", name=ref)
-            row = query.where(m.Flow.id == int(ref)).first()
-            if row is None:
+            found = statements.execute(self.db, "flow_by_id", int(ref)).fetchone()
+            if found is None:
                 raise NotFound(f"No flow with id {ref}", kind="flow", name=ref)
-            return self._flow(row, row.project.name)
+            return self._flow_from_tuple(found)
         if project is None and "/" in ref:
             project, ref = ref.split("/", 1)
         if project is not None:
             # The API's hot path (every run created by name): one prepared query.
-            found = _prepared(self.db, "current_flow", lambda project, name: (
-                m.Flow.select(*[getattr(m.Flow, c) for c in _FLOW_COLUMNS], m.Project.name)
-                .join(m.Project)
-                .where((m.Project.name == pw.Value(project, converter=False))
-                       & (m.Flow.name == pw.Value(name, converter=False))
-                       & (m.Flow.archived == False))  # noqa: E712
-            )).execute(project, ref).fetchone()
+            found = statements.execute(self.db, "current_flow", project, ref).fetchone()
             if found is not None:
                 return self._flow_from_tuple(found)
         query = query.where((m.Flow.name == ref) & (m.Flow.archived == False))  # noqa: E712
@@ -361,10 +397,7 @@ class Store(RunLifecycle, SchedulingQueries):
     def _run_by_key(self, key, flow_id, parameters):
         """The run made with idempotency key `key`, or None; Conflict when it was
         made for another flow or with other parameters."""
-        found = _prepared(self.db, "run_by_key", lambda key: (
-            m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow, m.FlowRun.parameters)
-            .where(m.FlowRun.idempotency_key == pw.Value(key, converter=False)))
-        ).execute(key).fetchone()
+        found = statements.execute(self.db, "run_by_key", key).fetchone()
         if found is None:
             return None
         run_id, other_flow, stored = found
@@ -382,15 +415,9 @@ class Store(RunLifecycle, SchedulingQueries):
                     .where(m.Flow.id.in_([flow_id, other_id])).tuples())
         return len(rows) == 2 and rows[0] == rows[1]
 
-    def _runs(self):
-        return (m.FlowRun.select(*_RUN_FIELDS)
-                .join(m.Flow, on=(m.FlowRun.flow == m.Flow.id))
-                .join(m.Project, on=(m.Flow.project == m.Project.id)))
-
     def get_flow_run(self, run_id):
         run_id = _check_run_id(run_id)
-        row = _prepared(self.db, "run_by_id", lambda run_id: self._runs().where(
-            m.FlowRun.id == pw.Value(run_id, converter=False))).execute(run_id).fetchone()
+        row = statements.execute(self.db, "run_by_id", run_id).fetchone()
         if row is None:
             raise NotFound(f"No flow run with id {run_id}", kind="flow run", name=run_id)
         return _run_row(dict(zip(_RUN_KEYS, row)))
@@ -462,7 +489,7 @@ class Store(RunLifecycle, SchedulingQueries):
         """The runs with these ids, in this order (a run deleted meanwhile is left out)."""
         found = {}
         for i in range(0, len(ids), 500):  # within SQLite's limit of bound values
-            found.update((row["id"], row) for row in self._runs().where(
+            found.update((row["id"], row) for row in _runs().where(
                 m.FlowRun.id.in_(ids[i:i + 500])).dicts())
         return [_run_row(found[i]) for i in ids if i in found]
 
