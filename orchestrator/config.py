@@ -291,6 +291,8 @@ def log_formatter(settings):
             f"logging.datefmt = {datefmt!r} must be a string of time.strftime codes, "
             f"e.g. datefmt = {DEFAULTS['logging']['datefmt']!r}"
         )
+    if (fmt, datefmt) in _FORMATS_TRIED:
+        return logging.Formatter(fmt, datefmt)
     record = logging.LogRecord("orchestrator", logging.INFO, __file__, 0, "message",
                                None, None)
     for name in _RUN_STAMPS:
@@ -311,7 +313,11 @@ def log_formatter(settings):
             f"record ({exc}); write fields as %(name)s, with the closing ')' and a "
             "conversion such as 's', and a literal percent sign as %%"
         ) from None
+    _FORMATS_TRIED.add((fmt, datefmt))
     return formatter
+
+
+_FORMATS_TRIED = set()  # (format, datefmt) pairs that formatted a record
 
 
 # -- the API's token and address -------------------------------------------------
