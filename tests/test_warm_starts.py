@@ -323,3 +323,78 @@ def test_a_warm_start_process_unfit_to_fork_runs_is_refused_saying_why():
     assert _problem({"ready": 1, "titles": True, "threads": 1}) is None
     assert "command line" in _problem({"ready": 1, "titles": False, "threads": 1})
     assert "2 threads" in _problem({"ready": 1, "titles": True, "threads": 2})
+
+
+def zygote_children(zygote_pid):
+    """{pid: command line} of the warm-start process's children."""
+    from pathlib import Path
+
+    found = {}
+    for task in Path(f"/proc/{zygote_pid}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            found[int(pid)] = [c.decode() for c in cmdline if c]
+    return found
+
+
+def spare_of(worker, timeout=30):
+    """The pid of the warm-start process's spare (its title ends `zygote spare`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        worker.run_once()
+        spares = [pid for pid, cmdline in zygote_children(worker.warm.current.process.pid).items()
+                  if cmdline[-2:] == ["zygote", "spare"]]
+        if spares:
+            return spares[0]
+        time.sleep(0.01)
+    raise AssertionError("the warm-start process has no spare")
+
+
+def test_a_run_is_given_the_spare_forked_ahead_and_a_new_spare_follows(
+        agent, warm_store, tmp_path):
+    worker = ready(agent(limit=1))
+    out = tmp_path / "who.jsonl"
+    spares = []
+    for _ in range(2):
+        spares.append(spare_of(worker))
+        assert finish(worker, warm_store, [make_run(warm_store, "who", out=str(out))]) == [
+            "Success"]
+
+    # Each run ran in the process that was waiting as the spare when it came.
+    assert [r["pid"] for r in records(out)] == spares
+    assert spares[0] != spares[1]
+    assert spare_of(worker) not in spares
+
+
+def test_a_spare_that_died_waiting_costs_no_run(agent, warm_store, tmp_path):
+    worker = ready(agent(limit=1))
+    spare = spare_of(worker)
+    os.kill(spare, signal.SIGKILL)
+    zygote = worker.warm.current.process.pid
+    deadline = time.monotonic() + 10
+    while spare in zygote_children(zygote):  # until the warm-start process has seen it end
+        assert time.monotonic() < deadline, "the dead spare was never collected"
+        time.sleep(0.01)
+    out = tmp_path / "who.jsonl"
+    run = make_run(warm_store, "who", out=str(out))
+
+    assert finish(worker, warm_store, [run]) == ["Success"]
+    assert records(out)[0]["pid"] != spare
+    assert worker.warm.current.forks == 1
+
+
+def test_the_spare_ends_with_its_warm_start_process(agent, warm_store):
+    worker = ready(agent(limit=1))
+    spare = spare_of(worker)
+    zygote = worker.warm.current.process
+
+    worker.stop(grace=10)
+
+    assert zygote.poll() is not None
+    deadline = time.monotonic() + 10
+    while process_alive(spare):
+        assert time.monotonic() < deadline, "the spare outlived its warm-start process"
+        time.sleep(0.02)

@@ -438,9 +438,11 @@ def zygote(padding):
 
     Reads requests on stdin and forks a run process for each; PADDING keeps room
     in its command line for its children's `execute RUN`."""
+    from .. import service
     from ..daemons.zygote import serve
 
-    sys.exit(serve(_run_command))
+    sys.exit(serve(_run_command, prepare=lambda: service.open_store_ahead(
+        connections=CONNECTIONS["execute"])))
 
 
 def _run_command(argv):

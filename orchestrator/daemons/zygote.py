@@ -59,6 +59,9 @@ _STARTUP_PREFIXES = ("PYTHON", "LD_", "VIRTUAL_ENV")
 _TITLE_ROOM = 96
 TITLE_PADDING = "." * _TITLE_ROOM
 MAX_FORKS = 1000  # forks before a zygote is replaced by a fresh one
+# Seconds after a spare is taken before the next is forked: forking it (and its
+# opening the store) at once would take a core from the run that has just begun.
+SPARE_DELAY = 0.02
 RESTART_BACKOFF = 10.0  # seconds before replacing a zygote that ended before it was ready
 READY_TIMEOUT = 30.0
 REPLY_TIMEOUT = 10.0
@@ -75,11 +78,16 @@ class WarmStartUnavailable(Exception):
 
 
 # -- the zygote's side ---------------------------------------------------------------
-def serve(command, read_fd=0, write_fd=1):  # noqa: C901 - one loop, read top to bottom
-    """The zygote's loop: preload, say ready, then fork a child per request and
-    report each child's exit, until its stdin closes and its children are done.
-    A child calls `command(argv)`, the `orchestrator` command's entry point (it
-    ends by raising SystemExit, as click's commands do)."""
+def serve(command, prepare=None, read_fd=0, write_fd=1):  # noqa: C901 - one loop
+    """The zygote's loop: preload, say ready, then give a child to each request
+    and report each child's exit, until its stdin closes and its children are
+    done. A child calls `command(argv)`, the `orchestrator` command's entry
+    point (it ends by raising SystemExit, as click's commands do).
+
+    One child is forked ahead (the *spare*): it does what does not depend on the
+    run, `prepare()` included (opening the store), then waits for a request, so
+    a run's process is ready when its request comes; a new spare is forked once
+    one is taken."""
     import importlib
 
     for name in PRELOAD:
@@ -112,9 +120,13 @@ def serve(command, read_fd=0, write_fd=1):  # noqa: C901 - one loop, read top to
     selector = selectors.DefaultSelector()
     selector.register(read_fd, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
-    children, buffer, closing = {}, b"", False  # pid -> the request it answers
-    while not closing or children:
-        for key, _ in selector.select(timeout=None if not closing else 1.0):
+    children = _Children(command, prepare, write_fd,
+                         (read_fd, write_fd, wake_r, wake_w, selector.fileno()))
+    children.fork_spare()
+    buffer, closing = b"", False
+    while not closing or children.running:
+        timeout = 1.0 if closing else children.spare_wait()
+        for key, _ in selector.select(timeout=timeout):
             if key.fd == wake_r:
                 _drain(wake_r)
             else:
@@ -122,60 +134,164 @@ def serve(command, read_fd=0, write_fd=1):  # noqa: C901 - one loop, read top to
                 if not chunk:
                     closing = True
                     selector.unregister(read_fd)
+                    children.drop_spare()
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if line.strip():
-                        _fork(json.loads(line), command, children, write_fd,
-                              (read_fd, write_fd, wake_r, wake_w, selector.fileno()))
-        _reap(children, write_fd)
+                        children.start(json.loads(line))
+        children.reap()
+        if not closing and children.spare_wait() == 0:
+            children.fork_spare()
     return 0
 
 
-def _fork(request, command, children, write_fd, inherited):
-    try:
-        pid = os.fork()
-    except OSError as exc:
-        _send(write_fd, {"id": request["id"], "error": f"fork failed: {exc}"})
-        return
-    if pid == 0:
-        _child(request, command, inherited)  # never returns
-    children[pid] = request["id"]
-    _send(write_fd, {"id": request["id"], "pid": pid})
+class _Children:
+    """The zygote's children: the run processes it started (pid -> the request
+    each answers), and the spare waiting for the next request."""
 
+    def __init__(self, command, prepare, write_fd, inherited):
+        self.command = command
+        self.prepare = prepare
+        self.write_fd = write_fd
+        self.inherited = inherited  # the zygote's descriptors, closed in a child
+        self.running = {}
+        self.spare = None  # (pid, the pipe its request goes down)
+        self.spare_at = None  # when to fork the next spare (monotonic), if one is due
 
-def _reap(children, write_fd):
-    while children:
+    def start(self, request):
+        """A run process for `request`: the spare if there is one, else a fork."""
+        if self.spare is not None:
+            pid, pipe = self.spare
+            self.spare = None
+            try:
+                _write_all(pipe, (json.dumps(request) + "\n").encode())
+            except OSError:  # it died waiting: the request goes to a new child
+                pid = None
+            finally:
+                os.close(pipe)
+        else:
+            pid = None
+        if pid is None:
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                _send(self.write_fd, {"id": request["id"], "error": f"fork failed: {exc}"})
+                return
+            if pid == 0:
+                _detach(self.inherited)
+                _become_run_process(request, self.command)  # never returns
+        self.running[pid] = request["id"]
+        _send(self.write_fd, {"id": request["id"], "pid": pid})
+        if self.spare_at is None:
+            self.spare_at = time.monotonic() + SPARE_DELAY
+
+    def spare_wait(self):
+        """Seconds until the next spare is due (None: none is)."""
+        if self.spare_at is None:
+            return None
+        return max(0.0, self.spare_at - time.monotonic())
+
+    def fork_spare(self):
+        self.spare_at = None
+        if self.spare is not None:
+            return
+        read, write = os.pipe()
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            children.clear()
+            pid = os.fork()
+        except OSError:  # none this time: the next request forks
+            os.close(read)
+            os.close(write)
             return
         if pid == 0:
-            return
-        _send(write_fd, {"exit": pid, "id": children.pop(pid, None),
-                         "code": os.waitstatus_to_exitcode(status)})
+            os.close(write)
+            _detach(self.inherited)
+            _wait_as_spare(read, self.command, self.prepare)  # never returns
+        os.close(read)
+        self.spare = (pid, write)
+
+    def drop_spare(self):
+        """No more requests: the spare ends (its pipe closes, or it is killed)."""
+        if self.spare is not None:
+            pid, pipe = self.spare
+            self.spare = None
+            os.close(pipe)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def reap(self):
+        """Report the run processes that ended; forget a spare that did (a new
+        one is forked after the next request, not at once: one that cannot
+        start would fail again)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.running.clear()
+                return
+            if pid == 0:
+                return
+            if pid in self.running:
+                _send(self.write_fd, {"exit": pid, "id": self.running.pop(pid),
+                                      "code": os.waitstatus_to_exitcode(status)})
+            elif self.spare is not None and self.spare[0] == pid:
+                os.close(self.spare[1])
+                self.spare = None
 
 
-def _child(request, command, inherited):
-    """In the forked child: become the run process `orchestrator execute` would be."""
+def _detach(inherited):
+    """In a forked child, what does not depend on its run: its own session and
+    process group (a cancel signals them all), signals as a fresh interpreter
+    has them (SIGPIPE stays ignored, as Python starts with it), /dev/null for
+    stdin and stdout, and none of the zygote's descriptors."""
+    os.setsid()
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    for fd in {devnull, *inherited} - {0, 1, 2}:
+        os.close(fd)
+
+
+def _wait_as_spare(pipe, command, prepare):
+    """The spare: prepare, then wait for a request (none: it ends)."""
+    try:
+        _set_title(["zygote", "spare"])
+        if prepare is not None:
+            try:
+                prepare()
+            except Exception:  # noqa: S110 - the run does it again, and says what is wrong
+                pass
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(pipe, 65536)
+            if not chunk:
+                os._exit(0)
+            data += chunk
+        os.close(pipe)
+        request = json.loads(data)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        os._exit(1)
+    _become_run_process(request, command)
+
+
+def _become_run_process(request, command):
+    """In the forked child: become the run process `orchestrator execute` would
+    be, with the run's stderr file, environment and working directory."""
     code = 1
     try:
-        os.setsid()  # its own session and process group: a cancel signals them all
         _set_title(request.get("title") or [])
-        # Signals as a fresh interpreter has them (SIGPIPE stays ignored, as Python
-        # starts with it).
-        signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        devnull = os.open(os.devnull, os.O_RDWR)
         stderr = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.dup2(devnull, 0)
-        os.dup2(devnull, 1)
         os.dup2(stderr, 2)
-        for fd in {devnull, stderr, *inherited} - {0, 1, 2}:
-            os.close(fd)
+        os.close(stderr)
         _set_environment(request["env"])
         if request.get("cwd"):
             os.chdir(request["cwd"])
@@ -246,7 +362,10 @@ def _problem(ready):
 
 
 def _send(fd, message):
-    data = (json.dumps(message) + "\n").encode()
+    _write_all(fd, (json.dumps(message) + "\n").encode())
+
+
+def _write_all(fd, data):
     while data:
         data = data[os.write(fd, data):]
 

@@ -20,7 +20,7 @@ every edge refuses the same inputs with the same messages.
 """
 
 from .agents import agents
-from .database import open_store
+from .database import open_store, open_store_ahead
 from .explain import explain_flow_run
 from .flows import (create_project, flow_run_summary, get_flow, get_project, list_flows,
                     load_flow, parameter_specs, register_flow, register_from_ref,
@@ -33,7 +33,8 @@ from .runs import (artifacts, cancel_flow_run, check_run_parameters, claim_run_h
 from .secrets import delete_secret, get_secret, secret_names, set_secret
 
 __all__ = [
-    "open_store", "create_project", "get_project", "register_flow", "register_from_ref",
+    "open_store", "open_store_ahead", "create_project", "get_project", "register_flow",
+    "register_from_ref",
     "load_flow", "parameter_specs", "list_flows", "get_flow", "flow_run_summary",
     "set_schedule_active", "create_flow_run", "check_run_parameters", "cancel_flow_run",
     "rename_flow_run", "claim_run_here", "create_flow_run_here", "get_flow_run",

@@ -1,7 +1,7 @@
 """Opening the store the use cases work on: the database `config.toml` (or
 ORCHESTRATOR__DATABASE__URL) names, migrated to this version on first use."""
 
-__all__ = ["open_store"]
+__all__ = ["open_store", "open_store_ahead"]
 
 
 def open_store(connections=None):
@@ -10,3 +10,13 @@ def open_store(connections=None):
     from ..store import Store
 
     return Store.open(connections=connections)
+
+
+def open_store_ahead(connections=None):
+    """Open the store before it is needed (a warm run process waiting for its
+    run), where holding it open costs nothing: an SQLite file. A PostgreSQL
+    connection would sit idle in the server's few, so none is opened."""
+    from ..store import embedded
+
+    if embedded():
+        open_store(connections)

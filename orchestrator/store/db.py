@@ -136,6 +136,11 @@ def open_database(home=None, url=None, connections=None):
     return db
 
 
+def embedded(home=None):
+    """Is the store of `home` an SQLite file (not a PostgreSQL server)?"""
+    return database_url(home).startswith("sqlite:")
+
+
 def _connect(home, url, connections=None):
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
