@@ -732,7 +732,7 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None, config=
     Scheduled, and starting it mints its attempt. `config` is the configuration
     the caller loaded already (default: loaded here).
     """
-    run = store.get_flow_run(run_id)
+    run, flow_record = store.get_flow_run_and_flow(run_id)
     if run["state"] in TERMINAL_STATES:
         raise OrchestratorError(
             f"Flow run {run_id} ({run['name']}) already finished: {run['state']}. "
@@ -757,7 +757,6 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None, config=
             f"orchestrator explain {run_id}")
     attempt = started
     ownership = RunOwnership(store, run_id, attempt, agent=agent)
-    flow_record = store.get_flow(run["flow_id"])
     config = config or load_config()
     heartbeat = None
     if flow_record["settings"].get("heartbeat", True):

@@ -176,25 +176,15 @@ class RunLifecycle:
         before any write: a claim begun while this connection still holds the
         SELECT's read snapshot is refused at once (a stale snapshot) instead of
         waiting for the lock."""
-        where = (m.FlowRun.state == StateName.SCHEDULED) & (m.FlowRun.scheduled_start_time <= now)
-        if after is not None:
-            when, run_id = after
-            where &= ((m.FlowRun.scheduled_start_time > when)
-                      | ((m.FlowRun.scheduled_start_time == when) & (m.FlowRun.id > run_id)))
-        return list(m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
-                                     m.FlowRun.auto_scheduled, m.FlowRun.scheduled_start_time,
-                                     m.FlowRun.attempt)
-                    .where(where)
-                    .order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id)
-                    .limit(scan).tuples())
+        if after is None:
+            return statements.execute(self.db, "due_runs", now, scan).fetchall()
+        return statements.execute(self.db, "due_runs_after", now, *after, scan).fetchall()
 
     def _flow_for_claims(self, flow_id, runs_config):
-        settings = self._flow_settings(flow_id)
-        runs_it = True
-        if runs_config is not None:
-            ref = m.Flow.select(m.Flow.run_config).where(m.Flow.id == flow_id).scalar()
-            runs_it = runs_config(m.JSONField().python_value(ref) if isinstance(ref, str)
-                                  else ref)
+        settings, ref = (_json(value) for value in statements.execute(
+            self.db, "flow_settings_and_run_config", flow_id).fetchone())
+        settings = settings or {}
+        runs_it = True if runs_config is None else runs_config(ref)
         return settings, settings.get("max_concurrent_runs"), runs_it
 
     def _claim_one(self, run_id, agent, flow_id, flow_limit, run_labels, label_limits):
@@ -210,11 +200,8 @@ class RunLifecycle:
                 return None  # PostgreSQL: claimed, or being claimed, by another agent
             if limited and self._limit_full(flow_id, flow_limit, run_labels, label_limits):
                 return None
-            if (m.FlowRun.update(state=StateName.SUBMITTED, agent=agent, pid=None, heartbeat=None,
-                                 attempt=m.FlowRun.attempt + 1, message=message,
-                                 updated=time.time())
-                    .where((m.FlowRun.id == run_id) & (m.FlowRun.state == StateName.SCHEDULED))
-                    .execute()) != 1:
+            if statements.execute(self.db, "claim", agent, message, time.time(),
+                                  run_id).rowcount != 1:
                 return None
             self._event(run_id, StateName.SUBMITTED, message, time.time())
             return self._attempt(run_id)
@@ -225,11 +212,8 @@ class RunLifecycle:
         attempt, or None when someone else has it."""
         message = f"Submitted to {claimer}"
         with self.db.atomic():
-            if m.FlowRun.update(state=StateName.SUBMITTED, agent=claimer, pid=None, heartbeat=None,
-                                attempt=m.FlowRun.attempt + 1, message=message,
-                                updated=time.time()).where(
-                    (m.FlowRun.id == run_id)
-                    & (m.FlowRun.state == StateName.SCHEDULED)).execute() != 1:
+            if statements.execute(self.db, "claim", claimer, message, time.time(),
+                                  run_id).rowcount != 1:
                 return None
             self._event(run_id, StateName.SUBMITTED, message, time.time())
             return self._attempt(run_id)
@@ -239,10 +223,8 @@ class RunLifecycle:
         kept on the run with this host's identity, so that whoever looks next on
         this host can tell a process that is starting from none."""
         with self.db.atomic():
-            return m.FlowRun.update(pid=pid, host_id=host_identity(),
-                                    process_id=process_id or new_id()).where(
-                (m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
-                & (m.FlowRun.state == StateName.SUBMITTED)).execute() == 1
+            return statements.execute(self.db, "run_process", pid, host_identity(),
+                                      process_id or new_id(), run_id, attempt).rowcount == 1
 
     def stale_claims(self, agent, before):
         """Runs Submitted to `agent` before `before` (a restart of that agent may
@@ -517,6 +499,52 @@ __all__ = ["RunLifecycle", "agent_takes", "ACTIVE_RUN_STATES"]
 
 
 # -- the statements of the moves (store/statements.py) ---------------------------
+def _json(value):
+    return m.JSONField().python_value(value) if isinstance(value, str) else value
+
+
+def _due(now):
+    return (m.FlowRun.state == StateName.SCHEDULED) & (m.FlowRun.scheduled_start_time <= now)
+
+
+def _due_runs(where, scan):
+    return (m.FlowRun.select(m.FlowRun.id, m.FlowRun.labels, m.FlowRun.flow,
+                             m.FlowRun.auto_scheduled, m.FlowRun.scheduled_start_time,
+                             m.FlowRun.attempt)
+            .where(where).order_by(m.FlowRun.scheduled_start_time, m.FlowRun.id).limit(scan))
+
+
+@statement("due_runs")
+def _due_runs_first(now, scan):
+    return _due_runs(_due(now), scan)
+
+
+@statement("due_runs_after")  # the next page, after (time, id)
+def _due_runs_after(now, when, run_id, scan):
+    return _due_runs(_due(now) & ((m.FlowRun.scheduled_start_time > when)
+                                  | ((m.FlowRun.scheduled_start_time == when)
+                                     & (m.FlowRun.id > run_id))), scan)
+
+
+@statement("flow_settings_and_run_config")
+def _flow_settings_and_run_config(flow_id):
+    return m.Flow.select(m.Flow.settings, m.Flow.run_config).where(m.Flow.id == flow_id)
+
+
+@statement("claim")  # Scheduled -> Submitted, minting the next attempt
+def _claim(agent, message, now, run_id):
+    return m.FlowRun.update(state=StateName.SUBMITTED, agent=agent, pid=None, heartbeat=None,
+                            attempt=m.FlowRun.attempt + 1, message=message, updated=now).where(
+        (m.FlowRun.id == run_id) & (m.FlowRun.state == StateName.SCHEDULED))
+
+
+@statement("run_process")
+def _run_process(pid, host_id, process_id, run_id, attempt):
+    return m.FlowRun.update(pid=pid, host_id=host_id, process_id=process_id).where(
+        (m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
+        & (m.FlowRun.state == StateName.SUBMITTED))
+
+
 def _owned(run_id, attempt):
     return ((m.FlowRun.id == run_id) & (m.FlowRun.attempt == attempt)
             & m.FlowRun.state.in_(list(_RUNNING)))

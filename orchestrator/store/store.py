@@ -75,6 +75,14 @@ def _run_by_id(run_id):
     return _runs().where(m.FlowRun.id == run_id)
 
 
+@statement("run_and_flow")
+def _run_and_flow(run_id):
+    return (m.FlowRun.select(*_RUN_FIELDS, *[getattr(m.Flow, c) for c in _FLOW_COLUMNS])
+            .join(m.Flow, on=(m.FlowRun.flow == m.Flow.id))
+            .join(m.Project, on=(m.Flow.project == m.Project.id))
+            .where(m.FlowRun.id == run_id))
+
+
 @statement("run_by_key")
 def _run_by_key(key):
     return (m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow, m.FlowRun.parameters)
@@ -95,6 +103,18 @@ def _current_flow(project, name):
 @statement("flow_by_id")
 def _flow_by_id(flow_id):
     return _flows().where(m.Flow.id == flow_id)
+
+
+@statement("run_attempts", shaped=True)  # shape: how many runs
+def _run_attempts(count, run_ids):
+    return m.FlowRun.select(m.FlowRun.id, m.FlowRun.state, m.FlowRun.attempt).where(
+        m.FlowRun.id.in_(run_ids[:count]))
+
+
+@statement("limits_of_kind")
+def _limits_of_kind(kind):
+    return m.ConcurrencyLimit.select(m.ConcurrencyLimit.label, m.ConcurrencyLimit.limit).where(
+        m.ConcurrencyLimit.kind == kind)
 
 
 def _run_row(row):
@@ -422,6 +442,15 @@ class Store(RunLifecycle, SchedulingQueries):
             raise NotFound(f"No flow run with id {run_id}", kind="flow run", name=run_id)
         return _run_row(dict(zip(_RUN_KEYS, row)))
 
+    def get_flow_run_and_flow(self, run_id):
+        """(the run, its flow's version) in one read: what a run's process needs first."""
+        run_id = _check_run_id(run_id)
+        row = statements.execute(self.db, "run_and_flow", run_id).fetchone()
+        if row is None:
+            raise NotFound(f"No flow run with id {run_id}", kind="flow run", name=run_id)
+        run = _run_row(dict(zip(_RUN_KEYS, row)))
+        return run, self._flow_from_tuple(row[len(_RUN_KEYS):] + (run["project"],))
+
     def list_flow_runs(self, flow_id=None, state=None, limit=50, before_id=None,
                        all_versions=False, since=None, until=None):
         """Newest first; `before_id` continues a listing (cursor pagination).
@@ -515,10 +544,10 @@ class Store(RunLifecycle, SchedulingQueries):
     def run_attempts(self, run_ids):
         """{run id: (state, attempt)} of the given runs (an agent's look at its children)."""
         found = {}
-        for i in range(0, len(run_ids), 500):
-            found.update((rid, (state, attempt)) for rid, state, attempt in
-                         m.FlowRun.select(m.FlowRun.id, m.FlowRun.state, m.FlowRun.attempt)
-                         .where(m.FlowRun.id.in_(run_ids[i:i + 500])).tuples())
+        for i in range(0, len(run_ids), 50):  # (a statement per chunk size: a few)
+            chunk = run_ids[i:i + 50]
+            found.update((rid, (state, attempt)) for rid, state, attempt in statements.execute(
+                self.db, "run_attempts", *chunk, shape=len(chunk)))
         return found
 
     # -- agents and claims ------------------------------------------------------
@@ -652,8 +681,7 @@ class Store(RunLifecycle, SchedulingQueries):
                 raise NotFound.named("concurrency limit", label, known)
 
     def concurrency_limits(self, kind="label"):
-        return {r.label: r.limit for r in m.ConcurrencyLimit.select().where(
-            m.ConcurrencyLimit.kind == kind)}
+        return dict(statements.execute(self.db, "limits_of_kind", kind).fetchall())
 
     def _lock_limits(self, limits):
         """Inside a write transaction: hold the limits `limits` ((kind, name)
