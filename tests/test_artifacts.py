@@ -335,11 +335,11 @@ class FullOnce(Store):
 
     refused = 0
 
-    def record_artifacts(self, run_id, attempt, changes):
-        if changes and not self.refused:
+    def record_run_report(self, run_id, attempt, artifacts=(), **report):
+        if artifacts and not self.refused:
             self.refused += 1
             raise DiskFull("The disk that holds the store is full.")
-        return super().record_artifacts(run_id, attempt, changes)
+        return super().record_run_report(run_id, attempt, artifacts=artifacts, **report)
 
 
 def test_an_artifact_made_while_the_store_cannot_be_written_is_written_later(home):

@@ -232,6 +232,35 @@ def test_a_statement_is_built_once_per_dialect_and_named_once():
         statements.statement("attempt_and_state")(lambda run_id: None)
 
 
+def test_an_agent_reads_the_attempts_of_any_number_of_its_runs(any_store, flow_id):
+    runs = [any_store.create_flow_run(flow_id)["id"] for _ in range(120)]
+    claimed = dict(any_store.claim_runs("agent", [], 120))
+    assert len(claimed) == 120
+    attempts = any_store.run_attempts(runs + [10 ** 9])  # (an id that is no run's)
+    assert attempts == {run: ("Submitted", claimed[run]) for run in runs}
+
+
+def test_a_run_report_is_written_whole_or_not_at_all(any_store, flow_id):
+    run_id = any_store.create_flow_run(flow_id)["id"]
+    attempt = any_store.start_flow_run(run_id, os.getpid())
+
+    def report(slug, line):
+        return dict(tasks=[dict(task_slug=slug, task_name="a", map_index=-1, state="Success",
+                                run_count=1)],
+                    artifacts=[{"action": "create", "id": f"art-{slug}", "task_slug": slug,
+                                "map_index": None, "kind": "markdown", "text": "# t",
+                                "time": 1.0}],
+                    logs=[(run_id, slug, None, 1.0, 20, "t", line)])
+
+    assert any_store.record_run_report(run_id, attempt, **report("a-1", "kept")) == [1]
+    with pytest.raises(AttemptLost):
+        any_store.record_run_report(run_id, attempt + 1, **report("b-1", "never"))
+
+    assert [t["task_slug"] for t in any_store.task_runs(run_id)] == ["a-1"]
+    assert [a["id"] for a in any_store.artifacts(run_id)] == ["art-a-1"]
+    assert [line["message"] for line in any_store.logs(run_id)] == ["kept"]
+
+
 def test_logs_are_read_in_order_after_a_cursor_and_by_level(any_store, flow_id):
     run = any_store.create_flow_run(flow_id)
     any_store.write_logs([{"flow_run": run["id"], "time": time.time(), "level": level,

@@ -396,21 +396,17 @@ class StoreReporter(Reporter):
                 self._merge_task(merged, events, item)
             logs.extend(taken)
             try:
-                if merged or events:
-                    if not self._results_written(merged):
-                        with self._lock:
-                            self._wake.wait(RETRY_SECONDS)
-                        continue  # the disk is full: the states wait for their results
-                    self.store.record_task_runs(self.run_id, self.attempt,
-                                                list(merged.values()), events)
-                    merged, events = {}, []
-                if artifacts:
-                    # After the task states: an artifact's task run is shown with it.
-                    self.store.record_artifacts(self.run_id, self.attempt, artifacts)
-                    artifacts = []
-                self.store.write_logs(
-                    logs + [_lost_lines_row(self.run_id, dropped)] if dropped else logs)
-                logs, dropped = [], 0
+                if (merged or events) and not self._results_written(merged):
+                    with self._lock:
+                        self._wake.wait(RETRY_SECONDS)
+                    continue  # the disk is full: the states wait for their results
+                if merged or events or artifacts or logs or dropped:
+                    self.store.record_run_report(
+                        self.run_id, self.attempt, tasks=list(merged.values()),
+                        events=events, artifacts=artifacts,
+                        logs=logs + [_lost_lines_row(self.run_id, dropped)] if dropped
+                        else logs)
+                merged, events, artifacts, logs, dropped = {}, [], [], [], 0
                 _outage.ok()
             except AttemptLost as exc:
                 if self.ownership is not None:

@@ -773,25 +773,39 @@ class Store(RunLifecycle, SchedulingQueries):
         database's work, not the ORM's. The first start time recorded is kept.
         Rows of one call must have distinct (task_slug, map_index).
         """
-        if not rows and not events:
-            return
-        columns = ("flow_run_id",) + self._TASK_COLUMNS
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self._TASK_COLUMNS
-                            if c not in ("task_slug", "map_index", "start_time"))
-        on_conflict = (
-            " ON CONFLICT (flow_run_id, task_slug, map_index) DO UPDATE SET "
-            f"{updates}, start_time = COALESCE(task_run.start_time, excluded.start_time)")
-        event_columns = ("flow_run_id", "task_slug", "map_index", "state", "message", "time")
+        if rows or events:
+            self.record_run_report(run_id, attempt, tasks=rows, events=events)
+
+    def record_run_report(self, run_id, attempt, tasks=(), events=(), artifacts=(), logs=()):
+        """What the process running attempt `attempt` of the run reports, in one
+        transaction: task runs and their state events (as `record_task_runs`),
+        artifact changes (as `record_artifacts`, after the task runs: an
+        artifact's task run is there with it) and log rows (as `write_logs`).
+        AttemptLost, and nothing written, when the run is not that attempt's."""
         with self.db.atomic():
-            self._confirm_owner(run_id, attempt, time.time())
-            if rows:
-                self._insert_rows("task_run", columns, [
-                    (run_id,) + tuple(r.get(c) for c in self._TASK_COLUMNS) for r in rows],
-                    suffix=on_conflict)
-            if events:
-                self._insert_rows("state_event", event_columns, [
-                    (run_id, e.get("task_slug"), e.get("map_index"), e["state"],
-                     e.get("message"), e["time"]) for e in events])
+            if tasks or events or artifacts:
+                self._confirm_owner(run_id, attempt, time.time())
+            self._write_task_runs(run_id, tasks, events)
+            touched = self._apply_artifacts(run_id, artifacts)
+            self._insert_logs(logs)
+        return touched
+
+    _TASK_UPSERT = (
+        " ON CONFLICT (flow_run_id, task_slug, map_index) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in _TASK_COLUMNS
+                    if c not in ("task_slug", "map_index", "start_time"))
+        + ", start_time = COALESCE(task_run.start_time, excluded.start_time)")
+    _EVENT_COLUMNS = ("flow_run_id", "task_slug", "map_index", "state", "message", "time")
+
+    def _write_task_runs(self, run_id, rows, events):
+        if rows:
+            self._insert_rows("task_run", ("flow_run_id",) + self._TASK_COLUMNS, [
+                (run_id,) + tuple(r.get(c) for c in self._TASK_COLUMNS) for r in rows],
+                suffix=self._TASK_UPSERT)
+        if events:
+            self._insert_rows("state_event", self._EVENT_COLUMNS, [
+                (run_id, e.get("task_slug"), e.get("map_index"), e["state"],
+                 e.get("message"), e["time"]) for e in events])
 
     def task_runs(self, run_id):
         return list(m.TaskRun.select().where(m.TaskRun.flow_run == run_id)
@@ -803,13 +817,14 @@ class Store(RunLifecycle, SchedulingQueries):
 
     def write_logs(self, rows):
         """Insert log rows: tuples in `_LOG_COLUMNS` order, or dicts."""
-        if not rows:
-            return
-        rows = [r if isinstance(r, tuple) else (
+        if rows:
+            with self.db.atomic():
+                self._insert_logs(rows)
+
+    def _insert_logs(self, rows):
+        self._insert_rows('"log"', self._LOG_COLUMNS, [r if isinstance(r, tuple) else (
             r["flow_run"], r.get("task_slug"), r.get("map_index"), r["time"], r["level"],
-            r["logger"], r["message"]) for r in rows]
-        with self.db.atomic():
-            self._insert_rows('"log"', self._LOG_COLUMNS, rows)
+            r["logger"], r["message"]) for r in rows])
 
     def _insert_rows(self, table, columns, rows, suffix=""):
         """INSERT many rows as multi-row statements of up to 500 rows each.
@@ -818,6 +833,8 @@ class Store(RunLifecycle, SchedulingQueries):
         thread hands the GIL back and forth once per chunk instead of once per
         row, so a busy run beside it is not slowed by the switching.
         """
+        if not rows:
+            return
         one = "(" + ", ".join([self.db.param] * len(columns)) + ")"
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         cursor = self.db.cursor()
@@ -848,29 +865,30 @@ class Store(RunLifecycle, SchedulingQueries):
         artifacts. Returns the number of rows each change touched."""
         if not changes:
             return []
+        return self.record_run_report(run_id, attempt, artifacts=changes)
+
+    @staticmethod
+    def _apply_artifacts(run_id, changes):
         touched = []
-        with self.db.atomic():
-            self._confirm_owner(run_id, attempt, time.time())
-            for change in changes:
-                action = change["action"]
-                mine = (m.Artifact.id == change["id"]) & (m.Artifact.flow_run == run_id)
-                if action == "create":
-                    m.Artifact.insert(
-                        id=change["id"], flow_run=run_id, task_slug=change.get("task_slug"),
-                        map_index=-1 if change.get("map_index") is None
-                        else change["map_index"],
-                        kind=change["kind"], text=change["text"], created=change["time"],
-                        updated=change["time"]).execute()
-                    touched.append(1)
-                elif action == "update":
-                    touched.append(m.Artifact.update(
-                        kind=change["kind"], text=change["text"],
-                        updated=change["time"]).where(mine).execute())
-                elif action == "delete":
-                    touched.append(m.Artifact.delete().where(mine).execute())
-                else:
-                    raise ValueError(f"Artifact change {action!r} is not known; use "
-                                     "create, update or delete")
+        for change in changes:
+            action = change["action"]
+            mine = (m.Artifact.id == change["id"]) & (m.Artifact.flow_run == run_id)
+            if action == "create":
+                m.Artifact.insert(
+                    id=change["id"], flow_run=run_id, task_slug=change.get("task_slug"),
+                    map_index=-1 if change.get("map_index") is None else change["map_index"],
+                    kind=change["kind"], text=change["text"], created=change["time"],
+                    updated=change["time"]).execute()
+                touched.append(1)
+            elif action == "update":
+                touched.append(m.Artifact.update(
+                    kind=change["kind"], text=change["text"],
+                    updated=change["time"]).where(mine).execute())
+            elif action == "delete":
+                touched.append(m.Artifact.delete().where(mine).execute())
+            else:
+                raise ValueError(f"Artifact change {action!r} is not known; use "
+                                 "create, update or delete")
         return touched
 
     def artifacts(self, run_id, task_slug=None, map_index=None):
