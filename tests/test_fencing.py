@@ -418,7 +418,8 @@ run_id = service.create_flow_run(store, "chatty", labels=[])["id"]
 attempt = store.start_flow_run(run_id, 0)
 ownership = backend.RunOwnership(store, run_id, attempt)
 reporter = ownership.reporter = backend.StoreReporter(store, run_id, attempt, ownership)
-with backend._run_signals(store, run_id, attempt, ownership):
+watcher = backend.Heartbeat(store, run_id, attempt, None, ownership)
+with backend._run_signals(store, run_id, attempt, ownership, watcher):
     print("reporting", flush=True)
     for _ in range(300_000):  # the main thread holds the reporter's lock much of the time
         reporter.log((run_id, None, None, time.time(), 20, "orchestrator.test", "a line"))

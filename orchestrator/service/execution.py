@@ -484,47 +484,71 @@ class StoreReporter(Reporter):
 
 
 class Heartbeat:
-    """Records every `interval` seconds that the run is alive, from a thread of
-    its own, from the run's start (loading a flow may take a while) to its final
-    state, so a run stuck in one long task still shows it is there. A beat that
-    is refused (another attempt owns the run) stops the process, unless the
-    process is recording its own final state (`finishing()`): a beat that
-    waited on that write is refused by it."""
+    """The run process's watcher, one thread from the run's start (loading a flow
+    may take a while) to its final state:
+
+    - every `interval` seconds it records that the run is alive (None: the flow
+      asked for no heartbeat), so a run stuck in one long task still shows it is
+      there; a beat that is refused (another attempt owns the run) stops the
+      process, unless the process is recording its own final state
+      (`finishing()`): a beat that waited on that write is refused by it;
+    - `terminate(why)` asks it to stop the run (`RunOwnership.terminate`): a
+      signal handler may ask, since asking takes no lock the run's threads hold.
+    """
 
     def __init__(self, store, run_id, attempt, interval, ownership):
         self.store = store
         self.run_id = run_id
         self.attempt = attempt
-        self.interval = float(interval)
+        self.interval = None if interval is None else float(interval)
         self.ownership = ownership
         self._finishing = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True,
+        self._why = None  # why the run is to stop, once asked
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._watch, daemon=True,
                                         name=f"orchestrator-heartbeat-{run_id}")
         self._thread.start()
 
-    def _beat(self):
+    def _watch(self):
         wait = self.interval
-        while not self._stop.wait(wait):
-            wait = self.interval
-            try:
-                state = self.store.heartbeat(self.run_id, self.attempt)
-                if state == StateName.CANCELLING and self.ownership.agent is None \
-                        and not self._finishing:
-                    # No agent watches this process: it stops itself.
-                    self.ownership.terminate("a cancel was asked for")
-            except AttemptLost as exc:
-                if self._finishing:
-                    return
-                self.ownership.lost(exc)
-            except StoreUnavailable as exc:
-                # Beat again soon: the reaper counts silence from when the store
-                # could be written again, so the first beat after must come quickly.
-                _outage.failed(f"The heartbeat of flow run {self.run_id}", exc)
-                wait = min(RETRY_SECONDS, self.interval)
-            except Exception:  # a missed beat is not worth failing the run
-                logger.warning("Heartbeat of run %s could not be recorded", self.run_id,
-                               exc_info=True)
+        while True:
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._why is not None:
+                self.ownership.terminate(self._why)  # never returns
+            if self._stopped:
+                return
+            if self.interval is not None:
+                wait = self._beat()
+
+    def _beat(self):
+        """One beat; the seconds until the next."""
+        try:
+            state = self.store.heartbeat(self.run_id, self.attempt)
+            if state == StateName.CANCELLING and self.ownership.agent is None \
+                    and not self._finishing:
+                # No agent watches this process: it stops itself.
+                self.ownership.terminate("a cancel was asked for")
+        except AttemptLost as exc:
+            if self._finishing:
+                self.interval = None  # the final state is recorded: no more beats
+                return None
+            self.ownership.lost(exc)
+        except StoreUnavailable as exc:
+            # Beat again soon: the reaper counts silence from when the store
+            # could be written again, so the first beat after must come quickly.
+            _outage.failed(f"The heartbeat of flow run {self.run_id}", exc)
+            return min(RETRY_SECONDS, self.interval)
+        except Exception:  # a missed beat is not worth failing the run
+            logger.warning("Heartbeat of run %s could not be recorded", self.run_id,
+                           exc_info=True)
+        return self.interval
+
+    def terminate(self, why):
+        """Ask the watcher to stop the run (safe in a signal handler)."""
+        self._why = why
+        self._wake.set()
 
     def finishing(self):
         """The process is about to record how the run ended: a refusal from now on
@@ -532,7 +556,8 @@ class Heartbeat:
         self._finishing = True
 
     def stop(self):
-        self._stop.set()
+        self._stopped = True
+        self._wake.set()
         self._thread.join(5)
 
 
@@ -754,11 +779,10 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None, config=
     attempt = started
     ownership = RunOwnership(store, run_id, attempt, agent=agent)
     config = config or load_config()
-    heartbeat = None
-    if flow_record["settings"].get("heartbeat", True):
-        # From now: loading the flow (imports, a Git fetch) may outlast the timeout.
-        heartbeat = Heartbeat(store, run_id, attempt, config["services"]["heartbeat_interval"],
-                              ownership)
+    # From now: loading the flow (imports, a Git fetch) may outlast the timeout.
+    heartbeat = Heartbeat(store, run_id, attempt, config["services"]["heartbeat_interval"]
+                          if flow_record["settings"].get("heartbeat", True) else None,
+                          ownership)
     try:
         return _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
                             heartbeat)
@@ -766,8 +790,7 @@ def execute_flow_run(store, run_id, load_flow, agent=None, attempt=None, config=
         log_lost(store, run_id, exc)
         raise
     finally:
-        if heartbeat is not None:
-            heartbeat.stop()
+        heartbeat.stop()
 
 
 def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config, heartbeat):
@@ -788,7 +811,7 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
     for lg in loggers:
         lg.addHandler(handler)
     try:
-        with _run_signals(store, run_id, attempt, ownership):
+        with _run_signals(store, run_id, attempt, ownership, heartbeat):
             location = config["results"]["location"]
             if flow.result is None:
                 flow.result = PackedResult(location)
@@ -842,13 +865,12 @@ def _flush_results(run_id):
 def _finish(store, run_id, attempt, heartbeat, record):
     """Record how the run ended (waiting for room on a full disk), the heartbeat
     told first that a refusal after this write is this write's doing."""
-    if heartbeat is not None:
-        heartbeat.finishing()
+    heartbeat.finishing()
     return _until_written(run_id, "record its final state", record)
 
 
 @contextlib.contextmanager
-def _run_signals(store, run_id, attempt, ownership):
+def _run_signals(store, run_id, attempt, ownership, watcher):
     """While the flow runs (in the main thread, as `orchestrator execute` runs it):
 
     - SIGCONT (resumed after a stop): the main thread asks the store whether the
@@ -856,21 +878,13 @@ def _run_signals(store, run_id, attempt, ownership):
       frozen stops before its next line instead of racing the heartbeat thread
       (a sleep that the stop outlasted is over at once);
     - SIGTERM (a cancel, or the host shutting down): the run stops as
-      `RunOwnership.terminate` says. The handler only sets an event: a thread of
-      its own does the work (the main thread may hold the reporter's lock when
-      the signal comes).
+      `RunOwnership.terminate` says. The handler only asks the run's watcher
+      (its Heartbeat), whose thread does the work (the main thread may hold the
+      reporter's lock when the signal comes).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    terminate = threading.Event()
-
-    def terminator():
-        terminate.wait()
-        ownership.terminate("SIGTERM: a cancel, or the host is stopping")
-
-    threading.Thread(target=terminator, daemon=True,
-                     name=f"orchestrator-terminator-{run_id}").start()
 
     def on_resume(signum, frame):
         try:
@@ -881,7 +895,7 @@ def _run_signals(store, run_id, attempt, ownership):
             pass
 
     def on_terminate(signum, frame):
-        terminate.set()
+        watcher.terminate("SIGTERM: a cancel, or the host is stopping")
 
     previous = {signal.SIGCONT: signal.signal(signal.SIGCONT, on_resume),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, on_terminate)}
