@@ -261,6 +261,28 @@ def test_a_run_report_is_written_whole_or_not_at_all(any_store, flow_id):
     assert [line["message"] for line in any_store.logs(run_id)] == ["kept"]
 
 
+def test_a_final_state_is_written_with_the_rest_of_the_report_or_neither(any_store, flow_id):
+    run_id = any_store.create_flow_run(flow_id)["id"]
+    attempt = any_store.start_flow_run(run_id, os.getpid())
+
+    def rest(line):
+        return dict(tasks=[dict(task_slug="a-1", task_name="a", map_index=-1, state="Running",
+                                run_count=1, start_time=1.0)],
+                    logs=[(run_id, "a-1", None, 1.0, 20, "t", line)])
+
+    with pytest.raises(AttemptLost):
+        any_store.finish_flow_run(run_id, attempt + 1, "Success", "not mine", **rest("never"))
+    assert any_store.task_runs(run_id) == [] and any_store.logs(run_id) == []
+
+    any_store.finish_flow_run(run_id, attempt, "Failed", "a task failed", **rest("kept"))
+
+    assert any_store.get_flow_run(run_id)["state"] == "Failed"
+    # The report's task run was written first, then ended with the run.
+    (task,) = any_store.task_runs(run_id)
+    assert (task["state"], task["start_time"]) == ("Failed", 1.0)
+    assert [line["message"] for line in any_store.logs(run_id)] == ["kept"]
+
+
 def test_logs_are_read_in_order_after_a_cursor_and_by_level(any_store, flow_id):
     run = any_store.create_flow_run(flow_id)
     any_store.write_logs([{"flow_run": run["id"], "time": time.time(), "level": level,

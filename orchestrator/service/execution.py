@@ -297,7 +297,11 @@ class StoreReporter(Reporter):
         self._generation = 0   # batches taken by the writer
         self._done_generation = 0   # batches written
         self._stopping = False
+        self._keep_rest = False  # stopping without writing what is left (take_rest)
         self._flush_requested = False
+        # What was taken but not yet written: kept across tries while the store
+        # cannot be written (a full disk), so no state is lost.
+        self._pending = _Pending()
         self._error = None
         self._thread = threading.Thread(target=self._write_loop, daemon=True,
                                         name=f"orchestrator-writer-{run_id}")
@@ -374,56 +378,74 @@ class StoreReporter(Reporter):
             self._wake.notify()
         self._thread.join(30)
 
+    def take_rest(self):
+        """Stop the writer and return what it has not written, as keyword
+        arguments of the store's report (tasks, events, artifacts, logs): the run's
+        final state is written with them, in one transaction. Raises what the
+        writer met (AttemptLost, ...), as a flush does."""
+        with self._lock:
+            self._stopping = self._keep_rest = True
+            self._wake.notify()
+        self._thread.join(30)
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            self._take()
+        while not self._results_written(self._pending.merged):
+            time.sleep(RETRY_SECONDS)  # the disk is full: the states wait for their results
+        with self._lock:
+            self._take()  # (a line saying results were lost)
+        return self._pending.report(self.run_id)
+
+    def _take(self):
+        """Under the lock: move what the run's threads reported to the pending report."""
+        pending = self._pending
+        for item in self._tasks:
+            self._merge_task(pending.merged, pending.events, item)
+        pending.logs.extend(self._logs)
+        pending.artifacts.extend(self._artifacts)
+        self._tasks, self._logs, self._artifacts = [], [], []
+        self._generation += 1
+
     def _write_loop(self):
-        # What is taken but not yet written: kept across tries while the store
-        # cannot be written (a full disk), so no state is lost.
-        merged, events, logs, dropped = {}, [], [], 0
-        artifacts = []
+        pending = self._pending
         while True:
             with self._lock:
                 # One batch per FLUSH_SECONDS, sooner when a flush is asked for.
                 if not (self._flush_requested or self._stopping):
                     self._wake.wait(FLUSH_SECONDS)
+                if self._keep_rest:
+                    return  # the run writes the rest with its final state
                 self._flush_requested = False
-                tasks, self._tasks = self._tasks, []
-                taken, self._logs = self._logs, []
-                artifacts.extend(self._artifacts)
-                self._artifacts = []
-                self._generation += 1
+                self._take()
                 generation = self._generation
                 stopping = self._stopping
-            for item in tasks:
-                self._merge_task(merged, events, item)
-            logs.extend(taken)
             try:
-                if (merged or events) and not self._results_written(merged):
+                if (pending.merged or pending.events) \
+                        and not self._results_written(pending.merged):
                     with self._lock:
                         self._wake.wait(RETRY_SECONDS)
                     continue  # the disk is full: the states wait for their results
-                if merged or events or artifacts or logs or dropped:
-                    self.store.record_run_report(
-                        self.run_id, self.attempt, tasks=list(merged.values()),
-                        events=events, artifacts=artifacts,
-                        logs=logs + [_lost_lines_row(self.run_id, dropped)] if dropped
-                        else logs)
-                merged, events, artifacts, logs, dropped = {}, [], [], [], 0
+                if pending:
+                    self.store.record_run_report(self.run_id, self.attempt,
+                                                 **pending.report(self.run_id))
+                pending.clear()
                 _outage.ok()
             except AttemptLost as exc:
                 if self.ownership is not None:
                     self.ownership.lost(exc)
-                self._error, merged, events, logs, artifacts = exc, {}, [], [], []
+                self._error = exc
+                pending.clear()
             except StoreUnavailable as exc:
                 _outage.failed(f"Flow run {self.run_id}", exc)
-                if len(logs) > MAX_WAITING_LOGS:
-                    dropped += len(logs) - MAX_WAITING_LOGS
-                    del logs[:len(logs) - MAX_WAITING_LOGS]
+                pending.keep_logs(MAX_WAITING_LOGS)
                 with self._lock:
                     self._wake.wait(RETRY_SECONDS)
                 continue  # not written: a flush waits on
             except Exception as exc:  # surfaced to the run at its next flush
                 self._error = OrchestratorError(
                     f"Writing run {self.run_id} to the store failed: {exc}")
-                merged, events, logs, artifacts = {}, [], [], []
+                pending.clear()
             with self._lock:
                 self._done_generation = generation
                 self._written.notify_all()
@@ -481,6 +503,31 @@ class StoreReporter(Reporter):
             # Success; history rows are kept for what they do not tell.
             events.append({"task_slug": slug, "map_index": map_index, "state": state,
                            "message": message, "time": when})
+
+
+class _Pending:
+    """A run's report not yet written: task runs (merged by slug and map index)
+    and their events, artifact changes, log rows, and how many lines were
+    dropped while the store could not be written."""
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self):
+        self.merged, self.events, self.artifacts, self.logs, self.dropped = {}, [], [], [], 0
+
+    def __bool__(self):
+        return bool(self.merged or self.events or self.artifacts or self.logs or self.dropped)
+
+    def keep_logs(self, most):
+        if len(self.logs) > most:
+            self.dropped += len(self.logs) - most
+            del self.logs[:len(self.logs) - most]
+
+    def report(self, run_id):
+        logs = self.logs + [_lost_lines_row(run_id, self.dropped)] if self.dropped else self.logs
+        return {"tasks": list(self.merged.values()), "events": self.events,
+                "artifacts": self.artifacts, "logs": logs}
 
 
 class Heartbeat:
@@ -838,9 +885,9 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
         _until_written(run_id, "write its results", lambda: _flush_results(run_id))
         for lg in loggers:
             lg.removeHandler(handler)
-        reporter.close()
+        rest = reporter.take_rest()  # written with the final state, in one transaction
         return _finish(store, run_id, attempt, heartbeat,
-                       lambda: _record_final_state(store, run_id, attempt, state))
+                       lambda: _record_final_state(store, run_id, attempt, state, rest))
     finally:
         try:
             PackedResult.flush_all()
@@ -911,19 +958,22 @@ def _with_checkpointing(config):
     return config
 
 
-def _record_final_state(store, run_id, attempt, state):
+def _record_final_state(store, run_id, attempt, state, report=None):
+    """Record how the run ended, with the rest of its `report` (store keywords)."""
+    report = report or {}
     if isinstance(state, st.Running):
         retry_at = _earliest_retry(state)
         if retry_at is not None:
             store.reschedule_flow_run(run_id, attempt, retry_at.timestamp(),
-                                      f"Waiting for a task retry at {retry_at.isoformat()}")
+                                      f"Waiting for a task retry at {retry_at.isoformat()}",
+                                      **report)
             return StateName.SCHEDULED
-        store.pause_flow_run(run_id, attempt, state.message)
+        store.pause_flow_run(run_id, attempt, state.message, **report)
         return StateName.PAUSED
     name = type(state).__name__
     if name not in TERMINAL_STATES:
         name = StateName.FAILED if state.is_failed() else StateName.SUCCESS
-    store.finish_flow_run(run_id, attempt, name, state.message)
+    store.finish_flow_run(run_id, attempt, name, state.message, **report)
     return name
 
 

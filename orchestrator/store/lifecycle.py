@@ -290,8 +290,10 @@ class RunLifecycle:
         if statements.execute(self.db, "beat_owned", now, run_id, attempt).rowcount != 1:
             raise self._lost(run_id, attempt)
 
-    def finish_flow_run(self, run_id, attempt, state, message):
-        """The run's process records how the run ended (a terminal state)."""
+    def finish_flow_run(self, run_id, attempt, state, message, **report):
+        """The run's process records how the run ended (a terminal state), with
+        the rest of what it reports (`record_run_report`'s keywords: tasks,
+        events, artifacts, logs) in the same transaction."""
         if state not in TERMINAL_RUN_STATES:
             raise ValueError(f"{state!r} is not a state a flow run ends in; use one of "
                              f"{', '.join(TERMINAL_RUN_STATES)}")
@@ -299,20 +301,22 @@ class RunLifecycle:
             StateName.CANCELLED if state == StateName.CANCELLED else StateName.FAILED,
             f"The flow run ended {state} before this task ended.")
         if not self._move(run_id, state, message, came_from=_RUNNING, attempt=attempt,
-                          end=True, tasks_end_as=ended):
+                          end=True, tasks_end_as=ended, report=report):
             raise self._lost(run_id, attempt)
 
-    def reschedule_flow_run(self, run_id, attempt, when, message):
+    def reschedule_flow_run(self, run_id, attempt, when, message, **report):
         """A task retries at `when` (epoch seconds), too late to wait for in the
-        process: the run goes back to Scheduled then, and resumes."""
+        process: the run goes back to Scheduled then, and resumes (with `report`,
+        as finish_flow_run)."""
         if not self._move(run_id, StateName.SCHEDULED, message, came_from=_RUNNING, attempt=attempt,
-                          values=dict(_UNCLAIMED, scheduled_start_time=when)):
+                          values=dict(_UNCLAIMED, scheduled_start_time=when), report=report):
             raise self._lost(run_id, attempt)
 
-    def pause_flow_run(self, run_id, attempt, message):
-        """A task paused the run (signals.PAUSE): its process ends, the run waits."""
+    def pause_flow_run(self, run_id, attempt, message, **report):
+        """A task paused the run (signals.PAUSE): its process ends, the run waits
+        (with `report`, as finish_flow_run)."""
         if not self._move(run_id, StateName.PAUSED, message, came_from=_RUNNING, attempt=attempt,
-                          values={"pid": None}):
+                          values={"pid": None}, report=report):
             raise self._lost(run_id, attempt)
 
     # -- services: the agent and the reaper --------------------------------------
@@ -413,12 +417,13 @@ class RunLifecycle:
 
     # -- the one way a run's state changes ----------------------------------------
     def _move(self, run_id, state, message, *, came_from, attempt=None, beat=_ANY,
-              values=None, end=False, tasks_end_as=None):
+              values=None, end=False, tasks_end_as=None, report=None):
         """One compare-and-set: run `run_id` goes to `state` if it is in one of
         `came_from` (and on `attempt`, when given). Returns True when it moved.
 
-        With `tasks_end_as` (a state and why), its task runs that had not ended
-        end in that state, in the same transaction.
+        In the same transaction, once it moved: the run process's last `report`
+        (`record_run_report`'s keywords), then, with `tasks_end_as` (a state and
+        why), its task runs that had not ended end in that state.
         """
         now = time.time()
         changes = dict(values or {}, state=state, message=message, updated=now)
@@ -436,6 +441,8 @@ class RunLifecycle:
             if statements.execute(self.db, "move", *values, *conditions,
                                   shape=shape).rowcount != 1:
                 return False
+            if report:
+                self._write_report(run_id, **report)
             self._event(run_id, state, message, now)
             if tasks_end_as is not None:
                 self._end_unfinished_tasks(run_id, *tasks_end_as, now)

@@ -785,9 +785,13 @@ class Store(RunLifecycle, SchedulingQueries):
         with self.db.atomic():
             if tasks or events or artifacts:
                 self._confirm_owner(run_id, attempt, time.time())
-            self._write_task_runs(run_id, tasks, events)
-            touched = self._apply_artifacts(run_id, artifacts)
-            self._insert_logs(logs)
+            return self._write_report(run_id, tasks, events, artifacts, logs)
+
+    def _write_report(self, run_id, tasks=(), events=(), artifacts=(), logs=()):
+        """Inside a transaction whose writer owns the run: a report's rows."""
+        self._write_task_runs(run_id, tasks, events)
+        touched = self._apply_artifacts(run_id, artifacts)
+        self._insert_logs(logs)
         return touched
 
     _TASK_UPSERT = (
