@@ -127,15 +127,40 @@ def _parse_env_value(text):
 
 
 def load_config(home=None, environ=None):
-    """The effective configuration for `home` (default: `home_dir()`)."""
+    """The effective configuration for `home` (default: `home_dir()`).
+
+    Parsed and checked again only when what it comes from changed: the config
+    file's bytes, the ORCHESTRATOR__ variables, or HOME (for `~`). A warm run
+    process finds the one its warm-start process read."""
     environ = os.environ if environ is None else environ
     home = Path(home) if home is not None else home_dir()
+    path = home / "config.toml"
+    try:
+        text = path.read_bytes() if path.is_file() else None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path} ({exc}); fix its permissions or move it "
+                          "aside") from None
+    key = (str(home), environ.get("HOME"), text,
+           tuple((name, value) for name, value in environ.items() if name.startswith(ENV_PREFIX)))
+    read = _read.get(key)
+    if read is None:
+        read = _read_config(home, path, text, environ)
+        if len(_read) < 64:  # (a process that meets many is not worth keeping them for)
+            _read[key] = read
+    values, sources = read
+    return Config({section: dict(keys) if isinstance(keys, dict) else keys
+                   for section, keys in values.items()}, sources)
+
+
+_read = {}  # what load_config made, by what it came from
+
+
+def _read_config(home, path, text, environ):
     values = {section: dict(keys) for section, keys in DEFAULTS.items()}
     sources = {}
-    path = home / "config.toml"
-    if path.is_file():
+    if text is not None:
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(text.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(
                 f"{path} is not valid TOML ({exc}); fix the file or move it aside"
@@ -164,7 +189,7 @@ def load_config(home=None, environ=None):
         values.setdefault(section, {})[key] = _parse_env_value(text)
         sources[(section, key)] = name
     _check(values, sources, home)
-    return Config(values, sources)
+    return values, sources
 
 
 def _check(values, sources=None, home=None):

@@ -17,7 +17,7 @@ import orchestrator
 from orchestrator import (DateTimeParameter, Flow, Parameter, case, context, flatten,
                           get_logger, ifelse, merge, signals, switch, task, unmapped)
 from orchestrator.cache_validators import all_inputs
-from orchestrator.config import load_config
+from orchestrator.config import DEFAULTS, load_config
 from orchestrator.engine import run_logging
 from orchestrator.exceptions import ConfigError, ContextError
 from orchestrator.results import LocalResult
@@ -1056,6 +1056,28 @@ def test_extra_loggers_as_a_bare_string_in_the_environment_raises_config_error()
 
     with pytest.raises(ConfigError, match="list"):
         load_config(environ=environ)
+
+
+def test_a_config_read_before_is_read_again_when_any_of_its_sources_changes(home, monkeypatch):
+    path = home / "config.toml"
+    path.write_text("[services]\nheartbeat_interval = 2\n")
+    first = load_config()
+    first["services"]["heartbeat_interval"] = 99  # a caller's change stays its own
+    assert load_config()["services"]["heartbeat_interval"] == 2.0
+
+    path.write_text("[services]\nheartbeat_interval = 3\n")  # same size, same instant
+    assert load_config()["services"]["heartbeat_interval"] == 3.0
+    monkeypatch.setenv("ORCHESTRATOR__SERVICES__HEARTBEAT_INTERVAL", "4")
+    assert load_config()["services"]["heartbeat_interval"] == 4.0
+    monkeypatch.delenv("ORCHESTRATOR__SERVICES__HEARTBEAT_INTERVAL")
+    path.write_text("[services]\nheartbeat_interval = \n")
+    try:
+        with pytest.raises(ConfigError, match="not valid TOML"):
+            load_config()
+    finally:
+        path.unlink()
+    assert load_config()["services"]["heartbeat_interval"] == DEFAULTS["services"][
+        "heartbeat_interval"]
 
 
 def test_config_has_no_tasks_section():

@@ -329,16 +329,13 @@ def _set_environment(env):
 def _set_title(words):
     """Show `python -m orchestrator WORDS...` as this process's command line (in
     the room the zygote's last argument keeps); False where it cannot be done."""
+    global _title_room
     try:
-        fields = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()
-        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
-        with open("/proc/self/cmdline", "rb") as fh:
-            old = fh.read()
-        parts = old.split(b"\0")
-        try:
-            keep = parts[:parts.index(b"zygote")]  # the interpreter and how it was asked
-        except ValueError:
+        if _title_room is None:
+            _title_room = _command_line_room()
+        if not _title_room:
             return False
+        keep, start, end = _title_room
         new = b"\0".join(keep + [w.encode() for w in words]) + b"\0"
         if len(new) > end - start:
             return False
@@ -347,6 +344,22 @@ def _set_title(words):
             mem.write(new.ljust(end - start, b"\0"))
         return True
     except (OSError, ValueError, IndexError):
+        return False
+
+
+# (what to keep of the command line, where its room starts and ends), read once:
+# a forked child has the zygote's, at the same addresses. False: there is none.
+_title_room = None
+
+
+def _command_line_room():
+    fields = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
+    with open("/proc/self/cmdline", "rb") as fh:
+        parts = fh.read().split(b"\0")
+    try:
+        return parts[:parts.index(b"zygote")], start, end  # the interpreter, how it was asked
+    except ValueError:
         return False
 
 

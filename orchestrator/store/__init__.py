@@ -10,4 +10,5 @@ from .lifecycle import agent_takes
 from .store import TERMINAL_STATES, Store, build_statements_ahead, default_run_name
 
 __all__ = ["Store", "StoreError", "StoreUnavailable", "DiskFull", "AttemptLost", "NotFound",
-           "Conflict", "OutageLog", "TERMINAL_STATES", "default_run_name", "agent_takes", "build_statements_ahead", "embedded"]
+           "Conflict", "OutageLog", "TERMINAL_STATES", "default_run_name", "agent_takes",
+           "build_statements_ahead", "embedded"]
