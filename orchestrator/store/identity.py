@@ -46,7 +46,7 @@ def host_identity():
 def _identity(pid):
     # Cached per pid: a forked child (another namespace after unshare) looks again.
     try:
-        boot = _BOOT_ID.read_text().strip()
+        boot = _boot_id()
         namespace = os.readlink(_PID_NAMESPACE)  # "pid:[4026531836]"
     except OSError:
         node = uuid.getnode()
@@ -55,6 +55,12 @@ def _identity(pid):
         node = "none" if node & 0x010000000000 else f"{node:012x}"
         return f"host:{socket.gethostname()};boot:{_boot_time()};node:{node}"
     return f"boot:{boot};pidns:{namespace[namespace.find('[') + 1:].rstrip(']')}"
+
+
+@functools.lru_cache(maxsize=1)
+def _boot_id():
+    """This boot's id: the same for every process of the boot, so read once."""
+    return _BOOT_ID.read_text().strip()
 
 
 def _boot_time():

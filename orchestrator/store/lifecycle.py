@@ -98,8 +98,7 @@ class RunLifecycle:
         for _ in range(pages):
             candidates = self._due_candidates(now, scan, after)
             for run_id, run_labels, flow_id, auto, scheduled, attempts in candidates:
-                run_labels = set(m.JSONField().python_value(run_labels)
-                                 if isinstance(run_labels, str) else run_labels)
+                run_labels = set(m.from_json(run_labels))
                 if not agent_takes(run_labels, labels, strict_labels):
                     continue
                 if flow_id not in flows:
@@ -181,7 +180,7 @@ class RunLifecycle:
         return statements.execute(self.db, "due_runs_after", now, *after, scan).fetchall()
 
     def _flow_for_claims(self, flow_id, runs_config):
-        settings, ref = (_json(value) for value in statements.execute(
+        settings, ref = (m.from_json(value) for value in statements.execute(
             self.db, "flow_settings_and_run_config", flow_id).fetchone())
         settings = settings or {}
         runs_it = True if runs_config is None else runs_config(ref)
@@ -506,10 +505,6 @@ __all__ = ["RunLifecycle", "agent_takes", "ACTIVE_RUN_STATES"]
 
 
 # -- the statements of the moves (store/statements.py) ---------------------------
-def _json(value):
-    return m.JSONField().python_value(value) if isinstance(value, str) else value
-
-
 def _due(now):
     return (m.FlowRun.state == StateName.SCHEDULED) & (m.FlowRun.scheduled_start_time <= now)
 

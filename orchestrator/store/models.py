@@ -15,6 +15,12 @@ import peewee as pw
 database = pw.DatabaseProxy()
 
 
+def from_json(value):
+    """The value of a JSON column as a raw statement reads it: its text parsed
+    (None stays None, and so does a value the driver parsed already)."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 class JSONField(pw.TextField):
     """A JSON document in a text column."""
 
@@ -22,7 +28,7 @@ class JSONField(pw.TextField):
         return None if value is None else json.dumps(value, sort_keys=True)
 
     def python_value(self, value):
-        return None if value is None else json.loads(value)
+        return from_json(value)
 
 
 class BaseModel(pw.Model):

@@ -67,10 +67,6 @@ def default_run_name(run_id):
     return f"{adjectives[run_id % 16]}-{animals[(run_id // 16) % 16]}-{run_id}"
 
 
-def _json(value):
-    return m.JSONField().python_value(value) if isinstance(value, str) else value
-
-
 class SchedulingQueries:
     """Mixed into Store; uses `self.db` and the models."""
 
@@ -89,7 +85,7 @@ class SchedulingQueries:
         rows = []
         for row in query.dicts():
             for key in ("schedule", "settings", "labels", "parameters"):
-                row[key] = _json(row[key])
+                row[key] = m.from_json(row[key])
             row["settings"] = row["settings"] or {}
             rows.append(row)
         return rows

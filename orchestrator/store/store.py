@@ -120,14 +120,10 @@ def _limits_of_kind(kind):
 def _run_row(row):
     row["flow_id"] = row.pop("flow")
     for key in ("parameters", "labels"):
-        if isinstance(row.get(key), str):
-            row[key] = m.JSONField().python_value(row[key])
+        if key in row:
+            row[key] = m.from_json(row[key])
     row["auto_scheduled"] = bool(row["auto_scheduled"])
     return row
-
-
-def _loads(text):
-    return None if text is None else m.JSONField().python_value(text)
 
 
 class Store(RunLifecycle, SchedulingQueries):
@@ -287,7 +283,7 @@ class Store(RunLifecycle, SchedulingQueries):
     def _flow_from_tuple(values):
         flow = dict(zip(_FLOW_COLUMNS, values))
         for key in _FLOW_JSON:
-            flow[key] = _loads(flow[key])
+            flow[key] = m.from_json(flow[key])
         flow.pop("project_id")
         flow["project"] = values[-1]
         flow["archived"] = bool(flow["archived"])
@@ -424,7 +420,7 @@ class Store(RunLifecycle, SchedulingQueries):
         if other_flow != flow_id and not self._same_flow(other_flow, flow_id):
             raise Conflict(f"Idempotency key {key!r} was already used for a run of another "
                            f"flow (run {run_id}); use a new key")
-        if (_loads(stored) if isinstance(stored, str) else stored) != parameters:
+        if m.from_json(stored) != parameters:
             raise Conflict(f"Idempotency key {key!r} was already used for run {run_id} with "
                            "other parameters; use a new key for a different run")
         return self.get_flow_run(run_id)
@@ -603,8 +599,7 @@ class Store(RunLifecycle, SchedulingQueries):
 
     def _flow_settings(self, flow_id):
         settings = m.Flow.select(m.Flow.settings).where(m.Flow.id == flow_id).scalar()
-        return (m.JSONField().python_value(settings) if isinstance(settings, str)
-                else (settings or {}))
+        return m.from_json(settings) or {}
 
     def late_policy_hold(self, flow_id, settings, scheduled, now):
         """Why the flow's late-run policy keeps an agent from starting its auto run
@@ -632,8 +627,7 @@ class Store(RunLifecycle, SchedulingQueries):
                        & (m.FlowRun.scheduled_start_time <= now)).exists())
 
     def _active_rows(self):
-        return [(fid, m.JSONField().python_value(labels) if isinstance(labels, str) else labels,
-                 rid) for rid, fid, labels in
+        return [(fid, m.from_json(labels), rid) for rid, fid, labels in
                 m.FlowRun.select(m.FlowRun.id, m.FlowRun.flow, m.FlowRun.labels)
                 .where(m.FlowRun.state.in_(list(ACTIVE_RUN_STATES))).tuples()]
 
@@ -1013,8 +1007,8 @@ def _agent(row):
     """An agent row as the rest of the package sees it: `id` is its unique id."""
     row = dict(row)
     row["id"] = row.pop("uid")
-    if isinstance(row.get("labels"), str):
-        row["labels"] = m.JSONField().python_value(row["labels"])
+    if "labels" in row:
+        row["labels"] = m.from_json(row["labels"])
     return row
 
 
