@@ -25,6 +25,14 @@ A forked child rewrites its command line to `... orchestrator execute RUN
 --attempt N` (the zygote starts with room for it), so `ps` and the reaper,
 which checks a run's process by its command line, see it as a fresh run process.
 
+One child is forked ahead, the *spare* (`... orchestrator zygote spare`): it
+does what does not depend on its run (a session of its own, signals, /dev/null,
+none of the zygote's descriptors, the store opened) and waits for a request on
+a pipe of its own; the zygote hands it the next request instead of forking,
+and forks the next spare SPARE_DELAY later. Before it forks anything, the
+zygote builds the store's statements and reads the config, so that no child
+does it again.
+
 The agent side (`WarmStarter`) keeps one zygote, starts a new one after
 `max_forks` forks or when it dies, and says when a run cannot start warm; the
 agent then starts a fresh interpreter, as it does while no zygote is ready.
