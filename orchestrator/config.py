@@ -149,7 +149,7 @@ def load_config(home=None, environ=None):
             _read[key] = read
     values, sources = read
     return Config({section: dict(keys) if isinstance(keys, dict) else keys
-                   for section, keys in values.items()}, sources)
+                   for section, keys in values.items()}, dict(sources))
 
 
 _read = {}  # what load_config made, by what it came from

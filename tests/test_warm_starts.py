@@ -80,6 +80,16 @@ with Flow("sleeper", storage=Script(__file__)) as sleeper_flow:
 with Flow("pythonpath", storage=Script(__file__),
           run_config=LocalRun(env={"PYTHONPATH": WORKDIR})) as pythonpath_flow:
     who(Parameter("out"))
+
+@task
+def env_size(out):
+    with open(out, "a") as fh:
+        fh.write(json.dumps({"pid": os.getpid(), "size": len(os.environ["ORCH_TEST_BIG"]),
+                             "run": context.flow_run_id}) + "\\n")
+
+with Flow("big-env", storage=Script(__file__),
+          run_config=LocalRun(env={"ORCH_TEST_BIG": "x" * 200_000})) as big_env_flow:
+    env_size(Parameter("out"))
 '''
 
 FINAL = ("Success", "Failed", "Cancelled")
@@ -398,3 +408,15 @@ def test_the_spare_ends_with_its_warm_start_process(agent, warm_store):
     while process_alive(spare):
         assert time.monotonic() < deadline, "the spare outlived its warm-start process"
         time.sleep(0.02)
+
+
+def test_a_run_whose_environment_outgrows_a_pipe_runs_warm_with_all_of_it(
+        agent, warm_store, tmp_path):
+    worker = ready(agent(limit=1))
+    spare_of(worker)
+    out = tmp_path / "sizes.jsonl"
+    runs = [make_run(warm_store, "big-env", out=str(out)) for _ in range(3)]
+
+    assert finish(worker, warm_store, runs) == ["Success"] * 3
+    assert [r["size"] for r in records(out)] == [200_000] * 3
+    assert worker.warm.current.forks == 3  # warm each time (a spare, or a fork)

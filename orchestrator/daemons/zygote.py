@@ -174,7 +174,11 @@ class _Children:
             self.spare = None
             try:
                 _write_all(pipe, (json.dumps(request) + "\n").encode())
-            except OSError:  # it died waiting: the request goes to a new child
+            except OSError:
+                # It died waiting, or its pipe is full (a request larger than the
+                # pipe while it is still preparing): never wait on it; it ends,
+                # and the request goes to a new child.
+                _kill(pid)
                 pid = None
             finally:
                 os.close(pipe)
@@ -216,6 +220,7 @@ class _Children:
             _detach(self.inherited)
             _wait_as_spare(read, self.command, self.prepare)  # never returns
         os.close(read)
+        os.set_blocking(write, False)  # (see start)
         self.spare = (pid, write)
 
     def drop_spare(self):
@@ -224,10 +229,7 @@ class _Children:
             pid, pipe = self.spare
             self.spare = None
             os.close(pipe)
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(pid)
 
     def reap(self):
         """Report the run processes that ended; forget a spare that did (a new
@@ -247,6 +249,13 @@ class _Children:
             elif self.spare is not None and self.spare[0] == pid:
                 os.close(self.spare[1])
                 self.spare = None
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _detach(inherited):

@@ -386,7 +386,9 @@ class StoreReporter(Reporter):
         with self._lock:
             self._stopping = self._keep_rest = True
             self._wake.notify()
-        self._thread.join(30)
+        # Until it has ended: a batch it is writing (waiting for the database's
+        # lock) is written or kept in the pending report, never both.
+        self._thread.join()
         if self._error is not None:
             raise self._error
         with self._lock:
@@ -885,6 +887,9 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
         _until_written(run_id, "write its results", lambda: _flush_results(run_id))
         for lg in loggers:
             lg.removeHandler(handler)
+        # From now on the run records its end: a refused beat is that record's
+        # doing, and no cancel makes the heartbeat stop the process while it does.
+        heartbeat.finishing()
         rest = reporter.take_rest()  # written with the final state, in one transaction
         return _finish(store, run_id, attempt, heartbeat,
                        lambda: _record_final_state(store, run_id, attempt, state, rest))

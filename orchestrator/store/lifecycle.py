@@ -180,8 +180,10 @@ class RunLifecycle:
         return statements.execute(self.db, "due_runs_after", now, *after, scan).fetchall()
 
     def _flow_for_claims(self, flow_id, runs_config):
-        settings, ref = (m.from_json(value) for value in statements.execute(
-            self.db, "flow_settings_and_run_config", flow_id).fetchone())
+        row = statements.execute(self.db, "flow_settings_and_run_config", flow_id).fetchone()
+        if row is None:  # deleted since its runs were read: nothing of it to run
+            return {}, None, False
+        settings, ref = (m.from_json(value) for value in row)
         settings = settings or {}
         runs_it = True if runs_config is None else runs_config(ref)
         return settings, settings.get("max_concurrent_runs"), runs_it

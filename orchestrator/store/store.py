@@ -77,10 +77,8 @@ def _run_by_id(run_id):
 
 @statement("run_and_flow")
 def _run_and_flow(run_id):
-    return (m.FlowRun.select(*_RUN_FIELDS, *[getattr(m.Flow, c) for c in _FLOW_COLUMNS])
-            .join(m.Flow, on=(m.FlowRun.flow == m.Flow.id))
-            .join(m.Project, on=(m.Flow.project == m.Project.id))
-            .where(m.FlowRun.id == run_id))
+    return _runs().select_extend(*[getattr(m.Flow, c) for c in _FLOW_COLUMNS]).where(
+        m.FlowRun.id == run_id)
 
 
 @statement("run_by_key")
@@ -235,7 +233,6 @@ class Store(RunLifecycle, SchedulingQueries):
 
     def get_flow(self, ref, project=None):
         """The current version of a flow by id, 'project/name', or name."""
-        query = m.Flow.select(m.Flow, m.Project).join(m.Project)
         if isinstance(ref, int) or (isinstance(ref, str) and _DIGITS.fullmatch(ref)):
             if not 0 < int(ref) < 2 ** 63:
                 raise NotFound(f"No flow with id {ref}", kind="flow", name=ref)
@@ -250,7 +247,8 @@ class Store(RunLifecycle, SchedulingQueries):
             found = statements.execute(self.db, "current_flow", project, ref).fetchone()
             if found is not None:
                 return self._flow_from_tuple(found)
-        query = query.where((m.Flow.name == ref) & (m.Flow.archived == False))  # noqa: E712
+        query = m.Flow.select(m.Flow, m.Project).join(m.Project).where(
+            (m.Flow.name == ref) & (m.Flow.archived == False))  # noqa: E712
         if project is not None:
             self.get_project(project)
             query = query.where(m.Project.name == project)
