@@ -392,22 +392,31 @@ class StoreReporter(Reporter):
         if self._error is not None:
             raise self._error
         with self._lock:
-            self._take()
+            taken = self._take()
+        self._add(taken)
         while not self._results_written(self._pending.merged):
             time.sleep(RETRY_SECONDS)  # the disk is full: the states wait for their results
         with self._lock:
-            self._take()  # (a line saying results were lost)
+            taken = self._take()  # (a line saying results were lost)
+        self._add(taken)
         return self._pending.report(self.run_id)
 
     def _take(self):
-        """Under the lock: move what the run's threads reported to the pending report."""
-        pending = self._pending
-        for item in self._tasks:
-            self._merge_task(pending.merged, pending.events, item)
-        pending.logs.extend(self._logs)
-        pending.artifacts.extend(self._artifacts)
+        """Under the lock: the lists the run's threads filled, swapped for new ones
+        (the run's threads wait on the lock only for the swap)."""
+        taken = self._tasks, self._logs, self._artifacts
         self._tasks, self._logs, self._artifacts = [], [], []
         self._generation += 1
+        return taken
+
+    def _add(self, taken):
+        """Add what `_take` took to the pending report."""
+        tasks, logs, artifacts = taken
+        pending = self._pending
+        for item in tasks:
+            self._merge_task(pending.merged, pending.events, item)
+        pending.logs.extend(logs)
+        pending.artifacts.extend(artifacts)
 
     def _write_loop(self):
         pending = self._pending
@@ -419,9 +428,10 @@ class StoreReporter(Reporter):
                 if self._keep_rest:
                     return  # the run writes the rest with its final state
                 self._flush_requested = False
-                self._take()
+                taken = self._take()
                 generation = self._generation
                 stopping = self._stopping
+            self._add(taken)
             try:
                 if (pending.merged or pending.events) \
                         and not self._results_written(pending.merged):
