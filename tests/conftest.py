@@ -136,3 +136,15 @@ def clock():
     """A `Clock` at 2024-05-01 06:00 UTC that moves only by `clock.advance(seconds)`:
     pass `now=clock.now` to a component's `run_once`."""
     return Clock()
+
+
+@pytest.fixture(params=["warm", "fresh"])
+def start_mode(request, home):
+    """The test runs twice: run processes forked warm (the default), and fresh
+    interpreters (`[services] warm_starts = false`); both must behave alike.
+    A test file takes it for all its tests with
+    `pytestmark = pytest.mark.usefixtures("start_mode")`."""
+    if request.param == "fresh":
+        with open(home / "config.toml", "a") as fh:
+            fh.write("[services]\nwarm_starts = false\n")
+    return request.param

@@ -17,14 +17,8 @@ from orchestrator import __version__, service
 from orchestrator.daemons.reaper import NO_HEARTBEAT
 from orchestrator.store import TERMINAL_STATES, Store
 
-@pytest.fixture(autouse=True, params=["warm", "fresh"])
-def start_mode(request, home):
-    """Every test here runs twice: run processes forked warm (the default), and
-    fresh interpreters (`[services] warm_starts = false`); both must behave alike."""
-    if request.param == "fresh":
-        with open(home / "config.toml", "a") as fh:
-            fh.write("[services]\nwarm_starts = false\n")
-    return request.param
+# Every test here runs twice: run processes forked warm, and fresh interpreters.
+pytestmark = pytest.mark.usefixtures("start_mode")
 
 
 FLOWS = '''

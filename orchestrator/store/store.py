@@ -596,8 +596,8 @@ class Store(RunLifecycle, SchedulingQueries):
         return None if row is None else _agent(row)
 
     def _flow_settings(self, flow_id):
-        settings = m.Flow.select(m.Flow.settings).where(m.Flow.id == flow_id).scalar()
-        return m.from_json(settings) or {}
+        row = statements.execute(self.db, "flow_settings_and_run_config", flow_id).fetchone()
+        return (m.from_json(row[0]) if row else None) or {}
 
     def late_policy_hold(self, flow_id, settings, scheduled, now):
         """Why the flow's late-run policy keeps an agent from starting its auto run

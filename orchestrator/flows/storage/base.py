@@ -29,8 +29,13 @@ class Storage(Referable):
 
     @property
     def labels(self):
-        """Labels this storage adds to its flows (agents must have them)."""
-        return []
+        """Labels this storage adds to its flows (agents must have them): those
+        given as `labels=`, for the storages that take them."""
+        return list(getattr(self, "_labels", ()))
+
+    def __contains__(self, flow_name):
+        """Is a flow of this name kept here (`flows`: name -> where it is kept)?"""
+        return isinstance(flow_name, str) and flow_name in getattr(self, "flows", ())
 
     def add_flow(self, flow, project, version):
         """Keep `flow` (or check it can be found) at registration of `version`."""

@@ -442,14 +442,6 @@ class Git(Storage):
     def commit(self):
         return self.ref if self._ref_kind == "commit" else None
 
-    @property
-    def labels(self):
-        """The labels given as `labels=`: agents must have them to run the flow."""
-        return list(self._labels)
-
-    def __contains__(self, flow_name):
-        return isinstance(flow_name, str) and flow_name in self.flows
-
     def __repr__(self):
         if self.repo is not None:
             repo = f"repo={self.repo!r}"

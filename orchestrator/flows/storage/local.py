@@ -89,9 +89,6 @@ class Local(Storage):
         where = f"path={self.path!r}" if self.path is not None else f"directory={self.directory!r}"
         return f"Local({where}, flows={sorted(self.flows)})"
 
-    def __contains__(self, flow_name):
-        return isinstance(flow_name, str) and flow_name in self.flows
-
     @property
     def labels(self):
         labels = set(self._labels)

@@ -36,6 +36,16 @@ class _ObjectStore(_KeepsDigests, _Prefect1Storage):
     _extra = ""         # our extra that installs that package
     _container_word, _key_word, _script_hint = "bucket", "key", ""
 
+    def _set_script_and_options(self, local_script_path, options, stored_as_script):
+        """`local_script_path` made absolute (with stored_as_script and none given,
+        the flow file being loaded), then Prefect 1's shared options."""
+        if local_script_path is None and stored_as_script:
+            local_script_path = _flow_file_being_loaded()
+        self.local_script_path = (os.path.abspath(os.fspath(local_script_path))
+                                  if local_script_path else None)
+        self._digests = {}
+        self._set_options(options, stored_as_script=stored_as_script)
+
     def _container(self):
         raise NotImplementedError
 
@@ -190,12 +200,7 @@ class S3(_ObjectStore):
         self.key = key
         self.upload_options = upload_options
         self.client_options = client_options
-        if local_script_path is None and stored_as_script:
-            local_script_path = _flow_file_being_loaded()
-        self.local_script_path = (os.path.abspath(os.fspath(local_script_path))
-                                  if local_script_path else None)
-        self._digests = {}
-        self._set_options(kwargs, stored_as_script=stored_as_script)
+        self._set_script_and_options(local_script_path, kwargs, stored_as_script)
 
     def __repr__(self):
         shown = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._repr_fields)
@@ -236,12 +241,7 @@ class GCS(_ObjectStore):
         self.bucket = bucket
         self.key = key
         self.project = project
-        if local_script_path is None and stored_as_script:
-            local_script_path = _flow_file_being_loaded()
-        self.local_script_path = (os.path.abspath(os.fspath(local_script_path))
-                                  if local_script_path else None)
-        self._digests = {}
-        self._set_options(kwargs, stored_as_script=stored_as_script)
+        self._set_script_and_options(local_script_path, kwargs, stored_as_script)
 
     def _container(self):
         return self.bucket

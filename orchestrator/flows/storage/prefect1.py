@@ -134,14 +134,6 @@ class _Prefect1Storage(Storage):
         self.flows = {}    # flow name -> where it is kept (a key, a path)
         self._flows = {}   # flow name -> the Flow object added in this process
 
-    @property
-    def labels(self):
-        """The labels given as `labels=`: agents must have them to run the flow."""
-        return list(self._labels)
-
-    def __contains__(self, flow_name):
-        return isinstance(flow_name, str) and flow_name in self.flows
-
     def __repr__(self):
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._repr_fields)
         return f"{type(self).__name__}({shown})"

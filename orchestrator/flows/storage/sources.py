@@ -140,14 +140,6 @@ class Module(Storage):
     def __repr__(self):
         return f"Module(module={self.module!r}, flow_name={self.flow_name!r})"
 
-    def __contains__(self, flow_name):
-        return isinstance(flow_name, str) and flow_name in self.flows
-
-    @property
-    def labels(self):
-        """The labels given as `labels=`: agents must have them to run the flow."""
-        return list(self._labels)
-
     def add_flow(self, flow, project=None, version=None):
         """Check the module defines `flow`; returns the module's name."""
         _bind_source_flow(self, flow, project, version,
