@@ -240,6 +240,13 @@ def test_an_agent_reads_the_attempts_of_any_number_of_its_runs(any_store, flow_i
     assert attempts == {run: ("Submitted", claimed[run]) for run in runs}
 
 
+def test_a_claim_passes_over_a_flow_gone_since_its_runs_were_read(any_store, flow_id):
+    # (A flow deleted between the claim's page of due runs and its read of the flow.)
+    assert any_store._flow_for_claims(10 ** 9, runs_config=lambda ref: True) == ({}, None, False)
+    settings, limit, runs_it = any_store._flow_for_claims(flow_id, runs_config=lambda ref: True)
+    assert (settings, limit, runs_it) == ({}, None, True)
+
+
 def test_a_run_report_is_written_whole_or_not_at_all(any_store, flow_id):
     run_id = any_store.create_flow_run(flow_id)["id"]
     attempt = any_store.start_flow_run(run_id, os.getpid())

@@ -240,7 +240,8 @@ class Local(Storage):
             # the two disagree (a registration between the reads) is it read
             # again under the lock that registration holds.
             data, meta_text = self._read_files(path)
-            if not self._matches(data, meta_text):
+            meta = self._verified(data, meta_text)
+            if meta is None:
                 with filelock.FileLock(str(path.parent / ".lock")):
                     data, meta_text = self._read_files(path)
         except FileNotFoundError:
@@ -252,19 +253,20 @@ class Local(Storage):
             ) from None
         except OSError as exc:
             raise StorageError(f"Cannot read flow {flow_name!r} from {path}: {exc}") from None
-        try:
-            meta = json.loads(meta_text)
-            expected = meta["sha256"]
-        except (ValueError, KeyError, TypeError):
-            raise StorageError(
-                f"Flow {flow_name!r} in Local storage is corrupt: "
-                f"{path.with_suffix('.json')} is not valid metadata; register the flow again"
-            ) from None
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise StorageError(
-                f"Flow {flow_name!r} in Local storage is corrupt: {path} does not match the "
-                "sha256 recorded when it was registered; register the flow again"
-            )
+        if meta is None:  # read again under the lock: whole now, or corrupt
+            try:
+                meta = json.loads(meta_text)
+                expected = meta["sha256"]
+            except (ValueError, KeyError, TypeError):
+                raise StorageError(
+                    f"Flow {flow_name!r} in Local storage is corrupt: {path.with_suffix('.json')}"
+                    " is not valid metadata; register the flow again"
+                ) from None
+            if hashlib.sha256(data).hexdigest() != expected:
+                raise StorageError(
+                    f"Flow {flow_name!r} in Local storage is corrupt: {path} does not match "
+                    "the sha256 recorded when it was registered; register the flow again"
+                )
         return self._unpickle(flow_name, path, data, meta)
 
     @staticmethod
@@ -272,11 +274,13 @@ class Local(Storage):
         return path.read_bytes(), path.with_suffix(".json").read_text(encoding="utf-8")
 
     @staticmethod
-    def _matches(data, meta_text):
+    def _verified(data, meta_text):
+        """The metadata, if it is whole and names the pickle's sha256; else None."""
         try:
-            return json.loads(meta_text)["sha256"] == hashlib.sha256(data).hexdigest()
+            meta = json.loads(meta_text)
+            return meta if meta["sha256"] == hashlib.sha256(data).hexdigest() else None
         except (ValueError, KeyError, TypeError):
-            return False
+            return None
 
     def _load_pickle_file(self, flow_name, entry):
         """A flow pickled to a `path=` of the user's choosing: loaded only if it is
