@@ -420,3 +420,20 @@ def test_a_run_whose_environment_outgrows_a_pipe_runs_warm_with_all_of_it(
     assert finish(worker, warm_store, runs) == ["Success"] * 3
     assert [r["size"] for r in records(out)] == [200_000] * 3
     assert worker.warm.current.forks == 3  # warm each time (a spare, or a fork)
+
+
+def test_what_a_run_process_imports_takes_no_file_lock_library():
+    # filelock costs a process 27 ms to import and every fork a hook of its own;
+    # a run reads its flow without the lock, so neither the warm-start process
+    # nor a run's way into `execute` imports it.
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys\n"
+            "from orchestrator.daemons import zygote\n"
+            "import orchestrator.cli.commands\n"
+            "for name in zygote.PRELOAD: importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'filelock'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

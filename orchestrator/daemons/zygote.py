@@ -38,6 +38,7 @@ The agent side (`WarmStarter`) keeps one zygote, starts a new one after
 agent then starts a fresh interpreter, as it does while no zygote is ready.
 """
 
+import ctypes
 import gc
 import json
 import logging
@@ -356,9 +357,10 @@ def _set_title(words):
         new = b"\0".join(keep + [w.encode() for w in words]) + b"\0"
         if len(new) > end - start:
             return False
-        with open("/proc/self/mem", "r+b", buffering=0) as mem:
-            mem.seek(start)
-            mem.write(new.ljust(end - start, b"\0"))
+        # The command line is this process's own memory (where the kernel put
+        # argv), which the kernel reads for /proc/PID/cmdline: written in place,
+        # as setproctitle does (through /proc/self/mem it cost a run 0.15 ms).
+        ctypes.memmove(start, new.ljust(end - start, b"\0"), end - start)
         return True
     except (OSError, ValueError, IndexError):
         return False
@@ -370,10 +372,14 @@ _title_room = None
 
 
 def _command_line_room():
-    fields = open("/proc/self/stat", "rb").read().rsplit(b")", 1)[1].split()
+    with open("/proc/self/stat", "rb") as fh:
+        fields = fh.read().rsplit(b")", 1)[1].split()
     start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end
     with open("/proc/self/cmdline", "rb") as fh:
-        parts = fh.read().split(b"\0")
+        line = fh.read()
+    if ctypes.string_at(start, end - start) != line:
+        return False  # (not where the kernel reads it from: leave it be)
+    parts = line.split(b"\0")
     try:
         return parts[:parts.index(b"zygote")], start, end  # the interpreter, how it was asked
     except ValueError:

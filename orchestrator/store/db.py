@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import filelock
 import peewee as pw
 from playhouse.db_url import parse as parse_url
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator
@@ -227,8 +226,11 @@ class _MigrationLock:
 
     def __init__(self, db, lock_path):
         self.db = db
-        self.file_lock = filelock.FileLock(lock_path, timeout=MIGRATION_LOCK_SECONDS) \
-            if lock_path else None
+        self.file_lock = None
+        if lock_path:
+            import filelock  # (here, on the rare path: a run process need not import it)
+
+            self.file_lock = filelock.FileLock(lock_path, timeout=MIGRATION_LOCK_SECONDS)
 
     def __enter__(self):
         if self.file_lock is not None:

@@ -12,8 +12,6 @@ import urllib.parse
 import warnings
 from pathlib import Path, PurePosixPath
 
-import filelock
-
 from ...config import home_dir
 from ..loading import FlowFileError, load_flows_from_file
 from .base import Storage, StorageError, _check_registration, _pick
@@ -618,6 +616,8 @@ class Git(Storage):
         )
 
     def get_flow(self, flow_name=None):
+        import filelock  # (here: importing it costs every process that never checks out)
+
         url, env = self._remote()
         name = flow_name if flow_name is not None else self.flow_name
         checkout = self.checkout_directory(url)

@@ -10,7 +10,6 @@ import socket
 from pathlib import Path, PurePosixPath
 
 import cloudpickle
-import filelock
 
 from ...config import home_dir
 from ...version import __version__
@@ -24,6 +23,16 @@ from .sources import _MODULE_NAME, Module
 # the name logging settings and tests select its records by (a child logger's
 # records would carry the child's name).
 logger = logging.getLogger("orchestrator.flows.storage")
+
+
+def _file_lock(path, **options):
+    """A lock on `path` shared by every process on the host. (filelock is
+    imported here, on the rare path that takes the lock: importing it costs a
+    process 27 ms and every fork a hook of its own, and a run's process only
+    reads flows, without the lock.)"""
+    import filelock
+
+    return filelock.FileLock(str(path), **options)
 
 
 class Local(Storage):
@@ -137,7 +146,7 @@ class Local(Storage):
         }
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with filelock.FileLock(str(path.parent / ".lock")):
+            with _file_lock(path.parent / ".lock"):
                 _write_atomically(path, data)
                 _write_atomically(path.with_suffix(".json"),
                                   json.dumps(meta, indent=2).encode("utf-8"))
@@ -242,7 +251,7 @@ class Local(Storage):
             data, meta_text = self._read_files(path)
             meta = self._verified(data, meta_text)
             if meta is None:
-                with filelock.FileLock(str(path.parent / ".lock")):
+                with _file_lock(path.parent / ".lock"):
                     data, meta_text = self._read_files(path)
         except FileNotFoundError:
             if not path.exists():
