@@ -266,6 +266,37 @@ def test_local_pickle_changed_after_registration_is_reported_as_corrupt(tmp_path
     assert "register the flow again" in str(info.value)
 
 
+def test_local_registration_waits_while_another_process_holds_the_flows_lock(tmp_path, home):
+    # Registrations take the lock with flock(2), as filelock does: a process
+    # holding the lock with filelock (an older orchestrator, say) is waited for.
+    flow = load_flow(write_flow(tmp_path / "hello.py"))
+    storage = Local()
+    storage.add_flow(flow, "proj", 1)
+    lock = home / "flows" / "proj" / "hello" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, filelock
+        with filelock.FileLock(sys.argv[1]):
+            print("locked", flush=True)
+            sys.stdin.readline()
+    """), str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (storage.add_flow(flow, "proj", 2),
+                                                  done.set()))
+        writer.start()
+        assert not done.wait(0.5)  # held by the other process
+        assert not (home / "flows" / "proj" / "hello" / "v2.pkl").exists()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert done.wait(30)
+        writer.join()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert greeting_of(Storage.from_ref(storage.to_ref()).get_flow("hello")) == "Hello, world"
+
+
 @pytest.mark.parametrize("damage, expected", [
     (lambda meta: meta.write_text("{not json"), "is not valid metadata"),
     (lambda meta: meta.write_text('{"python": "3.11.7"}'), "is not valid metadata"),

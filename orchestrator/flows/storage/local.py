@@ -1,7 +1,9 @@
 """`Local` storage: the flow kept on the host that registered it, pickled under
 the flows directory (or to a file of the user's choosing), or as its script."""
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,14 +27,19 @@ from .sources import _MODULE_NAME, Module
 logger = logging.getLogger("orchestrator.flows.storage")
 
 
-def _file_lock(path, **options):
-    """A lock on `path` shared by every process on the host. (filelock is
-    imported here, on the rare path that takes the lock: importing it costs a
-    process 27 ms and every fork a hook of its own, and a run's process only
-    reads flows, without the lock.)"""
-    import filelock
-
-    return filelock.FileLock(str(path), **options)
+@contextlib.contextmanager
+def _file_lock(path):
+    """Hold the exclusive lock on file `path` that every process on the host
+    takes before it writes a flow there (flock(2), as filelock takes it: the
+    two exclude each other). Not filelock itself: importing it costs a process
+    27 ms and every fork a hook of its own, and a run's process, which only
+    reads flows (without the lock), must not pay for it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # (and with it, the lock)
 
 
 class Local(Storage):
