@@ -13,7 +13,7 @@ from orchestrator.daemons.agent import Agent
 from orchestrator.daemons.reaper import process_alive
 
 FLOWS = '''
-import importlib, json, os, subprocess, sys, time
+import importlib, json, logging, os, subprocess, sys, time
 from orchestrator import Flow, Parameter, task, context
 from orchestrator.run_configs import LocalRun
 from orchestrator.storage import Script
@@ -57,7 +57,32 @@ def facts(out):
             "sigchld": named(signal.getsignal(signal.SIGCHLD)),
             "stdin": os.readlink("/proc/self/fd/0"), "stdout": os.readlink("/proc/self/fd/1"),
             "random": random.random(), "run": context.flow_run_id,
-            "process_id_env": "ORCHESTRATOR_RUN_PROCESS_ID" in os.environ}) + "\\n")
+            "process_id_env": "ORCHESTRATOR_RUN_PROCESS_ID" in os.environ,
+            "files": sorted(_open_files()), "threads": sorted(_thread_names()),
+            "log_handlers": [type(h).__name__
+                             for h in logging.getLogger("orchestrator").handlers]}) + "\\n")
+
+def _open_files():
+    """What this process has open, but pipes and sockets (their inode numbers
+    differ) and the run's own database, stderr and result files."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # (the listing's own)
+            continue
+        own = os.path.join(os.environ["ORCHESTRATOR_HOME"], "")
+        if not target.startswith(("pipe:", "socket:", "anon_inode:")) \\
+                and not (target.startswith(own) and ("orchestrator.db" in target
+                                                     or "/results/" in target
+                                                     or "/logs/run-" in target)):
+            found.add(target)
+    return found
+
+def _thread_names():
+    import threading
+    return {t.name.split("-")[0] + "-" + t.name.split("-")[1] if "-" in t.name else t.name
+            for t in threading.enumerate()}
 
 with Flow("facts", storage=Script(__file__), run_config=LocalRun(working_dir=WORKDIR)) \
         as facts_flow:
@@ -80,6 +105,19 @@ with Flow("sleeper", storage=Script(__file__)) as sleeper_flow:
 with Flow("pythonpath", storage=Script(__file__),
           run_config=LocalRun(env={"PYTHONPATH": WORKDIR})) as pythonpath_flow:
     who(Parameter("out"))
+
+@task
+def chatty():
+    from orchestrator import get_logger
+    get_logger().debug("a line at DEBUG")
+    get_logger().info("a line at INFO")
+
+with Flow("debug-logs", storage=Script(__file__),
+          run_config=LocalRun(env={"ORCHESTRATOR__LOGGING__LEVEL": "DEBUG"})) as debug_flow:
+    chatty()
+
+with Flow("info-logs", storage=Script(__file__)) as info_flow:
+    chatty()
 
 @task
 def env_size(out):
@@ -437,3 +475,67 @@ def test_what_a_run_process_imports_takes_no_file_lock_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_run_whose_logging_settings_differ_from_the_warm_start_processs_logs_by_its_own(
+        agent, warm_store):
+    # The warm-start process sets logging up (as its rehearsal runs) with its
+    # settings; a run that sets others in its environment logs by those, and the
+    # next run by the warm-start process's again.
+    worker = ready(agent(limit=1))
+    runs = []
+    for flow in ("debug-logs", "info-logs"):
+        runs.append(make_run(warm_store, flow))
+        assert finish(worker, warm_store, runs[-1:]) == ["Success"]
+    debug, info = ([row["message"] for row in service.logs(warm_store, run)] for run in runs)
+    assert "a line at DEBUG" in debug and "a line at INFO" in debug
+    assert "a line at DEBUG" not in info and "a line at INFO" in info
+    assert worker.warm.current.forks == 2
+
+
+def test_a_rehearsal_that_fails_is_said_and_the_warm_start_process_goes_on(
+        monkeypatch, capsys):
+    # (No input makes a real rehearsal fail while runs still work: it is made to.)
+    from orchestrator.daemons import zygote
+    from orchestrator.service import rehearsal
+
+    def fails(times=2):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rehearsal, "rehearse", fails)
+    zygote._rehearse()  # returns
+    said = capsys.readouterr().err
+    assert "orchestrator zygote: the rehearsal failed, so runs start less warm: " \
+           "OSError: [Errno 28] No space left on device" in said
+
+
+def test_a_rehearsal_leaves_nothing_behind(tmp_path):
+    # Run in a process of its own, as the warm-start process runs it: no file,
+    # thread or connection of it is left, and the process's own store is the
+    # one its models use again.
+    import subprocess
+    import sys
+
+    code = ("import glob, json, os, threading\n"
+            "from orchestrator import service\n"
+            "from orchestrator.service.rehearsal import rehearse\n"
+            "from orchestrator.store import models\n"
+            "store = service.open_store()\n"
+            "before = set(os.listdir('/proc/self/fd'))\n"
+            "rehearse()\n"
+            "print(json.dumps({'fds': sorted(set(os.listdir('/proc/self/fd')) - before),\n"
+            "    'threads': threading.active_count(),\n"
+            "    'scratch': glob.glob(os.path.join(os.environ['TMPDIR'], '*')),\n"
+            "    'models_on_own_store': models.database.obj is store.db,\n"
+            "    'projects': [p['name'] for p in store.list_projects()]}))\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, ORCHESTRATOR_HOME=str(tmp_path / "home"), TMPDIR=str(scratch))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True)
+    import json
+
+    facts = json.loads(out.stdout)
+    assert facts == {"fds": [], "threads": 1, "scratch": [], "models_on_own_store": True,
+                     "projects": []}, (facts, out.stderr)
+    assert out.stderr == ""

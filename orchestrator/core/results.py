@@ -290,6 +290,18 @@ class PackedResult(Result):
             raise failure
 
     @classmethod
+    def close_all(cls):
+        """Write and close this process's result files, and forget them (a later
+        write opens its file anew)."""
+        cls.flush_all()
+        with cls._files_lock:
+            mine = [key for key in cls._files if key[0] == os.getpid()]
+            entries = [cls._files.pop(key) for key in mine]
+        for _, fh, _, lock in entries:
+            with lock:
+                fh.close()
+
+    @classmethod
     def forget_buffers(cls):
         """Drop this process's results at URLs that are still held in memory, and
         take a new token, as a new process starts: what was not flushed is lost,

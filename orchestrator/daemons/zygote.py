@@ -30,8 +30,9 @@ does what does not depend on its run (a session of its own, signals, /dev/null,
 none of the zygote's descriptors, the store opened) and waits for a request on
 a pipe of its own; the zygote hands it the next request instead of forking,
 and forks the next spare SPARE_DELAY later. Before it forks anything, the
-zygote builds the store's statements and reads the config, so that no child
-does it again.
+zygote builds the store's statements, reads the config and rehearses (runs a
+built-in flow on a scratch store: service/rehearsal.py), so that no child does
+any of it again: what a child only reads of the zygote's memory it shares.
 
 The agent side (`WarmStarter`) keeps one zygote, starts a new one after
 `max_forks` forks or when it dies, and says when a run cannot start warm; the
@@ -99,6 +100,7 @@ def serve(command, prepare=None, read_fd=0, write_fd=1):  # noqa: C901 - one loo
     one is taken."""
     import importlib
 
+    global _environment
     for name in PRELOAD:
         importlib.import_module(name)
     from ..config import load_config
@@ -110,6 +112,9 @@ def serve(command, prepare=None, read_fd=0, write_fd=1):  # noqa: C901 - one loo
         load_config()  # its log format is tried once here, not in every child
     except OrchestratorError:
         pass  # each run says what is wrong with it
+    else:
+        _rehearse()
+    _environment = dict(os.environ)
     # What is imported stays put: the collector never walks (and so never writes
     # to) these objects again, so children share their pages instead of copying.
     gc.collect()
@@ -153,6 +158,19 @@ def serve(command, prepare=None, read_fd=0, write_fd=1):  # noqa: C901 - one loo
         if not closing and children.spare_wait() == 0:
             children.fork_spare()
     return 0
+
+
+def _rehearse():
+    """Run the rehearsal flow (service/rehearsal.py) before the first fork: the
+    code a run's process runs is then run once here, not in every child. One that
+    fails is said on stderr, and the children start all the same."""
+    from ..service.rehearsal import rehearse
+
+    try:
+        rehearse()
+    except Exception as exc:  # noqa: BLE001 - the children pay for it, nothing more
+        print(f"orchestrator zygote: the rehearsal failed, so runs start less warm: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 class _Children:
@@ -336,12 +354,18 @@ def _become_run_process(request, command):
 def _set_environment(env):
     """Make os.environ `env`, changing only what differs (most of it is the
     zygote's own: setting all of it again would cost a warm run a fortieth of
-    its CPU)."""
-    for name in [name for name in os.environ if name not in env]:
+    its CPU), found by comparing plain dicts (os.environ decodes each value)."""
+    inherited = _environment if _environment is not None else dict(os.environ)
+    for name in inherited.keys() - env.keys():
         del os.environ[name]
     for name, value in env.items():
-        if os.environ.get(name) != value:
+        if inherited.get(name) != value:
             os.environ[name] = value
+
+
+# The zygote's os.environ as a plain dict, taken before it forks (its children
+# start with it); None: not taken.
+_environment = None
 
 
 def _set_title(words):

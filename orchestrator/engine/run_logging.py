@@ -23,7 +23,7 @@ ROOT = "orchestrator"
 _STAMPS = ("flow_name", "flow_run_id", "task_name", "task_slug", "map_index")
 
 _lock = threading.Lock()
-_configured = False
+_configured = None  # the [logging] settings it was configured with
 _handler = None
 _handled_extra = ()
 _capture = contextvars.ContextVar("orchestrator_log_capture", default=None)
@@ -144,7 +144,7 @@ def configure_logging(config=None):
             extra = logging.getLogger(name)
             extra.addHandler(_handler)
             extra.setLevel(level)
-        _configured = True
+        _configured = _settings_copy(settings)
 
 
 class _StderrProxy:
@@ -158,9 +158,18 @@ class _StderrProxy:
 
 
 def ensure_logging(config=None):
-    """Configure logging unless done already (from `config`, or the one loaded)."""
-    if not _configured:
+    """Configure logging unless done already (from the one loaded); given
+    `config`, unless done already with its [logging] settings (a warm run
+    process finds logging set up by its warm-start process, and sets it up
+    again only if its own settings differ)."""
+    if _configured is None or (config is not None
+                               and _settings_copy(config["logging"]) != _configured):
         configure_logging(config)
+
+
+def _settings_copy(settings):
+    return {key: list(value) if isinstance(value, (list, tuple)) else value
+            for key, value in settings.items()}
 
 
 def get_logger(name=None):

@@ -17,6 +17,7 @@ for a full disk.
 """
 
 import errno
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -98,7 +99,7 @@ _open = {}
 _open_lock = threading.Lock()
 
 
-def open_database(home=None, url=None, connections=None):
+def open_database(home=None, url=None, connections=None, private=False):
     """Connect to the store's database and bring its schema up to date.
 
     One database object per URL per process: every Store in the process
@@ -106,7 +107,8 @@ def open_database(home=None, url=None, connections=None):
     a Store inside a run uses the run's connection, not a second one that
     would wait for the first one's lock. On PostgreSQL, `connections` caps
     the process's pool (default DEFAULT_CONNECTIONS); the first open of a URL
-    in the process sets it.
+    in the process sets it. A `private` database is one no other process opens
+    (a scratch store): it is migrated without taking the migration lock.
     """
     home = Path(home or home_dir())
     url = url or database_url(home)
@@ -123,7 +125,7 @@ def open_database(home=None, url=None, connections=None):
                 raise
             current = None  # migrate() says what is wrong
         if current != MIGRATIONS[-1][0]:
-            with _MigrationLock(db, lock_path):
+            with contextlib.nullcontext() if private else _MigrationLock(db, lock_path):
                 migrate(db)
     except (pw.DatabaseError, sqlite3.DatabaseError) as exc:
         unreachable = connection_error(exc, url)
@@ -133,6 +135,19 @@ def open_database(home=None, url=None, connections=None):
     finally:
         release_connection(db)
     return db
+
+
+def close_database(url):
+    """Close this process's connection to the database at `url` and forget it
+    (a later open connects anew); what else opened it must be done with it.
+    The models go back to the database opened before it, if one is open."""
+    with _open_lock:
+        opened = _open.pop(url, None)
+        if opened is not None and models.database.obj is opened[0]:
+            earlier = [db for db, _ in _open.values()]
+            models.database.initialize(earlier[-1] if earlier else None)
+    if opened is not None:
+        opened[0].close()
 
 
 def embedded(home=None):

@@ -26,8 +26,8 @@ from ..exceptions import OrchestratorError
 from . import doorbell
 from . import models as m
 from . import statements
-from .db import (connection_room, database_url, open_database, release_connection,
-                 unavailable_error)
+from .db import (close_database, connection_room, database_url, open_database,
+                 release_connection, unavailable_error)
 from .errors import Conflict, NotFound, StoreError
 from .identity import host_identity, new_id
 from .lifecycle import RunLifecycle
@@ -133,17 +133,24 @@ class Store(RunLifecycle, SchedulingQueries):
         self._returning = isinstance(db, pw.PostgresqlDatabase)
 
     @classmethod
-    def open(cls, home=None, url=None, connections=None):
+    def open(cls, home=None, url=None, connections=None, private=False):
         """The store at `url`, or ORCHESTRATOR_DATABASE_URL, or SQLite in `home`.
-        On PostgreSQL, `connections` caps the process's pool (a run process: 1)."""
+        On PostgreSQL, `connections` caps the process's pool (a run process: 1).
+        `private`: no other process opens it (see open_database)."""
         url = url or database_url(home)
-        return cls(open_database(home=home, url=url, connections=connections), url)
+        return cls(open_database(home=home, url=url, connections=connections,
+                                 private=private), url)
 
     def close(self):
         """Close this thread's connection, unless a transaction is open on it
         (the database object is shared by every Store of the process)."""
         if not self.db.is_closed() and not self.db.in_transaction():
             self.db.close()
+
+    def forget(self):
+        """Close this process's connection to the store's database and forget the
+        database: a later `Store.open` of its URL connects anew."""
+        close_database(self.url)
 
     def atomic(self):
         return self.db.atomic()
