@@ -111,6 +111,43 @@ def test_two_thousand_log_lines_from_one_task_are_all_stored_in_order(store):
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
 
 
+@task
+def say_then_wait(go):
+    get_logger().info("said while running")
+    deadline = time.monotonic() + 30
+    while not Path(go).exists():
+        assert time.monotonic() < deadline, "the line was never seen in the store"
+        time.sleep(0.01)
+
+
+def test_a_line_logged_is_in_the_store_while_the_run_goes_on(store, tmp_path):
+    # A run's writer starts once a line has waited a batch's time (a run that
+    # ends sooner writes it with its final state): the line is not held until
+    # the run ends.
+    import threading
+
+    with Flow("says") as flow:
+        say_then_wait(Parameter("go"))
+    go = tmp_path / "go"
+    done = {}
+    runner = threading.Thread(target=lambda: done.update(run=execute(store, flow, go=str(go))))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            runs = store.list_flow_runs()
+            lines = [r["message"] for r in store.logs(runs[0]["id"])] if runs else []
+            if "said while running" in lines:
+                break
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.01)
+        assert store.get_flow_run(runs[0]["id"])["state"] == "Running"
+    finally:
+        go.touch()
+        runner.join(60)
+    assert done["run"]["state"] == "Success", done["run"]["message"]
+
+
 def test_the_runners_own_lines_belong_to_their_task_run(store):
     with Flow("squares-logged") as flow:
         total(square.map([1, 2]))

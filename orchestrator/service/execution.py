@@ -280,9 +280,14 @@ class StoreReporter(Reporter):
     The run's threads only append to a list under a lock; every FLUSH_SECONDS
     the writer takes the lists whole and writes them in one transaction, so
     the per-line cost on the writer's side is the database's, not Python's.
+
+    Given the run's `watcher` (its Heartbeat), the writer starts only once a
+    row has waited FLUSH_SECONDS (the watcher starts it then), a batch is full
+    or a flush is asked for: a run that ends sooner writes everything with its
+    final state (`take_rest`), and never pays for the thread.
     """
 
-    def __init__(self, store, run_id, attempt, ownership=None, config=None):
+    def __init__(self, store, run_id, attempt, ownership=None, config=None, watcher=None):
         self.store = store
         self.run_id = run_id
         self.attempt = attempt
@@ -299,13 +304,44 @@ class StoreReporter(Reporter):
         self._stopping = False
         self._keep_rest = False  # stopping without writing what is left (take_rest)
         self._flush_requested = False
+        self._writer_asked = False  # the watcher is to start the writer
         # What was taken but not yet written: kept across tries while the store
         # cannot be written (a full disk), so no state is lost.
         self._pending = _Pending()
         self._error = None
-        self._thread = threading.Thread(target=self._write_loop, daemon=True,
-                                        name=f"orchestrator-writer-{run_id}")
-        self._thread.start()
+        self._watcher = watcher
+        self._thread = None  # the writer, once started
+        if watcher is None:
+            self._start_writer()
+
+    def _start_writer(self, at_once=False):
+        """Start the writer thread, unless it is started or the reporter stopping;
+        `at_once`: its first batch now, not FLUSH_SECONDS later."""
+        with self._lock:
+            self._flush_requested = self._flush_requested or at_once
+            self._start_writer_locked()
+
+    def _start_writer_locked(self):
+        # (Its loop begins by taking the lock: it waits until the caller lets go.)
+        if self._thread is None and not self._stopping:
+            self._thread = threading.Thread(target=self._write_loop, daemon=True,
+                                            name=f"orchestrator-writer-{self.run_id}")
+            self._thread.start()
+
+    def _added(self, full):
+        """Under the lock, after a row was added: wake the writer when `full`; with
+        no writer yet, start it (full), or have the watcher start it once this
+        row has waited FLUSH_SECONDS."""
+        if self._thread is not None:
+            if full:
+                self._wake.notify()
+        elif full:
+            self._flush_requested = True
+            self._start_writer_locked()
+        elif not self._writer_asked:
+            self._writer_asked = True
+            self._watcher.call_at(time.monotonic() + FLUSH_SECONDS,
+                                  lambda: self._start_writer(at_once=True))
 
     @property
     def limited_tags(self):
@@ -326,23 +362,25 @@ class StoreReporter(Reporter):
                type(state).__name__, state.message, state.location, run_count, time.time())
         with self._lock:
             self._tasks.append(row)
-            if len(self._tasks) >= FLUSH_ROWS:
-                self._wake.notify()
+            self._added(len(self._tasks) >= FLUSH_ROWS)
 
     def artifact(self, artifact_id, slug, map_index, kind, text, when):
         with self._lock:
             self._artifacts.append({"action": "create", "id": artifact_id, "task_slug": slug,
                                     "map_index": map_index, "kind": kind, "text": text,
                                     "time": when})
+            self._added(False)
 
     def update_artifact(self, artifact_id, kind, text, when):
         with self._lock:
             self._artifacts.append({"action": "update", "id": artifact_id, "kind": kind,
                                     "text": text, "time": when})
+            self._added(False)
 
     def delete_artifact(self, artifact_id):
         with self._lock:
             self._artifacts.append({"action": "delete", "id": artifact_id})
+            self._added(False)
 
     def artifact_keeper(self):
         return StoreArtifacts(self.store, self.run_id, self.attempt, reporter=self)
@@ -350,18 +388,19 @@ class StoreReporter(Reporter):
     def log(self, row):
         with self._lock:
             self._logs.append(row)
-            if len(self._logs) >= FLUSH_ROWS * 20:
-                self._wake.notify()
+            self._added(len(self._logs) >= FLUSH_ROWS * 20)
 
     def flush(self, timeout=None):
         """Block until everything collected so far is written (or `timeout`
         seconds have passed)."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._start_writer()
         with self._lock:
             target = self._generation + 1
             self._flush_requested = True
             self._wake.notify()
-            while self._done_generation < target and self._thread.is_alive():
+            while self._done_generation < target and self._thread is not None \
+                    and self._thread.is_alive():
                 if deadline is not None and time.monotonic() >= deadline:
                     return
                 self._written.wait(1 if deadline is None
@@ -376,7 +415,8 @@ class StoreReporter(Reporter):
         with self._lock:
             self._stopping = True
             self._wake.notify()
-        self._thread.join(30)
+        if self._thread is not None:
+            self._thread.join(30)
 
     def take_rest(self):
         """Stop the writer and return what it has not written, as keyword
@@ -387,8 +427,10 @@ class StoreReporter(Reporter):
             self._stopping = self._keep_rest = True
             self._wake.notify()
         # Until it has ended: a batch it is writing (waiting for the database's
-        # lock) is written or kept in the pending report, never both.
-        self._thread.join()
+        # lock) is written or kept in the pending report, never both. (None was
+        # started: the run ended before a row had waited FLUSH_SECONDS.)
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
         with self._lock:
@@ -563,6 +605,7 @@ class Heartbeat:
         self.ownership = ownership
         self._finishing = False
         self._why = None  # why the run is to stop, once asked
+        self._call = None  # (when, function): a call asked of the watcher (call_at)
         self._wake = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._watch, daemon=True,
@@ -570,16 +613,30 @@ class Heartbeat:
         self._thread.start()
 
     def _watch(self):
-        wait = self.interval
+        beat_at = None if self.interval is None else time.monotonic() + self.interval
         while True:
-            self._wake.wait(wait)
+            call = self._call
+            due = [t for t in (beat_at, call and call[0]) if t is not None]
+            self._wake.wait(max(0.0, min(due) - time.monotonic()) if due else None)
             self._wake.clear()
             if self._why is not None:
                 self.ownership.terminate(self._why)  # never returns
             if self._stopped:
                 return
-            if self.interval is not None:
+            now = time.monotonic()
+            call = self._call
+            if call is not None and call[0] <= now:
+                self._call = None
+                call[1]()
+            if beat_at is not None and beat_at <= now:
                 wait = self._beat()
+                beat_at = None if wait is None else time.monotonic() + wait
+
+    def call_at(self, when, function):
+        """Have the watcher's thread call `function()` at `when` (time.monotonic());
+        one call at a time (a later one replaces it)."""
+        self._call = (when, function)
+        self._wake.set()
 
     def _beat(self):
         """One beat; the seconds until the next."""
@@ -863,7 +920,8 @@ def _run_attempt(store, run, attempt, ownership, load_flow, flow_record, config,
         return StateName.FAILED
     store.confirm_owner(run_id, attempt)  # still this attempt's after loading? (else: stop)
     run_logging.ensure_logging(config)
-    reporter = ownership.reporter = StoreReporter(store, run_id, attempt, ownership, config)
+    reporter = ownership.reporter = StoreReporter(store, run_id, attempt, ownership, config,
+                                                  watcher=heartbeat)
     handler = StoreLogHandler(reporter, run_id, redact=_RevealedSecrets())
     loggers = [logging.getLogger(run_logging.ROOT)] + [
         logging.getLogger(n) for n in config["logging"].get("extra_loggers") or ()]
