@@ -334,6 +334,28 @@ def test_an_unsupported_database_url_names_the_supported_ones(home):
         open_database(url="mysql://x/y")
 
 
+def test_a_store_opened_ahead_is_checked_once_for_the_next_open(home):
+    # A run's process opens the store before its run comes (checking its schema
+    # then); the open its run makes takes that check, and any later open checks.
+    from orchestrator import service
+
+    store = service.open_store_ahead(connections=1)
+    said = []
+    store.db.connection().set_trace_callback(said.append)
+    try:
+        assert Store.open().db is store.db
+        assert said == []  # the check made ahead was the next open's
+        Store.open()
+        assert said == ["SELECT MAX(version) FROM schema_version"]
+        said.clear()
+        store.db.execute_sql("INSERT INTO schema_version (version, applied) VALUES (99, 0)")
+        with pytest.raises(StoreError, match="upgrade orchestrator"):
+            Store.open()
+    finally:
+        store.db.connection().set_trace_callback(None)
+        store.forget()
+
+
 def test_a_database_from_a_newer_version_is_refused(home, sqlite_store):
     sqlite_store.db.execute_sql("INSERT INTO schema_version (version, applied) VALUES (99, 0)")
     sqlite_store.close()

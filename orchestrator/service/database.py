@@ -15,8 +15,10 @@ def open_store(connections=None):
 def open_store_ahead(connections=None):
     """Open the store before it is needed (a warm run process waiting for its
     run), where holding it open costs nothing: an SQLite file. A PostgreSQL
-    connection would sit idle in the server's few, so none is opened."""
-    from ..store import embedded
+    connection would sit idle in the server's few, so none is opened. The
+    store, or None."""
+    from ..store import Store, embedded
 
     if embedded():
-        open_store(connections)
+        return Store.open(connections=connections, ahead=True)  # (the next open takes its check)
+    return None

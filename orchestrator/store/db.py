@@ -99,7 +99,7 @@ _open = {}
 _open_lock = threading.Lock()
 
 
-def open_database(home=None, url=None, connections=None, private=False):
+def open_database(home=None, url=None, connections=None, private=False, ahead=False):
     """Connect to the store's database and bring its schema up to date.
 
     One database object per URL per process: every Store in the process
@@ -108,7 +108,9 @@ def open_database(home=None, url=None, connections=None, private=False):
     would wait for the first one's lock. On PostgreSQL, `connections` caps
     the process's pool (default DEFAULT_CONNECTIONS); the first open of a URL
     in the process sets it. A `private` database is one no other process opens
-    (a scratch store): it is migrated without taking the migration lock.
+    (a scratch store): it is migrated without taking the migration lock. One
+    opened `ahead` (by a run's process before its run comes) is checked then,
+    and the next open in the process takes that check instead of its own.
     """
     home = Path(home or home_dir())
     url = url or database_url(home)
@@ -117,6 +119,9 @@ def open_database(home=None, url=None, connections=None, private=False):
             _open[url] = _connect(home, url, connections)
         db, lock_path = _open[url]
         models.database.initialize(db)
+        if not ahead and url in _checked_ahead:
+            _checked_ahead.discard(url)
+            return db
     try:
         try:
             current = schema_version(db)  # one cheap query; the lock only to migrate
@@ -134,7 +139,12 @@ def open_database(home=None, url=None, connections=None, private=False):
         raise unreachable from None
     finally:
         release_connection(db)
+    if ahead:
+        _checked_ahead.add(url)
     return db
+
+
+_checked_ahead = set()  # URLs opened ahead in this process, whose next open is checked
 
 
 def close_database(url):
@@ -143,6 +153,7 @@ def close_database(url):
     The models go back to the database opened before it, if one is open."""
     with _open_lock:
         opened = _open.pop(url, None)
+        _checked_ahead.discard(url)
         if opened is not None and models.database.obj is opened[0]:
             earlier = [db for db, _ in _open.values()]
             models.database.initialize(earlier[-1] if earlier else None)

@@ -133,13 +133,14 @@ class Store(RunLifecycle, SchedulingQueries):
         self._returning = isinstance(db, pw.PostgresqlDatabase)
 
     @classmethod
-    def open(cls, home=None, url=None, connections=None, private=False):
+    def open(cls, home=None, url=None, connections=None, private=False, ahead=False):
         """The store at `url`, or ORCHESTRATOR_DATABASE_URL, or SQLite in `home`.
         On PostgreSQL, `connections` caps the process's pool (a run process: 1).
-        `private`: no other process opens it (see open_database)."""
+        `private`: no other process opens it; `ahead`: opened before it is needed,
+        and checked for the next open (see open_database)."""
         url = url or database_url(home)
         return cls(open_database(home=home, url=url, connections=connections,
-                                 private=private), url)
+                                 private=private, ahead=ahead), url)
 
     def close(self):
         """Close this thread's connection, unless a transaction is open on it
