@@ -594,7 +594,9 @@ class Heartbeat:
       process, unless the process is recording its own final state
       (`finishing()`): a beat that waited on that write is refused by it;
     - `terminate(why)` asks it to stop the run (`RunOwnership.terminate`): a
-      signal handler may ask, since asking takes no lock the run's threads hold.
+      signal handler may ask, since asking takes no lock the run's threads hold;
+    - `call_at(when, function)` has it call `function` then (the run's reporter
+      has its writer thread started so, once a row has waited its batch's time).
     """
 
     def __init__(self, store, run_id, attempt, interval, ownership):
