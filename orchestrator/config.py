@@ -148,8 +148,15 @@ def load_config(home=None, environ=None):
         if len(_read) < 64:  # (a process that meets many is not worth keeping them for)
             _read[key] = read
     values, sources = read
-    return Config({section: dict(keys) if isinstance(keys, dict) else keys
-                   for section, keys in values.items()}, dict(sources))
+    return Config({section: _copy(keys) for section, keys in values.items()}, dict(sources))
+
+
+def _copy(keys):
+    """A caller's own copy of a section (its lists too: the one read is kept)."""
+    if not isinstance(keys, dict):
+        return keys
+    return {key: list(value) if isinstance(value, list) else value
+            for key, value in keys.items()}
 
 
 _read = {}  # what load_config made, by what it came from

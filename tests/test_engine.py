@@ -1064,6 +1064,8 @@ def test_a_config_read_before_is_read_again_when_any_of_its_sources_changes(home
     first = load_config()
     first["services"]["heartbeat_interval"] = 99  # a caller's change stays its own
     assert load_config()["services"]["heartbeat_interval"] == 2.0
+    first["logging"]["extra_loggers"].append("mine")  # (its lists too)
+    assert load_config()["logging"]["extra_loggers"] == []
 
     path.write_text("[services]\nheartbeat_interval = 3\n")  # same size, same instant
     assert load_config()["services"]["heartbeat_interval"] == 3.0

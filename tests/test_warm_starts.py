@@ -539,3 +539,27 @@ def test_a_rehearsal_leaves_nothing_behind(tmp_path):
     assert facts == {"fds": [], "threads": 1, "scratch": [], "models_on_own_store": True,
                      "projects": []}, (facts, out.stderr)
     assert out.stderr == ""
+
+
+def test_a_rehearsal_without_room_says_so_and_leaves_nothing_behind(tmp_path):
+    # (Too little room is made to be the case by asking for more than any disk has.)
+    import subprocess
+    import sys
+
+    code = ("import glob, os, sys\n"
+            "from orchestrator.service import rehearsal\n"
+            "rehearsal.MIN_FREE_BYTES = 1 << 62\n"
+            "stderr = sys.stderr\n"
+            "try:\n"
+            "    rehearsal.rehearse()\n"
+            "except OSError as exc:\n"
+            "    print(exc.errno, exc.strerror)\n"
+            "print(glob.glob(os.path.join(os.environ['TMPDIR'], '*')), sys.stderr is stderr)\n")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = dict(os.environ, ORCHESTRATOR_HOME=str(tmp_path / "home"), TMPDIR=str(scratch))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True)
+    said, left = out.stdout.splitlines()
+    assert said.startswith("28 less than ") and said.endswith(f"MB free in {scratch}")
+    assert left == "[] True"

@@ -293,13 +293,18 @@ class PackedResult(Result):
     def close_all(cls):
         """Write and close this process's result files, and forget them (a later
         write opens its file anew)."""
-        cls.flush_all()
-        with cls._files_lock:
-            mine = [key for key in cls._files if key[0] == os.getpid()]
-            entries = [cls._files.pop(key) for key in mine]
-        for _, fh, _, lock in entries:
-            with lock:
-                fh.close()
+        try:
+            cls.flush_all()
+        finally:  # (closed all the same: what could not be written is lost)
+            with cls._files_lock:
+                mine = [key for key in cls._files if key[0] == os.getpid()]
+                entries = [cls._files.pop(key) for key in mine]
+            for _, fh, _, lock in entries:
+                with lock:
+                    try:
+                        fh.close()
+                    except OSError:
+                        pass
 
     @classmethod
     def forget_buffers(cls):

@@ -16,6 +16,7 @@ import datetime as _dt
 import errno
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -608,7 +609,12 @@ class Heartbeat:
         self._finishing = False
         self._why = None  # why the run is to stop, once asked
         self._call = None  # (when, function): a call asked of the watcher (call_at)
-        self._wake = threading.Event()
+        # The watcher sleeps on a pipe, woken by a byte written to it: a signal
+        # handler may write one (it could not set an Event whose lock the thread
+        # it interrupted holds).
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._stopped = False
         self._thread = threading.Thread(target=self._watch, daemon=True,
                                         name=f"orchestrator-heartbeat-{run_id}")
@@ -619,8 +625,7 @@ class Heartbeat:
         while True:
             call = self._call
             due = [t for t in (beat_at, call and call[0]) if t is not None]
-            self._wake.wait(max(0.0, min(due) - time.monotonic()) if due else None)
-            self._wake.clear()
+            self._sleep(max(0.0, min(due) - time.monotonic()) if due else None)
             if self._why is not None:
                 self.ownership.terminate(self._why)  # never returns
             if self._stopped:
@@ -629,7 +634,11 @@ class Heartbeat:
             call = self._call
             if call is not None and call[0] <= now:
                 self._call = None
-                call[1]()
+                try:
+                    call[1]()
+                except Exception:  # the watcher goes on: beats and stopping the run
+                    logger.warning("Flow run %s: a call of its watcher failed", self.run_id,
+                                   exc_info=True)
             if beat_at is not None and beat_at <= now:
                 wait = self._beat()
                 beat_at = None if wait is None else time.monotonic() + wait
@@ -638,7 +647,22 @@ class Heartbeat:
         """Have the watcher's thread call `function()` at `when` (time.monotonic());
         one call at a time (a later one replaces it)."""
         self._call = (when, function)
-        self._wake.set()
+        self._wake()
+
+    def _wake(self):
+        pipe = self._wake_w
+        if pipe is not None:
+            try:
+                os.write(pipe, b"\0")
+            except OSError:  # full: it is woken already
+                pass
+
+    def _sleep(self, seconds):
+        select.select([self._wake_r], [], [], seconds)
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
 
     def _beat(self):
         """One beat; the seconds until the next."""
@@ -666,7 +690,7 @@ class Heartbeat:
     def terminate(self, why):
         """Ask the watcher to stop the run (safe in a signal handler)."""
         self._why = why
-        self._wake.set()
+        self._wake()
 
     def finishing(self):
         """The process is about to record how the run ended: a refusal from now on
@@ -675,8 +699,12 @@ class Heartbeat:
 
     def stop(self):
         self._stopped = True
-        self._wake.set()
+        self._wake()
         self._thread.join(5)
+        if not self._thread.is_alive():
+            pipe, self._wake_w = self._wake_w, None  # (then closed: none writes to it)
+            os.close(pipe)
+            os.close(self._wake_r)
 
 
 class RunOwnership:

@@ -12,6 +12,8 @@ nothing behind: its files, its connections and its threads are gone before
 the first fork.
 """
 
+import contextlib
+import errno
 import io
 import shutil
 import sys
@@ -31,6 +33,7 @@ from .runs import create_flow_run
 __all__ = ["rehearse"]
 
 PROJECT = "rehearsal"
+MIN_FREE_BYTES = 64 << 20  # free space a rehearsal needs where it makes its scratch store
 
 
 def rehearse(times=2):
@@ -39,11 +42,18 @@ def rehearse(times=2):
     directory); its log lines go nowhere. Raises what went wrong."""
     from ..flows.storage import Local
 
-    scratch = Path(tempfile.mkdtemp(prefix="orchestrator-rehearsal-"))
-    stderr, store = sys.stderr, None
-    try:
+    with contextlib.ExitStack() as undo:  # (every step undone, even when one fails)
+        scratch = Path(tempfile.mkdtemp(prefix="orchestrator-rehearsal-"))
+        undo.callback(shutil.rmtree, scratch, ignore_errors=True)
+        if shutil.disk_usage(scratch).free < MIN_FREE_BYTES:
+            # (a run waits for room on a full disk: a rehearsal would wait forever)
+            raise OSError(errno.ENOSPC, f"less than {MIN_FREE_BYTES >> 20} MB free in "
+                                        f"{scratch.parent}")
+        undo.callback(setattr, sys, "stderr", sys.stderr)
         sys.stderr = io.StringIO()
         store = Store.open(url=f"sqlite:///{scratch / 'rehearsal.db'}", private=True)
+        undo.callback(store.forget)
+        undo.callback(PackedResult.close_all)
         config = load_config()
         config["results"] = dict(config["results"], location=str(scratch / "results"))
         flow = _flow()
@@ -53,12 +63,6 @@ def rehearse(times=2):
         for _ in range(times):
             run = create_flow_run(store, flow.name, project=PROJECT)
             execute_flow_run(store, run["id"], load_flow, config=config)
-    finally:
-        sys.stderr = stderr
-        PackedResult.close_all()
-        if store is not None:
-            store.forget()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _flow():

@@ -16,8 +16,8 @@ its length and gives it back, so a host's processes hold few of the server's
 for a full disk.
 """
 
-import errno
 import contextlib
+import errno
 import os
 import shutil
 import sqlite3
@@ -140,7 +140,8 @@ def open_database(home=None, url=None, connections=None, private=False, ahead=Fa
     finally:
         release_connection(db)
     if ahead:
-        _checked_ahead.add(url)
+        with _open_lock:
+            _checked_ahead.add(url)
     return db
 
 

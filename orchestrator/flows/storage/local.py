@@ -42,6 +42,17 @@ def _file_lock(path):
         os.close(fd)  # (and with it, the lock)
 
 
+def _verified(data, meta_text):
+    """The metadata of a stored pickle, if it is whole and names the pickle's
+    sha256; else what is wrong: "invalid" (the metadata) or "mismatch"."""
+    try:
+        meta = json.loads(meta_text)
+        expected = meta["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return "invalid"
+    return meta if hashlib.sha256(data).hexdigest() == expected else "mismatch"
+
+
 class Local(Storage):
     """The flow kept on this host: pickled, or (`stored_as_script=True`) its script.
 
@@ -256,8 +267,8 @@ class Local(Storage):
             # the two disagree (a registration between the reads) is it read
             # again under the lock that registration holds.
             data, meta_text = self._read_files(path)
-            meta = self._verified(data, meta_text)
-            if meta is None:
+            meta = _verified(data, meta_text)
+            if isinstance(meta, str):
                 with _file_lock(path.parent / ".lock"):
                     data, meta_text = self._read_files(path)
         except FileNotFoundError:
@@ -269,34 +280,19 @@ class Local(Storage):
             ) from None
         except OSError as exc:
             raise StorageError(f"Cannot read flow {flow_name!r} from {path}: {exc}") from None
-        if meta is None:  # read again under the lock: whole now, or corrupt
-            try:
-                meta = json.loads(meta_text)
-                expected = meta["sha256"]
-            except (ValueError, KeyError, TypeError):
-                raise StorageError(
-                    f"Flow {flow_name!r} in Local storage is corrupt: {path.with_suffix('.json')}"
-                    " is not valid metadata; register the flow again"
-                ) from None
-            if hashlib.sha256(data).hexdigest() != expected:
-                raise StorageError(
-                    f"Flow {flow_name!r} in Local storage is corrupt: {path} does not match "
-                    "the sha256 recorded when it was registered; register the flow again"
-                )
+        if isinstance(meta, str):  # read again under the lock: whole now, or corrupt
+            meta = _verified(data, meta_text)
+            if isinstance(meta, str):
+                what = (f"{path.with_suffix('.json')} is not valid metadata"
+                        if meta == "invalid" else
+                        f"{path} does not match the sha256 recorded when it was registered")
+                raise StorageError(f"Flow {flow_name!r} in Local storage is corrupt: {what}; "
+                                   "register the flow again")
         return self._unpickle(flow_name, path, data, meta)
 
     @staticmethod
     def _read_files(path):
         return path.read_bytes(), path.with_suffix(".json").read_text(encoding="utf-8")
-
-    @staticmethod
-    def _verified(data, meta_text):
-        """The metadata, if it is whole and names the pickle's sha256; else None."""
-        try:
-            meta = json.loads(meta_text)
-            return meta if meta["sha256"] == hashlib.sha256(data).hexdigest() else None
-        except (ValueError, KeyError, TypeError):
-            return None
 
     def _load_pickle_file(self, flow_name, entry):
         """A flow pickled to a `path=` of the user's choosing: loaded only if it is
